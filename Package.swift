@@ -1,0 +1,55 @@
+// swift-tools-version: 6.1
+//
+// bpflab — the Linux kernel's BPF dispatch machinery, re-implemented in user space and measured.
+// Layers (arrows point down only; see README.md):
+//   bpflab (CLI) → PacketHarness (Harness/) → BPFKernel → BPFPrograms (C) → CBPFShims (C), CNuma
+import PackageDescription
+
+let package = Package(
+    name: "bpflab",
+    products: [
+        .library(name: "BPFKernel", targets: ["BPFKernel"]),
+        .executable(name: "bpflab", targets: ["bpflab"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The kernel's primitives: READ_ONCE/WRITE_ONCE, acquire/release, xchg, cmpxchg,
+        // atomic64, barriers, cpu_relax, rdtsc, array_index_nospec, affinity — and the
+        // fixed-layout "kernel memory" records every per-packet path reads.
+        .target(
+            name: "CBPFShims",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        // libnuma, as a system library (Debian: libnuma-dev).
+        .systemLibrary(
+            name: "CNuma",
+            path: "Sources/CNuma",
+            providers: [.apt(["libnuma-dev"])]
+        ),
+        // Native program bodies with the kernel's bpf_func(ctx, insnsi) shape: the stand-in
+        // for JIT output.
+        .target(
+            name: "BPFPrograms",
+            dependencies: ["CBPFShims"],
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        // The kernel objects and their rules, one file per object.
+        .target(
+            name: "BPFKernel",
+            dependencies: ["CBPFShims", "BPFPrograms", "CNuma"]
+        ),
+        .executableTarget(
+            name: "bpflab",
+            dependencies: [
+                "BPFKernel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "BPFKernelTests",
+            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms"]
+        ),
+    ]
+)

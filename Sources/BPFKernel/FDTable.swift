@@ -1,0 +1,119 @@
+// FDTable.swift — a process's file descriptors, as far as BPF objects go.
+//
+// Mirrors: fs/file.c (alloc_fd: the lowest free descriptor; close_fd) and the anon-inode
+// files kernel/bpf/syscall.c creates (bpf_prog_new_fd, bpf_map_new_fd, bpf_link_new_fd),
+// whose release hooks (bpf_prog_release, bpf_map_release, bpf_link_release) drop the
+// reference the fd held; bpf_prog_get / __bpf_map_get (fdget + type check + inc).
+//
+// An fd holds one reference on its object (a map fd holds a user reference too). `close`
+// drops it. A bad fd is EBADF; an fd of the wrong kind is EINVAL — as the kernel answers
+// when a map fd is passed where a program fd belongs.
+
+/// What an fd refers to.
+public enum FDObject: @unchecked Sendable {
+    case prog(BPFProg)
+    case map(BPFMap)
+    /// A BPF_ENABLE_STATS fd: stats stay on while it is open.
+    case stats(StatsEnable)
+
+    public var kindName: String {
+        switch self {
+        case .prog: return "program"
+        case .map: return "map"
+        case .stats: return "stats"
+        }
+    }
+
+    /// Drops the reference the fd held.
+    func release() {
+        switch self {
+        case let .prog(p): p.put()             // bpf_prog_release: bpf_prog_new_fd's reference
+        case let .map(m): m.putWithUref()      // bpf_map_release: reference + user reference
+        case let .stats(s): s.release()
+        }
+    }
+}
+
+public final class FDTable: @unchecked Sendable {
+    private let lock = KLock()
+    private var table: [Int32: FDObject] = [:]
+    /// RLIMIT_NOFILE's usual soft limit.
+    public let limit: Int32
+    /// The first descriptor handed out (0–2 are the process's stdio).
+    public static let first: Int32 = 3
+
+    public init(limit: Int32 = 1024) { self.limit = limit }
+
+    /// alloc_fd + fd_install: the lowest free descriptor now refers to `object`, which
+    /// must carry the reference the fd will hold. EMFILE when the table is full (the
+    /// caller still owns that reference then).
+    func install(_ object: FDObject) throws -> Int32 {
+        try lock.withLock {
+            var fd = FDTable.first
+            while table[fd] != nil { fd += 1 }
+            if fd >= limit {
+                throw fail(.EMFILE, "the process has \(limit - FDTable.first) descriptors open (RLIMIT_NOFILE)")
+            }
+            table[fd] = object
+            return fd
+        }
+    }
+
+    /// close(fd): removes the descriptor and drops its reference.
+    public func close(_ fd: Int32) throws {
+        let obj: FDObject = try lock.withLock {
+            guard let o = table.removeValue(forKey: fd) else {
+                throw fail(.EBADF, "fd \(fd) is not open")
+            }
+            return o
+        }
+        obj.release()
+    }
+
+    /// Closes every descriptor (process exit).
+    public func closeAll() {
+        let all: [FDObject] = lock.withLock {
+            let v = table.sorted { $0.key < $1.key }.map(\.value)
+            table.removeAll()
+            return v
+        }
+        for o in all { o.release() }
+    }
+
+    /// fdget: what `fd` refers to, with no new reference (valid while the fd is open).
+    public func object(_ fd: Int32) throws -> FDObject {
+        try lock.withLock {
+            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            return o
+        }
+    }
+
+    /// bpf_prog_get: the program behind `fd` with a new reference (+1: balance with
+    /// `put()`). EBADF for a closed fd, EINVAL for an fd that is not a program.
+    public func getProg(_ fd: Int32) throws -> BPFProg {
+        try lock.withLock {
+            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard case let .prog(p) = o else {
+                throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a program")
+            }
+            p.inc()
+            return p
+        }
+    }
+
+    /// bpf_map_get: the map behind `fd` with a new reference (+1: balance with `put()`).
+    public func getMap(_ fd: Int32) throws -> BPFMap {
+        try lock.withLock {
+            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard case let .map(m) = o else {
+                throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a map")
+            }
+            m.inc()
+            return m
+        }
+    }
+
+    /// Open descriptors, ascending.
+    public var openFDs: [Int32] { lock.withLock { table.keys.sorted() } }
+    public var count: Int { lock.withLock { table.count } }
+}

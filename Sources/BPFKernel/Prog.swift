@@ -1,0 +1,417 @@
+// Prog.swift — the program object and its lifetime.
+//
+// Mirrors: include/linux/filter.h (struct bpf_prog), include/linux/bpf.h
+// (struct bpf_prog_aux), kernel/bpf/syscall.c (bpf_prog_load, bpf_prog_alloc_id,
+// bpf_prog_free_id, bpf_prog_inc/add/sub/inc_not_zero/put, __bpf_prog_put,
+// __bpf_prog_put_noref, __bpf_prog_put_rcu), kernel/bpf/core.c (bpf_prog_free,
+// __bpf_prog_free, bpf_prog_calc_tag).
+//
+// A program is two records. `cbpf_prog` is what BPF_PROG_RUN reads — entry function, data
+// block, aux pointer, flags, per-CPU stats — and is read-only once loaded (the kernel maps
+// it read-only, which is why the chain-call RFC needed a *load-time* flag rather than
+// setting one when the first chain slot is filled). `cbpf_prog_aux` is the writable side:
+// the 64-bit refcount, the ID, the RFC's chain slots, the extension's target.
+//
+// Lifetime. Load returns one reference (the caller's fd). Whoever stores a pointer to the
+// program holds a reference: a chain slot, a prog-array slot, an attachment, a link, an
+// extension's `dst_prog`. The last `put` runs the kernel's stages:
+//   put → unpublish the ID (no lookup can find it any more) → deferred behind an RCU grace
+//   period (readers on other threads may still be running it) → after the grace period put
+//   what it held (chain slots, used maps, dst_prog) → free (poisoned in checked mode).
+// The Swift object keeps itself alive (a retained Unmanaged) from load until that free, so
+// raw pointers stored in records can always be turned back into it.
+import CBPFShims
+import BPFPrograms
+import Synchronization
+
+/// enum bpf_prog_type (the ones the lab models).
+public enum ProgType: UInt32, Sendable, CaseIterable {
+    case socketFilter = 1
+    case schedCls = 3
+    case xdp = 6
+    case rawTracepoint = 17
+    case tracing = 26
+    case ext = 28
+
+    /// bpftool's spelling.
+    public var name: String {
+        switch self {
+        case .socketFilter: return "socket_filter"
+        case .schedCls: return "sched_cls"
+        case .xdp: return "xdp"
+        case .rawTracepoint: return "raw_tracepoint"
+        case .tracing: return "tracing"
+        case .ext: return "ext"
+        }
+    }
+}
+
+/// enum bpf_attach_type (the ones the lab models).
+public enum AttachType: UInt32, Sendable, CaseIterable {
+    case unspecified = 0
+    case traceFentry = 24
+    case traceFexit = 25
+    case modifyReturn = 26
+    case xdp = 37
+}
+
+/// prog_flags accepted by BPF_PROG_LOAD (include/uapi/linux/bpf.h, 2019 numbering).
+/// Note: the RFC's BPF_F_CHAIN_CALLS took bit 4, which mainline later gave to
+/// BPF_F_SLEEPABLE; the lab keeps the RFC's numbering.
+public struct ProgLoadFlags: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public static let strictAlignment = ProgLoadFlags(rawValue: 1 << 0)
+    public static let anyAlignment = ProgLoadFlags(rawValue: 1 << 1)
+    public static let testRndHi32 = ProgLoadFlags(rawValue: 1 << 2)
+    public static let testStateFreq = ProgLoadFlags(rawValue: 1 << 3)
+    /// BPF_F_CHAIN_CALLS: BPF_PROG_RUN takes the chain-call loop for this program.
+    public static let chainCalls = ProgLoadFlags(rawValue: 1 << 4)
+    public static let all: ProgLoadFlags = [.strictAlignment, .anyAlignment, .testRndHi32, .testStateFreq, .chainCalls]
+}
+
+/// A native program body: the stand-in for the JIT's output.
+public struct ProgBody: Sendable {
+    public let symbol: String
+    public let fn: cbpf_func_t
+
+    public init(symbol: String, fn: cbpf_func_t) {
+        self.symbol = symbol
+        self.fn = fn
+    }
+
+    public static let xdpPass = ProgBody(symbol: "bpfp_xdp_pass", fn: bpfp_xdp_pass)
+    public static let xdpDrop = ProgBody(symbol: "bpfp_xdp_drop", fn: bpfp_xdp_drop)
+    public static let xdpTx = ProgBody(symbol: "bpfp_xdp_tx", fn: bpfp_xdp_tx)
+    public static let xdpAborted = ProgBody(symbol: "bpfp_xdp_aborted", fn: bpfp_xdp_aborted)
+    /// Data block: u32 ifindex.
+    public static let xdpRedirect = ProgBody(symbol: "bpfp_xdp_redirect", fn: bpfp_xdp_redirect)
+    /// Data block: u32 value to return.
+    public static let retConst = ProgBody(symbol: "bpfp_ret_const", fn: bpfp_ret_const)
+    /// Data block: bpfp_helper_data.
+    public static let callHelper = ProgBody(symbol: "bpfp_call_helper", fn: bpfp_call_helper)
+}
+
+/// The BPF_PROG_LOAD attributes the lab understands.
+public struct ProgLoadAttr: Sendable {
+    /// Raw enum bpf_prog_type value (an unknown one is EINVAL).
+    public var progType: UInt32
+    public var expectedAttachType: UInt32
+    /// The body; nil is a program with no instructions (EINVAL).
+    public var body: ProgBody?
+    /// The body's data block.
+    public var data: [UInt8]
+    public var name: String
+    public var progFlags: UInt32
+    public var license: String
+    /// Map fds the program uses (the fd_array / ld_imm64 map references).
+    public var mapFDs: [Int32]
+    /// Whether the body is "JIT output" (tail calls by jumping) or interpreted.
+    public var jited: Bool
+
+    public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
+                flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
+                mapFDs: [Int32] = [], license: String = "GPL", jited: Bool = true) {
+        self.progType = type.rawValue
+        self.expectedAttachType = expectedAttachType.rawValue
+        self.body = body
+        self.data = data
+        self.name = name
+        self.progFlags = flags.rawValue
+        self.license = license
+        self.mapFDs = mapFDs
+        self.jited = jited
+    }
+
+    /// A program returning `value` (any u32, valid XDP action or not).
+    public static func returning(_ value: UInt32, name: String = "", type: ProgType = .xdp,
+                                 flags: ProgLoadFlags = []) -> ProgLoadAttr {
+        ProgLoadAttr(type: type, body: .retConst, data: withUnsafeBytes(of: value.littleEndian) { Array($0) },
+                     name: name, flags: flags)
+    }
+}
+
+/// Largest data block accepted: BPF_COMPLEXITY_LIMIT_INSNS (1M) instructions of 8 bytes.
+public let progMaxDataBytes = 1_000_000 * 8
+
+/// The lifecycle state of a kernel object, as seen from Swift.
+public enum ObjectState: UInt8, Sendable {
+    case live = 0, dying = 1, freed = 2
+}
+
+public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
+    public let kernel: Kernel
+    /// The read-only hot record (struct bpf_prog).
+    public let raw: UnsafeMutablePointer<cbpf_prog>
+    /// The writable side (struct bpf_prog_aux).
+    public let aux: UnsafeMutablePointer<cbpf_prog_aux>
+    public let name: String
+    public let type: ProgType
+    public let expectedAttachType: UInt32
+    public let body: ProgBody
+    public let flags: ProgLoadFlags
+    public let license: String
+    public let jited: Bool
+    /// Serial number, unique per Kernel (IDs are reused cyclically; serials never).
+    public let serial: UInt64
+    /// Maps the program uses; it holds one `refcnt` reference on each (not `usercnt`).
+    public let usedMaps: [BPFMap]
+    let stats: UnsafeMutablePointer<cbpf_prog_stats>
+    let dataBlock: UnsafeMutableRawPointer
+    let dataBytes: Int
+    let state = Atomic<UInt8>(ObjectState.live.rawValue)
+    private var selfRetain: Unmanaged<BPFProg>?
+    /// What the free stage must also put (set by the extension code, before publication).
+    var dstProg: BPFProg?
+    /// Extra work run after the grace period, before the free (e.g. trampoline puts).
+    var onFree: [() -> Void] = []
+    /// Prog-array slots holding this program (the freplace interlock reads it).
+    let tailCallMemberships = Atomic<Int>(0)
+    /// Whether an extension (freplace) is attached to one of this program's subprograms.
+    var extensionAttached: Bool { extensionCount.load(ordering: .acquiring) > 0 }
+    let extensionCount = Atomic<Int>(0)
+
+    private init(kernel: Kernel, attr: ProgLoadAttr, type: ProgType, body: ProgBody, maps: [BPFMap]) {
+        self.kernel = kernel
+        self.name = attr.name
+        self.type = type
+        self.expectedAttachType = attr.expectedAttachType
+        self.body = body
+        self.flags = ProgLoadFlags(rawValue: attr.progFlags)
+        self.license = attr.license
+        self.jited = attr.jited
+        self.serial = kernel.serials.add(1, ordering: .relaxed).newValue
+        self.usedMaps = maps
+
+        raw = allocRecord(bytes: MemoryLayout<cbpf_prog>.stride).bindMemory(to: cbpf_prog.self, capacity: 1)
+        aux = allocRecord(bytes: MemoryLayout<cbpf_prog_aux>.stride).bindMemory(to: cbpf_prog_aux.self, capacity: 1)
+        let statsBytes = MemoryLayout<cbpf_prog_stats>.stride * Int(CBPF_NR_CPUS)
+        stats = allocRecord(bytes: statsBytes).bindMemory(to: cbpf_prog_stats.self, capacity: Int(CBPF_NR_CPUS))
+        dataBytes = max(attr.data.count, 16)
+        dataBlock = allocRecord(bytes: (dataBytes + 63) & ~63)
+        attr.data.withUnsafeBytes { src in
+            if let b = src.baseAddress { dataBlock.copyMemory(from: b, byteCount: src.count) }
+        }
+
+        var f: UInt32 = 0
+        if attr.jited { f |= UInt32(CBPF_PROG_F_JITED) }
+        if flags.contains(.chainCalls) { f |= UInt32(CBPF_PROG_F_CHAIN_CALLS) }
+        if type == .ext { f |= UInt32(CBPF_PROG_F_IS_EXT) }
+        let tag = progTag(symbol: body.symbol, data: attr.data)
+
+        raw.pointee.bpf_func = body.fn
+        raw.pointee.insnsi = UnsafeRawPointer(dataBlock)
+        raw.pointee.aux = aux
+        raw.pointee.stats = stats
+        raw.pointee.type = type.rawValue
+        raw.pointee.expected_attach_type = attr.expectedAttachType
+        raw.pointee.flags = f
+        raw.pointee.len = UInt32(attr.data.count)
+        withUnsafeMutableBytes(of: &raw.pointee.tag) { dst in
+            for i in 0..<8 { dst[i] = tag[i] }
+        }
+        raw.pointee.magic = CBPF_PROG_MAGIC
+
+        aux.pointee.refcnt = 1
+        aux.pointee.used_map_cnt = UInt32(maps.count)
+        aux.pointee.prog = raw
+        aux.pointee.load_time = cbpf_ktime_get_boottime_ns()
+        withUnsafeMutableBytes(of: &aux.pointee.name) { dst in
+            for (i, c) in attr.name.utf8.prefix(Int(CBPF_OBJ_NAME_LEN) - 1).enumerated() { dst[i] = c }
+        }
+        aux.pointee.magic = CBPF_AUX_MAGIC
+        aux.pointee.owner = UnsafeMutableRawPointer(Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// bpf_prog_load's core: validates `attr`, builds the records, publishes an ID.
+    /// `maps` are the resolved map fds; the program takes its own reference on each.
+    /// Returns the program holding one reference (the caller's): balance with `put()`.
+    /// On error nothing has changed.
+    static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap]) throws -> BPFProg {
+        let unknown = attr.progFlags & ~ProgLoadFlags.all.rawValue
+        if unknown != 0 {
+            throw fail(.EINVAL, "unknown prog_flags 0x\(String(unknown, radix: 16))")
+        }
+        guard let body = attr.body else {
+            throw fail(.EINVAL, "program has no instructions (insn_cnt is 0)")
+        }
+        if attr.data.count > progMaxDataBytes {
+            throw fail(.E2BIG, "program data block of \(attr.data.count) bytes exceeds \(progMaxDataBytes)")
+        }
+        guard let type = ProgType(rawValue: attr.progType) else {
+            throw fail(.EINVAL, "unknown program type \(attr.progType)")
+        }
+        try checkObjName(attr.name)
+        if attr.license.isEmpty {
+            throw fail(.EINVAL, "license string is empty")
+        }
+        var unique: [BPFMap] = []
+        for m in maps where !unique.contains(where: { $0 === m }) { unique.append(m) }
+
+        let prog = BPFProg(kernel: kernel, attr: attr, type: type, body: body, maps: unique)
+        do {
+            let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step
+            cbpf_store_release_u32(cbpf_prog_aux_id(prog.aux), id)
+        } catch {
+            prog.releaseRecords()
+            throw error
+        }
+        for m in unique { m.inc() }  // bpf_prog_put → bpf_free_used_maps balances these
+        prog.selfRetain = Unmanaged.passRetained(prog)
+        kernel.liveProgs.add(1, ordering: .relaxed)
+        kernel.log("prog", prog.name, prog.serial, prog.id, .created)
+        kernel.log("prog", prog.name, prog.serial, prog.id, .published)
+        return prog
+    }
+
+    /// The program whose hot record is `p`. `p` must be live (the caller holds a
+    /// reference or is inside an RCU read-side section).
+    public static func fromRaw(_ p: UnsafePointer<cbpf_prog>) -> BPFProg {
+        Unmanaged<BPFProg>.fromOpaque(p.pointee.aux.pointee.owner!).takeUnretainedValue()
+    }
+
+    // MARK: identity
+
+    /// The published ID, or 0 once unpublished.
+    public var id: UInt32 { cbpf_load_acquire_u32(cbpf_prog_aux_id(aux)) }
+    var refcount: Refcount64 { Refcount64(cbpf_prog_aux_refcnt(aux)) }
+    /// The current reference count (a snapshot; for display and tests).
+    public var refcnt: UInt64 {
+        ObjectState(rawValue: state.load(ordering: .acquiring)) == .freed ? 0 : refcount.value
+    }
+    public var objectState: ObjectState { ObjectState(rawValue: state.load(ordering: .acquiring))! }
+    /// The tag as bpftool prints it (16 hex digits).
+    public var tag: String {
+        withUnsafeBytes(of: raw.pointee.tag) { $0.map { String(format2: $0) }.joined() }
+    }
+    public var hasChainCalls: Bool { flags.contains(.chainCalls) }
+    public var loadTimeNs: UInt64 { aux.pointee.load_time }
+    public var description: String { "prog \(id) \(type.name) '\(name)'" }
+
+    // MARK: references
+
+    /// bpf_prog_inc: +1. The caller must already hold a reference. Balance with `put()`.
+    public func inc() { add(1) }
+
+    /// bpf_prog_add: +n. Cannot fail. Balance with n `put()`s, or `sub(n)` on an error path.
+    public func add(_ n: UInt64) {
+        if objectState == .freed {
+            kernel.record(.incrementFromZero(kind: "prog", name: name))
+            return
+        }
+        if refcount.add(n) == 0 {
+            _ = refcount.subReturn(n)  // undo: a dying object is never resurrected
+            kernel.record(.incrementFromZero(kind: "prog", name: name))
+        }
+    }
+
+    /// bpf_prog_sub: undoes an `add` on an error path. Must not reach zero (that is a bug,
+    /// reported as a violation; the object is then leaked, as the kernel's WARN_ON leaves it).
+    public func sub(_ n: UInt64) {
+        if refcount.subReturn(n) == 0 {
+            kernel.record(.subReachedZero(kind: "prog", name: name))
+        }
+    }
+
+    /// bpf_prog_inc_not_zero: +1 unless the program is already dying. Used by lookups that
+    /// hold no reference yet. Throws ENOENT on a dying program. Balance with `put()`.
+    public func incNotZero() throws {
+        guard objectState != .freed, refcount.incNotZero() else {
+            throw fail(.ENOENT, "program '\(name)' is being freed")
+        }
+    }
+
+    /// bpf_prog_put: -1; the last put starts the release stages. Consumes one reference.
+    public func put() {
+        guard objectState != .freed else {
+            kernel.record(.putOnDeadObject(kind: "prog", name: name))
+            return
+        }
+        let old = refcount.decFromNonZero()
+        if old == 0 {
+            kernel.record(.putOnDeadObject(kind: "prog", name: name))
+        } else if old == 1 {
+            putNoref()
+        }
+    }
+
+    /// __bpf_prog_put_noref: unpublish the ID, then defer the free behind a grace period.
+    private func putNoref() {
+        state.store(ObjectState.dying.rawValue, ordering: .releasing)
+        let id = self.id
+        kernel.log("prog", name, serial, id, .lastPut)
+        if id != 0 {
+            kernel.progIDR.remove(id)  // bpf_prog_free_id
+            cbpf_store_release_u32(cbpf_prog_aux_id(aux), 0)
+            kernel.log("prog", name, serial, id, .unpublished)
+        }
+        kernel.log("prog", name, serial, id, .deferred)
+        kernel.rcu.callRCU { self.putRCU(id: id) }  // call_rcu(&aux->rcu, __bpf_prog_put_rcu)
+    }
+
+    /// __bpf_prog_put_rcu: no reader can reach the program any more. Put everything it
+    /// held, then free it.
+    private func putRCU(id: UInt32) {
+        kernel.log("prog", name, serial, id, .afterGracePeriod)
+        for i in 0..<Int(CBPF_NUM_CHAIN_SLOTS) {
+            if let next = cbpf_prog_chain_xchg(aux, UInt(i), nil) {
+                BPFProg.fromRaw(next).put()  // the chain slot's reference (CHAIN_ADD)
+            }
+        }
+        for cb in onFree { cb() }
+        onFree.removeAll()
+        if let d = dstProg {
+            dstProg = nil
+            d.put()  // the extension's reference on its target
+        }
+        for m in usedMaps { m.put() }  // bpf_free_used_maps: balances the inc in load
+        kernel.liveProgs.subtract(1, ordering: .releasing)
+        state.store(ObjectState.freed.rawValue, ordering: .releasing)
+        releaseRecords()
+        kernel.log("prog", name, serial, id, .freed)
+        let me = selfRetain
+        selfRetain = nil
+        me?.release()
+    }
+
+    /// bpf_prog_free: release (or, in checked mode, poison and quarantine) the records.
+    private func releaseRecords() {
+        kernel.freeRecord(UnsafeMutableRawPointer(stats), bytes: MemoryLayout<cbpf_prog_stats>.stride * Int(CBPF_NR_CPUS))
+        kernel.freeRecord(dataBlock, bytes: (dataBytes + 63) & ~63)
+        kernel.freeRecord(UnsafeMutableRawPointer(aux), bytes: MemoryLayout<cbpf_prog_aux>.stride)
+        kernel.freeRecord(UnsafeMutableRawPointer(raw), bytes: MemoryLayout<cbpf_prog>.stride)
+    }
+
+    // MARK: stats
+
+    /// Sum of the per-CPU stats (bpf_prog_get_stats).
+    public var runStats: (runCount: UInt64, runTimeNs: UInt64, misses: UInt64) {
+        guard objectState != .freed else { return (0, 0, 0) }
+        var c: UInt64 = 0, n: UInt64 = 0, m: UInt64 = 0
+        for i in 0..<Int(CBPF_NR_CPUS) {
+            c &+= cbpf_read_once_u64(&stats[i].cnt)
+            n &+= cbpf_read_once_u64(&stats[i].nsecs)
+            m &+= cbpf_read_once_u64(&stats[i].misses)
+        }
+        return (c, n, m)
+    }
+}
+
+/// bpf_obj_name_cpy: at most 15 bytes of [A-Za-z0-9_.].
+func checkObjName(_ name: String) throws {
+    if name.utf8.count >= Int(CBPF_OBJ_NAME_LEN) {
+        throw fail(.EINVAL, "object name '\(name)' is longer than \(CBPF_OBJ_NAME_LEN - 1) bytes")
+    }
+    for c in name.utf8 {
+        let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2e
+        if !ok { throw fail(.EINVAL, "object name '\(name)' may contain only letters, digits, '_' and '.'") }
+    }
+}
+
+extension String {
+    /// Two lower-case hex digits.
+    init(format2 b: UInt8) {
+        let d = Array("0123456789abcdef")
+        self = String([d[Int(b >> 4)], d[Int(b & 15)]])
+    }
+}

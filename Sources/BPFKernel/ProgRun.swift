@@ -1,0 +1,144 @@
+// ProgRun.swift — BPF_PROG_RUN: how the kernel runs one program on one packet.
+//
+// Mirrors: include/linux/filter.h (BPF_PROG_RUN / bpf_prog_run / __bpf_prog_run with its
+// stats branch; the RFC v3's do_chain_calls), kernel/bpf/trampoline.c
+// (__bpf_prog_enter/__bpf_prog_exit's recursion guard and `misses`).
+//
+// Per packet the driver calls `bpfProgRun(prog, ctx)`. It resets the run's tail-call
+// counter (the x86 JIT zeroes it in the program's prologue), then:
+// - if stats are on (the bpf_stats_enabled_key, off by default) it times the run and
+//   accounts it per CPU — a chained program accounts its own run (the review's fix);
+// - if the program was loaded with BPF_F_CHAIN_CALLS it runs the RFC's chain loop;
+// - otherwise it calls the body directly.
+// Everything here reads fixed-layout records through raw pointers: no ARC, no lock, no
+// allocation, no existential. The functions are @inlinable so they inline into the driver.
+import CBPFShims
+
+public typealias ProgPtr = UnsafePointer<cbpf_prog>
+public typealias XDPContext = UnsafeMutablePointer<cbpf_xdp_md>
+
+@usableFromInline let chainCallsFlag = UInt32(CBPF_PROG_F_CHAIN_CALLS)
+@usableFromInline let numChainSlots = UInt32(CBPF_NUM_CHAIN_SLOTS)
+@usableFromInline let maxChainCalls = Int32(CBPF_MAX_CHAIN_CALLS)
+
+/// Calls the program's body: `prog->bpf_func(ctx, prog->insnsi)`.
+@inlinable @inline(__always)
+public func bpfCallBody(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    prog.pointee.bpf_func.unsafelyUnwrapped(ctx, prog.pointee.insnsi)
+}
+
+/// BPF_PROG_RUN. Returns the program's (or the chain's last program's) return value.
+@inlinable @inline(__always)
+public func bpfProgRun(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    ctx.pointee.tail_call_cnt = 0
+    if _slowPath(cbpf_bpf_stats_enabled()) {
+        return bpfProgRunWithStats(prog, ctx)
+    }
+    if prog.pointee.flags & chainCallsFlag != 0 {
+        return doChainCalls(prog, ctx)
+    }
+    return bpfCallBody(prog, ctx)
+}
+
+/// The RFC v3's do_chain_calls: run; pick slot[ret + 1] (the wildcard slot 0 when
+/// ret + 1 ≥ 8 or that slot is empty); stop when there is no next program or 32 programs
+/// have run; return the last return value. The slot index is masked against speculation.
+/// Each chained program starts with a fresh tail-call counter, as each JIT-ed program's
+/// prologue would give it.
+@inlinable @inline(__always)
+public func doChainCalls(_ first: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    var prog = first
+    var budget = maxChainCalls
+    var ret: UInt32
+    repeat {
+        ctx.pointee.tail_call_cnt = 0
+        ret = bpfCallBody(prog, ctx)
+        guard let next = chainNext(prog, ret) else { break }
+        prog = UnsafePointer(next)
+        budget -= 1
+    } while budget > 0
+    return ret
+}
+
+/// The chain slot a return value selects, with the wildcard fallback.
+@inlinable @inline(__always)
+public func chainNext(_ prog: ProgPtr, _ ret: UInt32) -> UnsafeMutablePointer<cbpf_prog>? {
+    let idx = ret &+ 1
+    if idx >= numChainSlots {
+        return cbpf_prog_chain_slot(prog, 0)
+    }
+    let masked = cbpf_array_index_nospec(UInt(idx), UInt(numChainSlots))
+    return cbpf_prog_chain_slot(prog, masked) ?? cbpf_prog_chain_slot(prog, 0)
+}
+
+/// BPF_PROG_RUN's stats branch: every program run — including each one in a chain —
+/// accounts its own count and time on this CPU.
+@inline(never)
+public func bpfProgRunWithStats(_ first: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    if first.pointee.flags & chainCallsFlag == 0 {
+        let start = cbpf_ktime_get_ns()
+        let ret = bpfCallBody(first, ctx)
+        cbpf_prog_stats_account(first, cbpf_ktime_get_ns() &- start)
+        return ret
+    }
+    var prog = first
+    var budget = maxChainCalls
+    var ret: UInt32
+    repeat {
+        ctx.pointee.tail_call_cnt = 0
+        let start = cbpf_ktime_get_ns()
+        ret = bpfCallBody(prog, ctx)
+        cbpf_prog_stats_account(prog, cbpf_ktime_get_ns() &- start)
+        guard let next = chainNext(prog, ret) else { break }
+        prog = UnsafePointer(next)
+        budget -= 1
+    } while budget > 0
+    return ret
+}
+
+/// Checked BPF_PROG_RUN: verifies every program record it reaches is live (not poisoned)
+/// before running it. A dead one is counted in `useAfterFree` and ends the run with
+/// XDP_ABORTED. For tests and the harness's checked mode; never for measurements.
+@inline(never)
+public func bpfProgRunChecked(_ first: ProgPtr, _ ctx: XDPContext,
+                              useAfterFree: UnsafeMutablePointer<UInt64>) -> UInt32 {
+    ctx.pointee.tail_call_cnt = 0
+    guard cbpf_prog_is_live(first) else {
+        useAfterFree.pointee &+= 1
+        return UInt32(CBPF_XDP_ABORTED)
+    }
+    if first.pointee.flags & chainCallsFlag == 0 {
+        return bpfCallBody(first, ctx)
+    }
+    var prog = first
+    var budget = maxChainCalls
+    var ret: UInt32
+    repeat {
+        ctx.pointee.tail_call_cnt = 0
+        ret = bpfCallBody(prog, ctx)
+        guard let next = chainNext(prog, ret) else { break }
+        guard cbpf_prog_is_live(next) else {
+            useAfterFree.pointee &+= 1
+            return UInt32(CBPF_XDP_ABORTED)
+        }
+        prog = UnsafePointer(next)
+        budget -= 1
+    } while budget > 0
+    return ret
+}
+
+/// A run through the tracing entry (__bpf_prog_enter / __bpf_prog_exit): if this CPU is
+/// already running `prog`, the run is skipped, counted in `misses`, and returns 0.
+/// The tail-call counter in `ctx` is left as it is (it survives a trampoline).
+@inline(never)
+public func bpfProgRunTracing(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    defer { cbpf_prog_exit_guard(prog) }
+    guard cbpf_prog_enter_guard(prog) else { return 0 }
+    if _slowPath(cbpf_bpf_stats_enabled()) {
+        let start = cbpf_ktime_get_ns()
+        let ret = bpfCallBody(prog, ctx)
+        cbpf_prog_stats_account(prog, cbpf_ktime_get_ns() &- start)
+        return ret
+    }
+    return bpfCallBody(prog, ctx)
+}

@@ -1,0 +1,389 @@
+// RCU.swift — user-space RCU, QSBR flavour.
+//
+// Mirrors: liburcu's urcu-qsbr (rcu_register_thread, rcu_quiescent_state,
+// rcu_thread_offline/online, rcu_read_lock/unlock, rcu_dereference, rcu_assign_pointer,
+// synchronize_rcu, call_rcu, rcu_barrier) and the kernel's kernel/rcu/tree.c contract.
+//
+// The mechanism. Readers never lock, count or write shared memory while they read. Each
+// registered reader thread owns one counter. Between two reports of a *quiescent state*
+// the thread may hold pointers it found through `rcuDereference`; when it reports one
+// (`quiescentState()`), it promises it holds none. A packet worker is quiescent between
+// polls, exactly as NAPI is, so it reports once per poll — this is the QSBR flavour, and
+// its read-side lock/unlock compile to nothing.
+//
+// A writer unpublishes an object (an exchange), then waits for a grace period
+// (`synchronize`): it advances the global counter and waits until every online reader has
+// reported a quiescent state since, or gone offline. After that no reader can still hold
+// the object, so it may be freed. `callRCU` queues the free instead of waiting; a
+// reclaimer thread batches queued callbacks behind one grace period. `barrier` waits until
+// everything queued so far has run.
+//
+// THE DEADLOCK RULE. Never call `synchronize` or `barrier` inside a read-side critical
+// section, nor while holding a lock that a reader needs before its next quiescent state:
+// the grace period waits for that reader, and the reader waits for you. (A registered
+// thread that is *between* sections may call them: it is taken offline for the wait, as
+// liburcu does.) An online reader that stops reporting quiescent states stalls every grace
+// period; go offline (`offline()`) before blocking.
+//
+// Orderings. A reader's report is a store-release of the global counter into its own
+// counter, preceded and followed by a full barrier (smp_mb): everything it read before is
+// ordered before the report (pairs with the writer's load-acquire of that counter), and
+// nothing it reads after can be hoisted above it (pairs with the writer's smp_mb after it
+// advanced the global counter). Checked mode adds nesting checks and violation records.
+import CBPFShims
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A rule the RCU user broke, named.
+public enum RCUViolation: Equatable, Sendable, CustomStringConvertible {
+    case synchronizeInsideReadSection
+    case quiescentStateInsideReadSection
+    case unbalancedReadUnlock
+    case unregisterInsideReadSection
+
+    public var description: String {
+        switch self {
+        case .synchronizeInsideReadSection:
+            return "synchronize_rcu() called inside a read-side critical section (would deadlock)"
+        case .quiescentStateInsideReadSection:
+            return "quiescent state reported inside a read-side critical section"
+        case .unbalancedReadUnlock:
+            return "rcu_read_unlock() without a matching rcu_read_lock()"
+        case .unregisterInsideReadSection:
+            return "reader unregistered inside a read-side critical section"
+        }
+    }
+}
+
+/// The per-packet view of a registered reader: two raw pointers, no ARC. Copy it into the
+/// worker's loop.
+public struct RCUReaderHandle: @unchecked Sendable {
+    /// [0] = the reader's counter (0 = offline), [1] = read-side nesting (checked mode).
+    @usableFromInline let rec: UnsafeMutablePointer<UInt64>
+    @usableFromInline let gp: UnsafeMutablePointer<UInt64>
+    @usableFromInline let checked: Bool
+    @usableFromInline let domain: Unmanaged<RCUDomain>
+
+    /// rcu_quiescent_state(): "I hold no RCU-protected pointer now".
+    @inlinable @inline(__always)
+    public func quiescentState() {
+        if checked && rec[1] != 0 {
+            domain.takeUnretainedValue().record(.quiescentStateInsideReadSection)
+        }
+        cbpf_smp_mb()  // order this thread's earlier reads before the report
+        cbpf_store_release_u64(rec, cbpf_load_acquire_u64(gp))  // pairs with synchronize's load-acquire
+        cbpf_smp_mb()  // order the report before later reads (pairs with synchronize's smp_mb)
+    }
+
+    /// rcu_read_lock(): a no-op in QSBR; checked mode counts nesting.
+    @inlinable @inline(__always)
+    public func readLock() {
+        if checked { rec[1] &+= 1 }
+        cbpf_barrier()
+    }
+
+    /// rcu_read_unlock(): a no-op in QSBR; checked mode verifies the nesting.
+    @inlinable @inline(__always)
+    public func readUnlock() {
+        cbpf_barrier()
+        if checked {
+            if rec[1] == 0 {
+                domain.takeUnretainedValue().record(.unbalancedReadUnlock)
+            } else {
+                rec[1] &-= 1
+            }
+        }
+    }
+
+    /// rcu_thread_offline(): the thread holds no pointers and will not report for a while
+    /// (it is about to block). Grace periods no longer wait for it.
+    public func offline() {
+        cbpf_smp_mb()
+        cbpf_store_release_u64(rec, 0)
+        cbpf_smp_mb()
+    }
+
+    /// rcu_thread_online(): the thread resumes reading.
+    public func online() {
+        cbpf_store_release_u64(rec, cbpf_load_acquire_u64(gp))
+        cbpf_smp_mb()
+    }
+
+    /// Whether the reader is online.
+    public var isOnline: Bool { cbpf_load_acquire_u64(rec) != 0 }
+    /// Current read-side nesting (checked mode only; 0 otherwise).
+    public var nesting: UInt64 { rec[1] }
+}
+
+/// A registered reader thread. Keep the object alive while registered; use `handle` in
+/// loops.
+public final class RCUReader: @unchecked Sendable {
+    public let handle: RCUReaderHandle
+    public let name: String
+    public let tid: Int32
+
+    init(domain: RCUDomain, name: String) {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: Int(CBPF_CACHELINE), alignment: Int(CBPF_CACHELINE))
+        raw.initializeMemory(as: UInt64.self, repeating: 0, count: Int(CBPF_CACHELINE) / 8)
+        let rec = raw.assumingMemoryBound(to: UInt64.self)
+        handle = RCUReaderHandle(rec: rec, gp: domain.gp, checked: domain.checked,
+                                 domain: Unmanaged.passUnretained(domain))
+        self.name = name
+        self.tid = cbpf_gettid()
+    }
+
+    deinit { UnsafeMutableRawPointer(handle.rec).deallocate() }
+
+    @inlinable public func quiescentState() { handle.quiescentState() }
+    @inlinable public func readLock() { handle.readLock() }
+    @inlinable public func readUnlock() { handle.readUnlock() }
+    public func offline() { handle.offline() }
+    public func online() { handle.online() }
+}
+
+/// One RCU domain: a global grace-period counter, its readers, and a call_rcu queue with
+/// a reclaimer thread. The lab's `Kernel` owns one; tests may create their own.
+public final class RCUDomain: @unchecked Sendable {
+    /// The grace-period counter. Starts at 1; 0 means "offline" in a reader's counter.
+    @usableFromInline let gp: UnsafeMutablePointer<UInt64>
+    public let checked: Bool
+
+    private let registry = KLock()          // rcu_registry_lock: readers list + grace periods
+    private var readers: [RCUReader] = []
+    private let queueLock = KLock()         // call_rcu queue
+    private var queue: [() -> Void] = []
+    private var enqueued: UInt64 = 0
+    private var completed: UInt64 = 0
+    private var reclaimer: pthread_t?
+    private var stopping = false
+
+    private let violationsLock = KLock()
+    private var _violations: [RCUViolation] = []
+
+    /// Completed grace periods.
+    public let gracePeriods = Atomic<UInt64>(0)
+    /// Total nanoseconds spent waiting in grace periods, and the longest wait.
+    public let gracePeriodNanos = Atomic<UInt64>(0)
+    public let gracePeriodMaxNanos = Atomic<UInt64>(0)
+    /// Callbacks run by the reclaimer, and the largest batch behind one grace period.
+    public let callbacksInvoked = Atomic<UInt64>(0)
+    public let largestBatch = Atomic<UInt64>(0)
+
+    /// TEST ONLY: when set, `synchronize` returns without waiting for readers. The torture
+    /// test's negative control uses it to prove the test can catch a broken grace period.
+    public let testOnlyBrokenGracePeriod = Atomic<Bool>(false)
+
+    public init(checked: Bool) {
+        self.checked = checked
+        gp = .allocate(capacity: 1)
+        gp.initialize(to: 1)
+    }
+
+    deinit {
+        shutdown()
+        gp.deallocate()
+    }
+
+    /// Stops the reclaimer after running everything queued. Idempotent.
+    public func shutdown() {
+        let t: pthread_t? = queueLock.withLock {
+            stopping = true
+            queueLock.broadcast()
+            let t = reclaimer
+            reclaimer = nil
+            return t
+        }
+        if let t { kthreadJoin(t) }
+    }
+
+    // MARK: readers
+
+    /// rcu_register_thread(): the calling thread becomes an online reader.
+    /// Balance with `unregisterThread`.
+    public func registerThread(name: String = "reader") -> RCUReader {
+        let r = RCUReader(domain: self, name: name)
+        registry.withLock {
+            readers.append(r)
+            r.handle.online()
+        }
+        cbpf_rcu_tls_set(Unmanaged.passUnretained(r).toOpaque())
+        return r
+    }
+
+    /// rcu_unregister_thread(): goes offline first (so a waiting writer is not blocked by
+    /// us while we wait for the registry lock), then leaves the registry.
+    public func unregisterThread(_ r: RCUReader) {
+        if checked && r.handle.nesting != 0 { record(.unregisterInsideReadSection) }
+        r.handle.offline()
+        registry.withLock {
+            readers.removeAll { $0 === r }
+        }
+        if cbpf_rcu_tls_get() == Unmanaged.passUnretained(r).toOpaque() {
+            cbpf_rcu_tls_set(nil)
+        }
+    }
+
+    /// The calling thread's reader in this domain, if it registered one.
+    public func currentReader() -> RCUReader? {
+        guard let p = cbpf_rcu_tls_get() else { return nil }
+        let r = Unmanaged<RCUReader>.fromOpaque(p).takeUnretainedValue()
+        return r.handle.domain.toOpaque() == Unmanaged.passUnretained(self).toOpaque() ? r : nil
+    }
+
+    /// Registered readers (a snapshot).
+    public var readerCount: Int { registry.withLock { readers.count } }
+
+    // MARK: publish / read
+
+    /// rcu_assign_pointer(): publish `value` so that a reader who finds it also sees
+    /// everything written before (store-release).
+    @inlinable @inline(__always)
+    public static func assignPointer(_ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>,
+                                     _ value: UnsafeMutableRawPointer?) {
+        cbpf_rcu_assign_pointer(slot, value)
+    }
+
+    /// rcu_dereference(): read a published pointer (consume/acquire).
+    @inlinable @inline(__always)
+    public static func dereference(_ slot: UnsafeMutablePointer<UnsafeMutableRawPointer?>) -> UnsafeMutableRawPointer? {
+        cbpf_rcu_dereference(slot)
+    }
+
+    // MARK: grace periods
+
+    /// synchronize_rcu(): returns once every reader that was online when it was called has
+    /// reported a quiescent state or gone offline. See the deadlock rule above.
+    public func synchronize() {
+        let me = currentReader()
+        var wasOnline = false
+        if let me {
+            if checked && me.handle.nesting != 0 { record(.synchronizeInsideReadSection) }
+            wasOnline = me.handle.isOnline
+            if wasOnline { me.handle.offline() }
+        }
+        defer { if wasOnline { me!.handle.online() } }
+
+        if testOnlyBrokenGracePeriod.load(ordering: .acquiring) {
+            gracePeriods.add(1, ordering: .relaxed)
+            return
+        }
+        let start = cbpf_ktime_get_ns()
+        registry.withLock {
+            cbpf_smp_mb()  // order the caller's unpublish before advancing the counter
+            let newgp = cbpf_read_once_u64(gp) + 1
+            cbpf_store_release_u64(gp, newgp)
+            cbpf_smp_mb()  // pairs with the smp_mb after a reader's report
+            for r in readers {
+                var spins = 0
+                while true {
+                    let c = cbpf_load_acquire_u64(r.handle.rec)  // pairs with the report's store-release
+                    if c == 0 || c >= newgp { break }
+                    spins += 1
+                    if spins < 256 {
+                        cbpf_cpu_relax()
+                    } else if spins < 1024 {
+                        cbpf_sched_yield()
+                    } else {
+                        cbpf_usleep(UInt32(min(1000, (spins - 1023) * 10)))
+                    }
+                }
+            }
+            cbpf_smp_mb()  // the caller's frees come after every reader's report
+        }
+        let took = cbpf_ktime_get_ns() &- start
+        gracePeriods.add(1, ordering: .relaxed)
+        gracePeriodNanos.add(took, ordering: .relaxed)
+        var m = gracePeriodMaxNanos.load(ordering: .relaxed)
+        while took > m {
+            let (ok, cur) = gracePeriodMaxNanos.compareExchange(expected: m, desired: took, ordering: .relaxed)
+            if ok { break }
+            m = cur
+        }
+    }
+
+    /// call_rcu(): run `callback` on the reclaimer thread after a grace period. Never
+    /// blocks; may be called from anywhere, including from inside a callback.
+    public func callRCU(_ callback: @escaping () -> Void) {
+        queueLock.withLock {
+            queue.append(callback)
+            enqueued += 1
+            if reclaimer == nil && !stopping {
+                let me = Unmanaged.passUnretained(self)
+                nonisolated(unsafe) let unmanaged = me
+                reclaimer = kthreadCreate(name: "rcu-reclaim") {
+                    unmanaged.takeUnretainedValue().reclaimerLoop()
+                }
+            }
+            queueLock.broadcast()
+        }
+    }
+
+    /// rcu_barrier(): waits until every callback queued before the call has run.
+    /// Do not call it from a callback or inside a read-side section.
+    public func barrier() {
+        let me = currentReader()
+        let wasOnline = me?.handle.isOnline ?? false
+        if wasOnline { me!.handle.offline() }
+        defer { if wasOnline { me!.handle.online() } }
+        queueLock.withLock {
+            let target = enqueued
+            while completed < target {
+                if reclaimer == nil || stopping {
+                    // No reclaimer (shut down): run what is left here, after a grace period.
+                    let batch = queue
+                    queue.removeAll()
+                    queueLock.unlock()
+                    synchronize()
+                    for cb in batch { cb() }
+                    queueLock.lock()
+                    completed += UInt64(batch.count)
+                    continue
+                }
+                queueLock.wait()
+            }
+        }
+    }
+
+    /// Callbacks queued and not yet run.
+    public var pendingCallbacks: UInt64 { queueLock.withLock { enqueued - completed } }
+
+    private func reclaimerLoop() {
+        while true {
+            queueLock.lock()
+            while queue.isEmpty && !stopping { queueLock.wait() }
+            if queue.isEmpty && stopping {
+                queueLock.unlock()
+                return
+            }
+            let batch = queue
+            queue.removeAll(keepingCapacity: true)
+            queueLock.unlock()
+
+            synchronize()
+            for cb in batch { cb() }
+            callbacksInvoked.add(UInt64(batch.count), ordering: .relaxed)
+            var m = largestBatch.load(ordering: .relaxed)
+            while UInt64(batch.count) > m {
+                let (ok, cur) = largestBatch.compareExchange(expected: m, desired: UInt64(batch.count), ordering: .relaxed)
+                if ok { break }
+                m = cur
+            }
+            queueLock.withLock {
+                completed += UInt64(batch.count)
+                queueLock.broadcast()
+            }
+        }
+    }
+
+    // MARK: violations
+
+    @usableFromInline
+    func record(_ v: RCUViolation) {
+        violationsLock.withLock { _violations.append(v) }
+    }
+
+    /// Rules broken so far (checked mode).
+    public var violations: [RCUViolation] { violationsLock.withLock { _violations } }
+}

@@ -1,0 +1,42 @@
+// Refcount.swift — the 64-bit reference counts of programs, maps and links.
+//
+// Mirrors: kernel/bpf/syscall.c bpf_prog_inc / bpf_prog_add / bpf_prog_sub /
+// bpf_prog_inc_not_zero / bpf_prog_put (and the bpf_map_* and bpf_link_* twins), built on
+// atomic64_t.
+//
+// The rules (history: a 32-bit count once wrapped — CVE-2016-4558):
+// - the count is 64 bits and never wraps;
+// - `inc`/`add` cannot fail, and may only be called by someone who already holds a
+//   reference (so the count is never incremented from zero);
+// - `sub` exists only to undo an `add` on an error path and must never reach zero;
+// - `incNotZero` is for lookups that hold no reference yet (by ID): it fails on a dying
+//   object instead of resurrecting it;
+// - every get has exactly one put, and the call site says which get it balances.
+import CBPFShims
+
+/// A view of one 64-bit counter in record memory.
+public struct Refcount64: @unchecked Sendable {
+    @usableFromInline let p: UnsafeMutablePointer<UInt64>
+
+    public init(_ p: UnsafeMutablePointer<UInt64>) { self.p = p }
+
+    /// Current value (a snapshot).
+    public var value: UInt64 { cbpf_read_once_u64(p) }
+
+    /// atomic64_add; returns the value before (0 means the caller broke the rules).
+    @discardableResult
+    public func add(_ n: UInt64) -> UInt64 { cbpf_atomic64_fetch_add(p, n) }
+
+    /// atomic64_sub_return.
+    public func subReturn(_ n: UInt64) -> UInt64 { cbpf_atomic64_sub_return(p, n) }
+
+    /// atomic64_inc_not_zero: false if the count was zero.
+    public func incNotZero() -> Bool { cbpf_atomic64_inc_not_zero(p) }
+
+    /// atomic64_dec_and_test guarded against underflow: returns the value before the
+    /// decrement (0 = underflow attempted; nothing was changed).
+    public func decFromNonZero() -> UInt64 {
+        let old = cbpf_atomic64_fetch_add_unless(p, UInt64.max, 0)  // adding ~0 == subtracting 1
+        return old
+    }
+}

@@ -1,0 +1,38 @@
+// Stats.swift — run-time statistics and their switch.
+//
+// Mirrors: kernel/bpf/syscall.c (bpf_enable_stats, bpf_enable_runtime_stats,
+// bpf_stats_release, bpf_prog_get_stats), include/linux/filter.h (the stats branch of
+// BPF_PROG_RUN), kernel/bpf/core.c (bpf_stats_enabled_key).
+//
+// Stats cost two clock reads per run, so they are off by default and gated by a static
+// key. Enabling is counted: BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) returns an fd, and stats
+// stay on while any such fd is open. Counts are per CPU (one cache line each) and summed
+// when read; `misses` counts runs skipped by the recursion guard.
+import CBPFShims
+
+/// enum bpf_stats_type.
+public enum StatsType: UInt32, Sendable {
+    case runTime = 0
+}
+
+/// The object behind a BPF_ENABLE_STATS fd: one enable of the stats key.
+public final class StatsEnable: @unchecked Sendable {
+    private var released = false
+    private let lock = KLock()
+
+    init() {
+        _ = cbpf_bpf_stats_key_inc()  // static_key_slow_inc
+    }
+
+    /// bpf_stats_release: the fd closed.
+    func release() {
+        lock.withLock {
+            guard !released else { return }
+            released = true
+            _ = cbpf_bpf_stats_key_dec()  // static_key_slow_dec
+        }
+    }
+
+    /// How many enables are outstanding in this process (0 = stats off).
+    public static var enableCount: UInt32 { cbpf_bpf_stats_key_count() }
+}

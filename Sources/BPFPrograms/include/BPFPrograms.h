@@ -1,0 +1,98 @@
+// BPFPrograms.h — native program bodies: the stand-in for JIT output.
+// Each body has the kernel's bpf_func(ctx, insnsi) shape (include/linux/filter.h);
+// `insnsi` points at the program's data block, whose layout each body documents.
+#ifndef BPF_PROGRAMS_H
+#define BPF_PROGRAMS_H
+#include <stdint.h>
+#include "CBPFShims.h"
+
+/// Returns XDP_PASS. Data block: unused.
+uint32_t bpfp_xdp_pass(const void *ctx, const void *insnsi);
+/// Returns XDP_DROP. Data block: unused.
+uint32_t bpfp_xdp_drop(const void *ctx, const void *insnsi);
+/// Returns XDP_TX. Data block: unused.
+uint32_t bpfp_xdp_tx(const void *ctx, const void *insnsi);
+/// Returns XDP_ABORTED. Data block: unused.
+uint32_t bpfp_xdp_aborted(const void *ctx, const void *insnsi);
+/// Sets ctx->redirect_ifindex and returns XDP_REDIRECT. Data block: u32 ifindex.
+uint32_t bpfp_xdp_redirect(const void *ctx, const void *insnsi);
+/// Returns the u32 at the start of its data block (any value, valid action or not).
+uint32_t bpfp_ret_const(const void *ctx, const void *insnsi);
+
+/// Data block of bpfp_call_helper: a helper function and its argument.
+typedef uint32_t (*bpfp_helper_fn)(const void *ctx, void *arg);
+typedef struct bpfp_helper_data {
+    bpfp_helper_fn fn;
+    void *arg;
+} bpfp_helper_data;
+/// Calls data->fn(ctx, data->arg) and returns its result: a program calling a helper
+/// (used to re-enter the runner and exercise the recursion guard).
+uint32_t bpfp_call_helper(const void *ctx, const void *insnsi);
+
+// ---------------------------------------------------------------------------------------
+// Tail calls and step programs (tail_call.c, steps.c).
+//
+// A step program is a native body driven by its data block: a list of steps (count into a
+// counter, tail-call, call a subprogram, set a variable, return). Two bodies run the same
+// steps with the kernel's two tail-call engines:
+//   bpfp_step_jit    — JIT style: a tail call is a real tail call (musttail: the frame is
+//                      replaced, control never returns); the counter is checked before
+//                      and incremented after the NULL check (current x86 JIT). A step
+//                      with a poke descriptor is a *direct* tail call: count, then follow
+//                      the patched jump (bypass / target) instead of loading the slot.
+//   bpfp_step_interp — interpreter style: the tail call switches the interpreter loop to
+//                      the target's steps in the same frame; the counter is incremented
+//                      before the NULL check (kernel/bpf/core.c ___bpf_prog_run).
+
+/// A direct tail call's patch site (struct bpf_jit_poke_descriptor + the text it patches).
+typedef struct bpfp_poke_desc {
+    cbpf_prog *target;        /* the jump's destination; NULL = none */
+    uint32_t bypass;          /* 1 = the jump is bypassed (falls through) */
+    uint32_t key;             /* the constant index */
+    const cbpf_array *array;  /* the constant array */
+} bpfp_poke_desc;
+
+/// Re-points a direct jump at `target` (NULL: bypass). Safe against concurrent runners:
+/// the target is published before the bypass is lifted.
+void bpfp_poke_set(bpfp_poke_desc *d, cbpf_prog *target);
+/// Restores the bypass (first half of a delete).
+void bpfp_poke_bypass(bpfp_poke_desc *d);
+/// Clears the target (second half of a delete, after a grace period).
+void bpfp_poke_clear_target(bpfp_poke_desc *d);
+
+enum {
+    BPFP_OP_RET_CONST = 0,   /* return a */
+    BPFP_OP_RET_LAST = 1,    /* return the last call's value */
+    BPFP_OP_RET_VAR = 2,     /* return (u32)vars[a] */
+    BPFP_OP_COUNT = 3,       /* counters[a] += 1 */
+    BPFP_OP_TAIL_CALL = 4,   /* bpf_tail_call(ctx, array, index); falls through on failure */
+    BPFP_OP_CALL = 5,        /* last = subprogs[a](ctx) */
+    BPFP_OP_SET_VAR = 6,     /* vars[a] = b */
+    BPFP_OP_RUN_PROG = 7,    /* last = run the program `prog` (a helper-style call) */
+};
+/// Tail-call step: the index is vars[b] (64-bit, truncated to u32) instead of b.
+#define BPFP_STEP_F_INDEX_FROM_VAR 1u
+
+typedef struct bpfp_step {
+    uint32_t op;
+    uint32_t a;
+    uint64_t b;
+    uint32_t flags;
+    uint32_t _pad;
+    const cbpf_array *array;  /* tail call: the array */
+    bpfp_poke_desc *poke;     /* tail call: direct-jump descriptor, or NULL for indirect */
+} bpfp_step;
+
+typedef struct bpfp_step_block {
+    uint64_t *counters;                             /* named counters (kernel-wide) */
+    uint64_t *vars;                                 /* the program's variables */
+    const struct bpfp_step_block *const *subprogs;  /* this program's subprograms */
+    uint32_t nsubprogs;
+    uint32_t nsteps;
+    bpfp_step steps[];
+} bpfp_step_block;
+
+uint32_t bpfp_step_jit(const void *ctx, const void *insnsi);
+uint32_t bpfp_step_interp(const void *ctx, const void *insnsi);
+
+#endif

@@ -1,0 +1,142 @@
+// steps.c — step programs and the two tail-call engines.
+//
+// Mirrors: kernel/bpf/core.c ___bpf_prog_run (JMP_TAIL_CALL: the interpreter's order —
+// bounds, count, load, NULL check — and its "goto select_insn" into the target's
+// instructions), arch/x86/net/bpf_jit_comp.c emit_bpf_tail_call_indirect (bounds, count
+// check, load, NULL check, count increment, jump past the target's prologue) and
+// emit_bpf_tail_call_direct (count, then the patched jump).
+//
+// bpf_tail_call's contract in every engine: index ≥ max_entries → fall through; 33 tail
+// calls already made in this run → fall through; empty slot → fall through; otherwise the
+// target runs on the same ctx and its return value is the run's — control never comes back.
+// The counter lives in the ctx (reset by BPF_PROG_RUN) so it is shared with subprograms.
+#include "BPFPrograms.h"
+
+void bpfp_poke_set(bpfp_poke_desc *d, cbpf_prog *target) {
+    if (!target) {
+        bpfp_poke_bypass(d);
+        return;
+    }
+    cbpf_store_release_ptr((void **)&d->target, target);
+    cbpf_store_release_u32(&d->bypass, 0);
+}
+
+void bpfp_poke_bypass(bpfp_poke_desc *d) { cbpf_store_release_u32(&d->bypass, 1); }
+
+void bpfp_poke_clear_target(bpfp_poke_desc *d) {
+    if (cbpf_load_acquire_u32(&d->bypass)) cbpf_store_release_ptr((void **)&d->target, NULL);
+}
+
+static inline uint32_t step_index(const bpfp_step_block *blk, const bpfp_step *s) {
+    uint64_t idx = (s->flags & BPFP_STEP_F_INDEX_FROM_VAR) ? cbpf_read_once_u64(&blk->vars[s->b]) : s->b;
+    return (uint32_t)idx;  /* the helper's index argument is a u32: truncate */
+}
+
+uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    const bpfp_step_block *blk = (const bpfp_step_block *)insnsi;
+    uint32_t last = 0;
+    for (uint32_t pc = 0; pc < blk->nsteps; pc++) {
+        const bpfp_step *s = &blk->steps[pc];
+        switch (s->op) {
+        case BPFP_OP_RET_CONST:
+            return s->a;
+        case BPFP_OP_RET_LAST:
+            return last;
+        case BPFP_OP_RET_VAR:
+            return (uint32_t)cbpf_read_once_u64(&blk->vars[s->a]);
+        case BPFP_OP_COUNT:
+            cbpf_atomic64_add_relaxed(&blk->counters[s->a], 1);
+            break;
+        case BPFP_OP_SET_VAR:
+            cbpf_write_once_u64(&blk->vars[s->a], s->b);
+            break;
+        case BPFP_OP_CALL:
+            last = bpfp_step_jit(ctx, blk->subprogs[s->a]);
+            break;
+        case BPFP_OP_RUN_PROG: {
+            const cbpf_prog *p = (const cbpf_prog *)s->array;
+            last = p->bpf_func(ctx, p->insnsi);
+            break;
+        }
+        case BPFP_OP_TAIL_CALL: {
+            if (s->poke) {
+                /* Direct: count first, then the patched jump. */
+                const bpfp_poke_desc *d = s->poke;
+                if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) break;
+                md->tail_call_cnt++;
+                if (cbpf_load_acquire_u32(&d->bypass)) break;
+                const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&d->target);
+                if (!t) break;
+                __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+            }
+            const cbpf_array *arr = s->array;
+            uint32_t index = step_index(blk, s);
+            if (index >= arr->max_entries) break;
+            if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) break;
+            index = (uint32_t)cbpf_array_index_nospec(index, arr->max_entries);
+            const cbpf_prog *t = cbpf_array_slot(arr, index);
+            if (!t) break;                       /* empty slot: not counted (x86 JIT) */
+            md->tail_call_cnt++;
+            __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+        }
+        default:
+            return CBPF_XDP_ABORTED;
+        }
+    }
+    return last;
+}
+
+uint32_t bpfp_step_interp(const void *ctx, const void *insnsi) {
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    const bpfp_step_block *blk = (const bpfp_step_block *)insnsi;
+    uint32_t last = 0;
+    uint32_t pc = 0;
+select_insn:
+    for (; pc < blk->nsteps; pc++) {
+        const bpfp_step *s = &blk->steps[pc];
+        switch (s->op) {
+        case BPFP_OP_RET_CONST:
+            return s->a;
+        case BPFP_OP_RET_LAST:
+            return last;
+        case BPFP_OP_RET_VAR:
+            return (uint32_t)cbpf_read_once_u64(&blk->vars[s->a]);
+        case BPFP_OP_COUNT:
+            cbpf_atomic64_add_relaxed(&blk->counters[s->a], 1);
+            break;
+        case BPFP_OP_SET_VAR:
+            cbpf_write_once_u64(&blk->vars[s->a], s->b);
+            break;
+        case BPFP_OP_CALL:
+            last = bpfp_step_interp(ctx, blk->subprogs[s->a]);
+            break;
+        case BPFP_OP_RUN_PROG: {
+            const cbpf_prog *p = (const cbpf_prog *)s->array;
+            last = p->bpf_func(ctx, p->insnsi);
+            break;
+        }
+        case BPFP_OP_TAIL_CALL: {
+            const cbpf_array *arr = s->array;
+            uint32_t index = step_index(blk, s);
+            if (index >= arr->max_entries) break;
+            if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) break;
+            md->tail_call_cnt++;                 /* counted even if the slot is empty */
+            index = (uint32_t)cbpf_array_index_nospec(index, arr->max_entries);
+            const cbpf_prog *t = cbpf_array_slot(arr, index);
+            if (!t) break;
+            if (t->bpf_func == bpfp_step_interp) {
+                /* goto select_insn: continue in the target's steps, same frame */
+                blk = (const bpfp_step_block *)t->insnsi;
+                pc = 0;
+                last = 0;
+                goto select_insn;
+            }
+            return t->bpf_func(ctx, t->insnsi);  /* a native target: run it, its value is ours */
+        }
+        default:
+            return CBPF_XDP_ABORTED;
+        }
+    }
+    return last;
+}

@@ -1,0 +1,2 @@
+import BPFKernel
+print("bpflab")
