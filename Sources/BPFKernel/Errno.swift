@@ -24,7 +24,28 @@ public enum Errno: Int32, Sendable, CaseIterable, CustomStringConvertible {
     case ENOTSUPP = 524
 
     /// The errno's name, e.g. "EINVAL".
-    public var name: String { String(describing: self) }
+    public var name: String {
+        switch self {
+        case .EPERM: return "EPERM"
+        case .ENOENT: return "ENOENT"
+        case .E2BIG: return "E2BIG"
+        case .EBADF: return "EBADF"
+        case .EAGAIN: return "EAGAIN"
+        case .ENOMEM: return "ENOMEM"
+        case .EACCES: return "EACCES"
+        case .EFAULT: return "EFAULT"
+        case .EBUSY: return "EBUSY"
+        case .EEXIST: return "EEXIST"
+        case .EINVAL: return "EINVAL"
+        case .EMFILE: return "EMFILE"
+        case .ENOSPC: return "ENOSPC"
+        case .ERANGE: return "ERANGE"
+        case .ELOOP: return "ELOOP"
+        case .ENOLINK: return "ENOLINK"
+        case .EOPNOTSUPP: return "EOPNOTSUPP"
+        case .ENOTSUPP: return "ENOTSUPP"
+        }
+    }
     public var description: String { name }
 
     /// Looks an errno up by name ("EBUSY"), for scenario files and the CLI.

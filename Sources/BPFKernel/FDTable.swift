@@ -37,6 +37,7 @@ public enum FDObject: @unchecked Sendable {
 public final class FDTable: @unchecked Sendable {
     private let lock = KLock()
     private var table: [Int32: FDObject] = [:]
+    private var reserved: Set<Int32> = []
     /// RLIMIT_NOFILE's usual soft limit.
     public let limit: Int32
     /// The first descriptor handed out (0–2 are the process's stdio).
@@ -44,18 +45,44 @@ public final class FDTable: @unchecked Sendable {
 
     public init(limit: Int32 = 1024) { self.limit = limit }
 
-    /// alloc_fd + fd_install: the lowest free descriptor now refers to `object`, which
-    /// must carry the reference the fd will hold. EMFILE when the table is full (the
-    /// caller still owns that reference then).
-    func install(_ object: FDObject) throws -> Int32 {
+    /// get_unused_fd_flags: reserves the lowest free descriptor before the object exists,
+    /// so that running out of descriptors is found before anything is created. Complete
+    /// with `fill` or give back with `unreserve`.
+    func reserve() throws -> Int32 {
         try lock.withLock {
             var fd = FDTable.first
-            while table[fd] != nil { fd += 1 }
+            while table[fd] != nil || reserved.contains(fd) { fd += 1 }
             if fd >= limit {
                 throw fail(.EMFILE, "the process has \(limit - FDTable.first) descriptors open (RLIMIT_NOFILE)")
             }
-            table[fd] = object
+            reserved.insert(fd)
             return fd
+        }
+    }
+
+    /// fd_install on a reserved descriptor: it now holds the object's reference.
+    func fill(_ fd: Int32, _ object: FDObject) {
+        lock.withLock {
+            precondition(reserved.remove(fd) != nil, "fd \(fd) was not reserved")
+            table[fd] = object
+        }
+    }
+
+    /// put_unused_fd: gives a reserved descriptor back.
+    func unreserve(_ fd: Int32) {
+        lock.withLock { _ = reserved.remove(fd) }
+    }
+
+    /// Reserves a descriptor, runs `make` (which returns an object carrying the fd's
+    /// reference) and installs it; on any error nothing is left behind.
+    func installNew(_ make: () throws -> FDObject) throws -> Int32 {
+        let fd = try reserve()
+        do {
+            fill(fd, try make())
+            return fd
+        } catch {
+            unreserve(fd)
+            throw error
         }
     }
 

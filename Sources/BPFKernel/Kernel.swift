@@ -87,6 +87,8 @@ public final class Kernel: @unchecked Sendable {
     }
 
     let serials = Atomic<UInt64>(0)
+    /// Serialises chain-slot changes so the cycle check and the exchange are one step.
+    let chainLock = KLock()
     private let bookLock = KLock()
     private var _violations: [RefcountViolation] = []
     private var _events: [LifecycleEvent] = []
@@ -114,6 +116,9 @@ public final class Kernel: @unchecked Sendable {
     func record(_ v: RefcountViolation) {
         bookLock.withLock { _violations.append(v) }
     }
+
+    /// Forgets recorded violations (for tests whose point was to provoke one).
+    public func clearViolationsForTesting() { bookLock.withLock { _violations.removeAll() } }
 
     /// Refcount rules broken so far.
     public var violations: [RefcountViolation] { bookLock.withLock { _violations } }

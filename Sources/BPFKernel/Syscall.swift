@@ -90,27 +90,19 @@ public final class BPF: @unchecked Sendable {
         var maps: [BPFMap] = []
         defer { for m in maps { m.put() } }  // fds.getMap's references
         for fd in attr.mapFDs { maps.append(try fds.getMap(fd)) }
-        let prog = try BPFProg.load(kernel: kernel, attr: attr, maps: maps)
-        do {
-            return try fds.install(.prog(prog))  // the fd takes load's reference
-        } catch {
-            prog.put()  // load's reference
-            throw error
+        return try fds.installNew {
+            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps))  // the fd takes load's reference
         }
     }
 
     /// BPF_PROG_GET_FD_BY_ID. ENOENT if no live program has that ID.
     public func progGetFdById(_ id: UInt32) throws -> Int32 {
-        let prog: BPFProg = try kernel.progIDR.lookup(id) { p in
-            guard let p else { throw fail(.ENOENT, "no program has ID \(id)") }
-            try p.incNotZero()  // bpf_prog_by_id: a dying program is not resurrected
-            return p
-        }
-        do {
-            return try fds.install(.prog(prog))
-        } catch {
-            prog.put()  // incNotZero above
-            throw error
+        try fds.installNew {
+            .prog(try kernel.progIDR.lookup(id) { p in
+                guard let p else { throw fail(.ENOENT, "no program has ID \(id)") }
+                try p.incNotZero()  // bpf_prog_by_id: the fd's reference; a dying program is not resurrected
+                return p
+            })
         }
     }
 
@@ -182,27 +174,17 @@ public final class BPF: @unchecked Sendable {
 
     /// BPF_MAP_CREATE. Returns a new fd holding a reference and a user reference.
     public func mapCreate(_ attr: MapCreateAttr) throws -> Int32 {
-        let map = try BPFMap.create(kernel: kernel, attr: attr)
-        do {
-            return try fds.install(.map(map))
-        } catch {
-            map.putWithUref()  // create's references
-            throw error
-        }
+        try fds.installNew { .map(try BPFMap.create(kernel: kernel, attr: attr)) }
     }
 
     /// BPF_MAP_GET_FD_BY_ID.
     public func mapGetFdById(_ id: UInt32) throws -> Int32 {
-        let map: BPFMap = try kernel.mapIDR.lookup(id) { m in
-            guard let m else { throw fail(.ENOENT, "no map has ID \(id)") }
-            try m.incNotZeroWithUref()
-            return m
-        }
-        do {
-            return try fds.install(.map(map))
-        } catch {
-            map.putWithUref()
-            throw error
+        try fds.installNew {
+            .map(try kernel.mapIDR.lookup(id) { m in
+                guard let m else { throw fail(.ENOENT, "no map has ID \(id)") }
+                try m.incNotZeroWithUref()  // the fd's references
+                return m
+            })
         }
     }
 
@@ -263,13 +245,7 @@ public final class BPF: @unchecked Sendable {
         guard StatsType(rawValue: type) != nil else {
             throw fail(.EINVAL, "unknown stats type \(type)")
         }
-        let s = StatsEnable()
-        do {
-            return try fds.install(.stats(s))
-        } catch {
-            s.release()
-            throw error
-        }
+        return try fds.installNew { .stats(StatsEnable()) }
     }
 
     /// The program behind `fd` (+1: balance with `put()`), for Swift callers that go on to

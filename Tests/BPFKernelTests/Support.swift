@@ -1,0 +1,106 @@
+// Test support: a fresh kernel per test, a state snapshot for "a failed call changes
+// nothing", errno assertions, and a leak check at teardown.
+import XCTest
+import CBPFShims
+import Synchronization
+@testable import BPFKernel
+
+/// Everything observable about a kernel and one process's fds.
+struct KernelSnapshot: Equatable {
+    var fds: [Int32]
+    var progIDs: [UInt32]
+    var mapIDs: [UInt32]
+    var progRefs: [UInt32: UInt64]
+    var mapRefs: [UInt32: [UInt64]]
+    var chainSlots: [UInt32: [UInt32]]
+    var arraySlots: [UInt32: [UInt32]]
+    var live: Int
+
+    init(_ bpf: BPF) {
+        let k = bpf.kernel
+        var progRefs: [UInt32: UInt64] = [:], chainSlots: [UInt32: [UInt32]] = [:]
+        var mapRefs: [UInt32: [UInt64]] = [:], arraySlots: [UInt32: [UInt32]] = [:]
+        let progIDs = k.progIDR.ids, mapIDs = k.mapIDR.ids
+        for id in progIDs {
+            k.progIDR.lookup(id) { p in
+                guard let p else { return }
+                progRefs[id] = p.refcnt
+                chainSlots[id] = (0..<8).map { i in cbpf_prog_chain_slot(p.raw, UInt(i))?.pointee.aux.pointee.id ?? 0 }
+            }
+        }
+        for id in mapIDs {
+            k.mapIDR.lookup(id) { m in
+                guard let m else { return }
+                mapRefs[id] = [m.refcnt, m.usercnt]
+                if let a = m as? ProgArray {
+                    arraySlots[id] = (0..<a.maxEntries).map { i in cbpf_array_slot(a.array, i)?.pointee.aux.pointee.id ?? 0 }
+                }
+            }
+        }
+        self.fds = bpf.fds.openFDs
+        self.progIDs = progIDs
+        self.mapIDs = mapIDs
+        self.progRefs = progRefs
+        self.chainSlots = chainSlots
+        self.mapRefs = mapRefs
+        self.arraySlots = arraySlots
+        self.live = k.liveObjects
+    }
+}
+
+class KernelTestCase: XCTestCase {
+    var kernel: Kernel!
+    var bpf: BPF!
+
+    override func setUp() {
+        super.setUp()
+        kernel = Kernel(KernelConfig(checked: true))
+        bpf = BPF(kernel: kernel)
+    }
+
+    override func tearDown() {
+        bpf.closeAll()
+        kernel.rcuBarrier()
+        kernel.rcuBarrier()  // frees queued by frees (chain slots, flushes)
+        XCTAssertEqual(kernel.liveObjects, 0, "objects leaked: \(kernel.liveProgs.load(ordering: .relaxed)) progs, \(kernel.liveMaps.load(ordering: .relaxed)) maps")
+        XCTAssertEqual(kernel.violations, [], "refcount rules broken")
+        XCTAssertEqual(StatsEnable.enableCount, 0, "a test left stats enabled")
+        bpf = nil
+        kernel = nil
+        super.tearDown()
+    }
+
+    /// Settles every deferred free (several rounds: a free can queue further frees).
+    func settle() {
+        for _ in 0..<4 { kernel.rcuBarrier() }
+    }
+
+    func load(_ attr: ProgLoadAttr) throws -> Int32 { try bpf.progLoad(attr) }
+
+    func loadReturning(_ v: UInt32, name: String = "", flags: ProgLoadFlags = []) throws -> Int32 {
+        try bpf.progLoad(.returning(v, name: name, flags: flags))
+    }
+
+    /// Asserts `body` throws `errno` and that the snapshot is unchanged.
+    func assertErrno<T>(_ errno: Errno, _ what: String = "", file: StaticString = #filePath, line: UInt = #line,
+                        _ body: () throws -> T) {
+        let before = KernelSnapshot(bpf)
+        do {
+            _ = try body()
+            XCTFail("expected \(errno.name) \(what)", file: file, line: line)
+        } catch let e as BPFError {
+            XCTAssertEqual(e.errno, errno, "\(what): got \(e)", file: file, line: line)
+            XCTAssertFalse(e.message.isEmpty, file: file, line: line)
+        } catch {
+            XCTFail("unexpected error \(error)", file: file, line: line)
+        }
+        XCTAssertEqual(KernelSnapshot(bpf), before, "state changed by a failed call \(what)", file: file, line: line)
+    }
+}
+
+func key(_ i: UInt32) -> [UInt8] { withUnsafeBytes(of: i.littleEndian) { Array($0) } }
+func fdValue(_ fd: Int32) -> [UInt8] { withUnsafeBytes(of: UInt32(bitPattern: fd).littleEndian) { Array($0) } }
+func u32(_ b: [UInt8]) -> UInt32 { UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24 }
+
+/// A minimal Ethernet/IPv4/UDP frame for test runs.
+let testPacket: [UInt8] = Array(repeating: 0xab, count: 64)
