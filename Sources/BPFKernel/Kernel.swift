@@ -87,6 +87,12 @@ public final class Kernel: @unchecked Sendable {
     }
 
     let serials = Atomic<UInt64>(0)
+    /// Named counters step programs count into (StepProgram.swift).
+    let counters: UnsafeMutablePointer<UInt64>
+    let bookLockCounters = KLock()
+    var counterNames: [String: UInt32] = [:]
+    /// bpffs: pinned objects.
+    let pinTable = PinTable()
     /// Serialises chain-slot changes so the cycle check and the exchange are one step.
     let chainLock = KLock()
     private let bookLock = KLock()
@@ -101,15 +107,23 @@ public final class Kernel: @unchecked Sendable {
         rcu = RCUDomain(checked: config.checked)
         progIDR = IDR(range: config.idRange)
         mapIDR = IDR(range: config.idRange)
+        counters = allocRecord(bytes: kernelCounterSlots * 8).bindMemory(to: UInt64.self, capacity: kernelCounterSlots)
     }
 
     deinit {
         rcu.shutdown()
         for (p, _) in quarantine { p.deallocate() }
+        counters.deallocate()
     }
 
     /// Waits until every free queued so far has happened (rcu_barrier()).
     public func rcuBarrier() { rcu.barrier() }
+
+    /// Waits until no deferred work is left, including frees queued by frees (a chain of
+    /// N programs is released one grace period per link).
+    public func quiesce() {
+        repeat { rcu.barrier() } while rcu.pendingCallbacks > 0
+    }
 
     // MARK: violations and events
 

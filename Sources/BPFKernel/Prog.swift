@@ -108,6 +108,8 @@ public struct ProgLoadAttr: Sendable {
     public var mapFDs: [Int32]
     /// Whether the body is "JIT output" (tail calls by jumping) or interpreted.
     public var jited: Bool
+    /// A step program instead of a native body (StepProgram.swift).
+    public var steps: StepProgram?
 
     public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
                 flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
@@ -121,6 +123,13 @@ public struct ProgLoadAttr: Sendable {
         self.license = license
         self.mapFDs = mapFDs
         self.jited = jited
+    }
+
+    /// A step program.
+    public init(type: ProgType = .xdp, steps: StepProgram, name: String = "", flags: ProgLoadFlags = [],
+                mapFDs: [Int32] = [], jited: Bool = true) {
+        self.init(type: type, body: nil, name: name, flags: flags, mapFDs: mapFDs, jited: jited)
+        self.steps = steps
     }
 
     /// A program returning `value` (any u32, valid XDP action or not).
@@ -170,6 +179,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     /// Whether an extension (freplace) is attached to one of this program's subprograms.
     var extensionAttached: Bool { extensionCount.load(ordering: .acquiring) > 0 }
     let extensionCount = Atomic<Int>(0)
+    /// The image of a step program (nil for a native body).
+    var stepImage: StepImage?
 
     private init(kernel: Kernel, attr: ProgLoadAttr, type: ProgType, body: ProgBody, maps: [BPFMap]) {
         self.kernel = kernel
@@ -227,12 +238,17 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     /// `maps` are the resolved map fds; the program takes its own reference on each.
     /// Returns the program holding one reference (the caller's): balance with `put()`.
     /// On error nothing has changed.
-    static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap]) throws -> BPFProg {
+    static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap], arrays: [Int32: ProgArray] = [:]) throws -> BPFProg {
         let unknown = attr.progFlags & ~ProgLoadFlags.all.rawValue
         if unknown != 0 {
             throw fail(.EINVAL, "unknown prog_flags 0x\(String(unknown, radix: 16))")
         }
-        guard let body = attr.body else {
+        if attr.body != nil && attr.steps != nil {
+            throw fail(.EINVAL, "a program has either a native body or steps, not both")
+        }
+        let stepsBody = attr.jited ? ProgBody(symbol: "bpfp_step_jit", fn: bpfp_step_jit)
+                                   : ProgBody(symbol: "bpfp_step_interp", fn: bpfp_step_interp)
+        guard let body = attr.steps != nil ? stepsBody : attr.body else {
             throw fail(.EINVAL, "program has no instructions (insn_cnt is 0)")
         }
         if attr.data.count > progMaxDataBytes {
@@ -246,9 +262,21 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             throw fail(.EINVAL, "license string is empty")
         }
         var unique: [BPFMap] = []
-        for m in maps where !unique.contains(where: { $0 === m }) { unique.append(m) }
+        for m in maps + arrays.values.map({ $0 as BPFMap }) where !unique.contains(where: { $0 === m }) { unique.append(m) }
+        // check_map_prog_compatibility: a program using a prog array must match its owner.
+        for case let a as ProgArray in unique {
+            try a.checkCompatible(type: type, jited: attr.jited, name: attr.name)
+        }
+        var image: StepImage?
+        var loadAttr = attr
+        if let sp = attr.steps {
+            let img = try StepImage.build(sp, kernel: kernel, arrays: arrays, jited: attr.jited)
+            image = img
+            loadAttr.data = img.mainBlock
+        }
 
-        let prog = BPFProg(kernel: kernel, attr: attr, type: type, body: body, maps: unique)
+        let prog = BPFProg(kernel: kernel, attr: loadAttr, type: type, body: body, maps: unique)
+        prog.stepImage = image
         do {
             let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step
             cbpf_store_release_u32(cbpf_prog_aux_id(prog.aux), id)
@@ -257,6 +285,14 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         for m in unique { m.inc() }  // bpf_prog_put → bpf_free_used_maps balances these
+        for case let a as ProgArray in unique { a.claimOwner(type: type, jited: attr.jited) }
+        if let image {
+            for (desc, arr) in image.pokes { arr.trackPoke(desc, owner: prog) }  // prog_array_map_poke_track
+            if !image.pokes.isEmpty {
+                let arrs = image.pokes.map(\.array)
+                prog.onFree.append { for a in arrs { a.untrackPoke(owner: prog) } }
+            }
+        }
         prog.selfRetain = Unmanaged.passRetained(prog)
         kernel.liveProgs.add(1, ordering: .relaxed)
         kernel.log("prog", prog.name, prog.serial, prog.id, .created)
@@ -376,6 +412,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
 
     /// bpf_prog_free: release (or, in checked mode, poison and quarantine) the records.
     private func releaseRecords() {
+        stepImage?.release(kernel: kernel)
         kernel.freeRecord(UnsafeMutableRawPointer(stats), bytes: MemoryLayout<cbpf_prog_stats>.stride * Int(CBPF_NR_CPUS))
         kernel.freeRecord(dataBlock, bytes: (dataBytes + 63) & ~63)
         kernel.freeRecord(UnsafeMutableRawPointer(aux), bytes: MemoryLayout<cbpf_prog_aux>.stride)

@@ -73,9 +73,24 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         return p.type
     }
 
-    /// __bpf_prog_map_compatible without claiming: EINVAL if `prog` may not join.
-    func checkCompatible(_ prog: BPFProg) throws {
-        try slotsLock.withLock { try checkCompatibleLocked(prog) }
+    /// __bpf_prog_map_compatible for a program being loaded with this array among its
+    /// maps, without claiming: EINVAL if its kind differs from the owner's.
+    func checkCompatible(type: ProgType, jited: Bool, name progName: String) throws {
+        try slotsLock.withLock {
+            if let ot = ownerType, ot != type || ownerJited != jited {
+                throw fail(.EINVAL, "prog array '\(name)' belongs to \(ownerJited ? "JIT-ed" : "interpreted") \(ot.name) programs; '\(progName)' is \(jited ? "JIT-ed" : "interpreted") \(type.name)")
+            }
+        }
+    }
+
+    /// Claims ownership for a loaded program's kind if the array has no owner yet.
+    func claimOwner(type: ProgType, jited: Bool) {
+        slotsLock.withLock {
+            if ownerType == nil {
+                ownerType = type
+                ownerJited = jited
+            }
+        }
     }
 
     private func checkCompatibleLocked(_ prog: BPFProg) throws {
@@ -89,16 +104,6 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
             }
             if ownerJited != prog.jited {
                 throw fail(.EINVAL, "prog array '\(name)' holds \(ownerJited ? "JIT-ed" : "interpreted") programs; '\(prog.name)' is \(prog.jited ? "JIT-ed" : "interpreted")")
-            }
-        }
-    }
-
-    /// Claims ownership for `prog`'s kind if the array has no owner yet.
-    func claimOwner(_ prog: BPFProg) {
-        slotsLock.withLock {
-            if ownerType == nil {
-                ownerType = ProgArray.effectiveType(prog)
-                ownerJited = prog.jited
             }
         }
     }

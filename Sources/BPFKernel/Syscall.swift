@@ -90,8 +90,17 @@ public final class BPF: @unchecked Sendable {
         var maps: [BPFMap] = []
         defer { for m in maps { m.put() } }  // fds.getMap's references
         for fd in attr.mapFDs { maps.append(try fds.getMap(fd)) }
+        var arrays: [Int32: ProgArray] = [:]
+        for fd in attr.steps?.arrayFDs ?? [] where arrays[fd] == nil {
+            let m = try fds.getMap(fd)
+            maps.append(m)
+            guard let a = m as? ProgArray else {
+                throw fail(.EINVAL, "fd \(fd) is a \(m.type.name) map; bpf_tail_call needs a prog array")
+            }
+            arrays[fd] = a
+        }
         return try fds.installNew {
-            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps))  // the fd takes load's reference
+            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps, arrays: arrays))  // the fd takes load's reference
         }
     }
 

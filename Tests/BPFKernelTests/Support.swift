@@ -60,8 +60,8 @@ class KernelTestCase: XCTestCase {
 
     override func tearDown() {
         bpf.closeAll()
-        kernel.rcuBarrier()
-        kernel.rcuBarrier()  // frees queued by frees (chain slots, flushes)
+        kernel.unpinAll()
+        kernel.quiesce()  // including frees queued by frees (chain slots, flushes)
         XCTAssertEqual(kernel.liveObjects, 0, "objects leaked: \(kernel.liveProgs.load(ordering: .relaxed)) progs, \(kernel.liveMaps.load(ordering: .relaxed)) maps")
         XCTAssertEqual(kernel.violations, [], "refcount rules broken")
         XCTAssertEqual(StatsEnable.enableCount, 0, "a test left stats enabled")
@@ -72,7 +72,7 @@ class KernelTestCase: XCTestCase {
 
     /// Settles every deferred free (several rounds: a free can queue further frees).
     func settle() {
-        for _ in 0..<4 { kernel.rcuBarrier() }
+        kernel.quiesce()
     }
 
     func load(_ attr: ProgLoadAttr) throws -> Int32 { try bpf.progLoad(attr) }
@@ -104,3 +104,24 @@ func u32(_ b: [UInt8]) -> UInt32 { UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2
 
 /// A minimal Ethernet/IPv4/UDP frame for test runs.
 let testPacket: [UInt8] = Array(repeating: 0xab, count: 64)
+
+extension KernelTestCase {
+    /// Runs one packet through `fd`'s program with BPF_PROG_RUN; returns its value.
+    func run(_ fd: Int32) throws -> UInt32 {
+        try bpf.progTestRun(TestRunAttr(progFD: fd, data: testPacket)).retval
+    }
+
+    func progArray(_ n: UInt32, name: String = "jmp") throws -> Int32 {
+        try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: n, name: name))
+    }
+
+    func setSlot(_ mapFD: Int32, _ index: UInt32, _ progFD: Int32) throws {
+        try bpf.mapUpdateElem(mapFD, key: key(index), value: fdValue(progFD))
+    }
+
+    func id(_ fd: Int32) throws -> UInt32 { try bpf.progGetInfo(fd).id }
+    func refs(_ fd: Int32) throws -> UInt64 { try bpf.progGetInfo(fd).refcnt }
+}
+
+let XDP_ABORTED = UInt32(CBPF_XDP_ABORTED), XDP_DROP = UInt32(CBPF_XDP_DROP), XDP_PASS = UInt32(CBPF_XDP_PASS)
+let XDP_TX = UInt32(CBPF_XDP_TX), XDP_REDIRECT = UInt32(CBPF_XDP_REDIRECT)

@@ -1,0 +1,287 @@
+// StepProgram.swift — programs described by steps instead of C: the lab's stand-in for
+// small BPF programs, and the three tail-call engines.
+//
+// Mirrors: what the verifier checks of a program's shape (kernel/bpf/verifier.c:
+// check_subprogs — every function ends in an exit; check_cfg — no recursion; map fds in
+// ld_imm64 resolved into used_maps; check_map_prog_compatibility for prog arrays;
+// the poke descriptors of constant-key tail calls, bpf_jit_add_poke_descriptor), and
+// kernel/bpf/core.c's interpreter vs the x86 JIT for bpf_tail_call.
+//
+// A step program is a native body (`bpfp_step_jit` or `bpfp_step_interp`, in
+// Sources/BPFPrograms/steps.c) driven by an image built here: a main block and subprogram
+// blocks of steps, a variable area the facade can write (like a program's .data), and
+// the kernel-wide named counters. The engine follows from how the program is loaded:
+//   - jited (default): tail calls are real tail calls (musttail); counted after the NULL
+//     check, as the current x86 JIT does;
+//   - jited with `directTailCalls`: a tail call with a constant index becomes a direct
+//     jump, re-pointed by the prog array whenever that slot changes (ProgArray.swift);
+//   - not jited: the interpreter, which counts before the NULL check.
+import CBPFShims
+import BPFPrograms
+import Synchronization
+
+/// One step of a step program.
+public enum Step: Sendable, Equatable {
+    /// counters[name] += 1 (kernel-wide named counter; see `Kernel.counter(_:)`).
+    case count(String)
+    /// bpf_tail_call(ctx, array, index); falls through on failure.
+    case tailCall(arrayFD: Int32, index: TailIndex)
+    /// Call subprogram n (bpf-to-bpf call); its return value becomes "the last value".
+    case call(Int)
+    /// vars[n] = value.
+    case setVar(Int, UInt64)
+    /// Return a constant.
+    case returnConst(UInt32)
+    /// Return the last call's value.
+    case returnLast
+    /// Return (u32)vars[n].
+    case returnVar(Int)
+
+    var isReturn: Bool {
+        switch self {
+        case .returnConst, .returnLast, .returnVar: return true
+        default: return false
+        }
+    }
+}
+
+/// A tail call's index: a constant (64-bit, truncated to the helper's u32 like any value
+/// passed to bpf_tail_call) or read from a variable at run time.
+public enum TailIndex: Sendable, Equatable {
+    case constant(UInt64)
+    case variable(Int)
+}
+
+/// A program made of steps.
+public struct StepProgram: Sendable, Equatable {
+    public var main: [Step]
+    public var subprogs: [[Step]]
+    /// Number of u64 variables.
+    public var vars: Int
+    /// Constant-index tail calls become direct jumps (JIT only).
+    public var directTailCalls: Bool
+
+    public init(_ main: [Step], subprogs: [[Step]] = [], vars: Int = 8, directTailCalls: Bool = false) {
+        self.main = main
+        self.subprogs = subprogs
+        self.vars = vars
+        self.directTailCalls = directTailCalls
+    }
+
+    /// The prog-array fds its tail calls use.
+    var arrayFDs: [Int32] {
+        (main + subprogs.flatMap { $0 }).compactMap {
+            if case let .tailCall(fd, _) = $0 { return fd }
+            return nil
+        }
+    }
+}
+
+/// Largest step program: the kernel's BPF_COMPLEXITY_LIMIT_INSNS-scale cap, scaled down.
+public let stepProgramMaxSteps = 4096
+/// At most this many subprograms (the kernel's BPF_MAX_SUBPROGS is 256).
+public let stepProgramMaxSubprogs = 256
+
+/// The memory a step program's body reads: blocks, variables, pokes. Freed with the program.
+final class StepImage: @unchecked Sendable {
+    var allocations: [(UnsafeMutableRawPointer, Int)] = []
+    var mainBlock: [UInt8] = []
+    var vars: UnsafeMutablePointer<UInt64>!
+    var varCount = 0
+    /// Direct tail calls to register with their arrays once the program is published.
+    var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, array: ProgArray)] = []
+
+    func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let n = max(64, (bytes + 63) & ~63)
+        let p = allocRecord(bytes: n)
+        allocations.append((p, n))
+        return p
+    }
+
+    /// Frees the image with the program (poisoned and quarantined in checked mode).
+    func release(kernel: Kernel) {
+        for (p, n) in allocations { kernel.freeRecord(p, bytes: n) }
+        allocations.removeAll()
+        pokes.removeAll()
+    }
+
+    /// Verifies and builds. `arrays` maps each tail-call fd to its (resolved) prog array.
+    static func build(_ sp: StepProgram, kernel: Kernel, arrays: [Int32: ProgArray], jited: Bool) throws -> StepImage {
+        try verify(sp)
+        let img = StepImage()
+        img.varCount = max(1, sp.vars)
+        img.vars = img.alloc(img.varCount * 8).bindMemory(to: UInt64.self, capacity: img.varCount)
+        img.vars.initialize(repeating: 0, count: img.varCount)
+        var counterIDs: [String: UInt32] = [:]
+        for s in sp.main + sp.subprogs.flatMap({ $0 }) {
+            if case let .count(name) = s, counterIDs[name] == nil { counterIDs[name] = try kernel.counterIndex(name) }
+        }
+        // Subprogram blocks first, so the pointer table can be filled in.
+        let table = img.alloc(max(1, sp.subprogs.count) * 8).bindMemory(to: UnsafeRawPointer?.self, capacity: max(1, sp.subprogs.count))
+        for (i, steps) in sp.subprogs.enumerated() {
+            let bytes = img.encode(steps, kernel: kernel, counters: counterIDs, arrays: arrays, jited: jited, direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
+            let p = img.alloc(bytes.count)
+            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            table[i] = UnsafeRawPointer(p)
+        }
+        img.mainBlock = img.encode(sp.main, kernel: kernel, counters: counterIDs, arrays: arrays, jited: jited, direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
+        return img
+    }
+
+    /// check_subprogs / check_cfg, in the verifier's spirit: EINVAL with the reason.
+    static func verify(_ sp: StepProgram) throws {
+        if sp.main.isEmpty { throw fail(.EINVAL, "program has no steps") }
+        if sp.subprogs.count > stepProgramMaxSubprogs {
+            throw fail(.E2BIG, "\(sp.subprogs.count) subprograms; at most \(stepProgramMaxSubprogs)")
+        }
+        let total = sp.main.count + sp.subprogs.reduce(0) { $0 + $1.count }
+        if total > stepProgramMaxSteps { throw fail(.E2BIG, "\(total) steps; at most \(stepProgramMaxSteps)") }
+        if sp.vars < 0 || sp.vars > 64 { throw fail(.EINVAL, "\(sp.vars) variables; between 0 and 64") }
+        for (name, steps) in [("main", sp.main)] + sp.subprogs.enumerated().map({ ("subprogram \($0.offset)", $0.element) }) {
+            guard let last = steps.last, last.isReturn else {
+                throw fail(.EINVAL, "\(name) does not end in a return (last insn is not an exit)")
+            }
+            for s in steps {
+                switch s {
+                case let .call(n) where n < 0 || n >= sp.subprogs.count:
+                    throw fail(.EINVAL, "\(name) calls subprogram \(n), which does not exist")
+                case let .setVar(n, _) where n < 0 || n >= sp.vars,
+                     let .returnVar(n) where n < 0 || n >= sp.vars,
+                     let .tailCall(_, .variable(n)) where n < 0 || n >= sp.vars:
+                    throw fail(.EINVAL, "\(name) uses variable \(n); the program has \(sp.vars)")
+                case let .count(c) where c.isEmpty || c.utf8.count > 63:
+                    throw fail(.EINVAL, "counter name '\(c)' must be 1 to 63 bytes")
+                default: break
+                }
+            }
+        }
+        // No recursion: the call graph must be acyclic (check_cfg's back-edge test).
+        var state = [Int](repeating: 0, count: sp.subprogs.count)  // 0 new, 1 on stack, 2 done
+        func visit(_ i: Int) throws {
+            if state[i] == 1 { throw fail(.EINVAL, "recursive call to subprogram \(i)") }
+            if state[i] == 2 { return }
+            state[i] = 1
+            for s in sp.subprogs[i] { if case let .call(n) = s { try visit(n) } }
+            state[i] = 2
+        }
+        for s in sp.main { if case let .call(n) = s { try visit(n) } }
+    }
+
+    private func encode(_ steps: [Step], kernel: Kernel, counters: [String: UInt32], arrays: [Int32: ProgArray],
+                        jited: Bool, direct: Bool, table: UnsafeMutablePointer<UnsafeRawPointer?>, nsub: Int) -> [UInt8] {
+        let header = MemoryLayout<bpfp_step_block>.size
+        let stride = MemoryLayout<bpfp_step>.stride
+        var bytes = [UInt8](repeating: 0, count: header + stride * steps.count)
+        bytes.withUnsafeMutableBytes { raw in
+            let blk = raw.baseAddress!.assumingMemoryBound(to: bpfp_step_block.self)
+            blk.pointee.counters = kernel.counters
+            blk.pointee.vars = vars
+            blk.pointee.subprogs = UnsafePointer(OpaquePointer(table))
+            blk.pointee.nsubprogs = UInt32(nsub)
+            blk.pointee.nsteps = UInt32(steps.count)
+            let st = (raw.baseAddress! + header).assumingMemoryBound(to: bpfp_step.self)
+            for (i, s) in steps.enumerated() {
+                var e = bpfp_step()
+                switch s {
+                case let .count(name):
+                    e.op = UInt32(BPFP_OP_COUNT); e.a = counters[name]!
+                case let .tailCall(fd, idx):
+                    e.op = UInt32(BPFP_OP_TAIL_CALL)
+                    let arr = arrays[fd]!
+                    e.array = UnsafePointer(arr.array)
+                    switch idx {
+                    case let .constant(v):
+                        e.b = v
+                        if direct && jited {
+                            let d = alloc(MemoryLayout<bpfp_poke_desc>.size).bindMemory(to: bpfp_poke_desc.self, capacity: 1)
+                            d.pointee.key = UInt32(truncatingIfNeeded: v)
+                            d.pointee.bypass = 1
+                            d.pointee.array = UnsafePointer(arr.array)
+                            e.poke = d
+                            pokes.append((d, arr))
+                        }
+                    case let .variable(n):
+                        e.b = UInt64(n); e.flags = BPFP_STEP_F_INDEX_FROM_VAR
+                    }
+                case let .call(n):
+                    e.op = UInt32(BPFP_OP_CALL); e.a = UInt32(n)
+                case let .setVar(n, v):
+                    e.op = UInt32(BPFP_OP_SET_VAR); e.a = UInt32(n); e.b = v
+                case let .returnConst(v):
+                    e.op = UInt32(BPFP_OP_RET_CONST); e.a = v
+                case .returnLast:
+                    e.op = UInt32(BPFP_OP_RET_LAST)
+                case let .returnVar(n):
+                    e.op = UInt32(BPFP_OP_RET_VAR); e.a = UInt32(n)
+                }
+                st[i] = e
+            }
+        }
+        return bytes
+    }
+}
+
+/// Kernel-wide named counters that step programs count into (a stand-in for a global
+/// array map of counters).
+public let kernelCounterSlots = 1024
+
+extension Kernel {
+    /// The slot of counter `name`, allocated on first use. E2BIG when all are taken.
+    func counterIndex(_ name: String) throws -> UInt32 {
+        try bookLockCounters.withLock {
+            if let i = counterNames[name] { return i }
+            guard counterNames.count < kernelCounterSlots else {
+                throw fail(.E2BIG, "all \(kernelCounterSlots) counters are named")
+            }
+            let i = UInt32(counterNames.count)
+            counterNames[name] = i
+            return i
+        }
+    }
+
+    /// The current value of counter `name` (0 if no program counts into it).
+    public func counter(_ name: String) -> UInt64 {
+        guard let i = bookLockCounters.withLock({ counterNames[name] }) else { return 0 }
+        return cbpf_read_once_u64(counters + Int(i))
+    }
+
+    /// Resets every counter to 0.
+    public func resetCounters() {
+        for i in 0..<kernelCounterSlots { cbpf_write_once_u64(counters + i, 0) }
+    }
+
+    /// Every named counter and its value.
+    public var counterValues: [String: UInt64] {
+        let names = bookLockCounters.withLock { counterNames }
+        return names.mapValues { cbpf_read_once_u64(counters + Int($0)) }
+    }
+}
+
+extension BPFProg {
+    /// Writes variable `index` of a step program (like updating its .data map).
+    public func setVar(_ index: Int, _ value: UInt64) throws {
+        guard let img = stepImage else { throw fail(.EINVAL, "'\(name)' is not a step program; it has no variables") }
+        guard index >= 0 && index < img.varCount else {
+            throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(img.varCount)")
+        }
+        cbpf_write_once_u64(img.vars + index, value)
+    }
+
+    /// Reads variable `index` of a step program.
+    public func getVar(_ index: Int) throws -> UInt64 {
+        guard let img = stepImage else { throw fail(.EINVAL, "'\(name)' is not a step program; it has no variables") }
+        guard index >= 0 && index < img.varCount else {
+            throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(img.varCount)")
+        }
+        return cbpf_read_once_u64(img.vars + index)
+    }
+}
+
+extension BPF {
+    /// Sets a step program's variable (the lab's "update the program's .data").
+    public func progSetVar(_ fd: Int32, index: Int, value: UInt64) throws {
+        let p = try fds.getProg(fd)
+        defer { p.put() }  // getProg
+        try p.setVar(index, value)
+    }
+}
