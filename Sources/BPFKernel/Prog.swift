@@ -275,7 +275,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             loadAttr.data = img.mainBlock
         }
 
-        let prog = BPFProg(kernel: kernel, attr: loadAttr, type: type, body: body, maps: unique)
+        let prog = BPFProg(kernel: kernel, attr: loadAttr, type: type, body: image?.specialised ?? body, maps: unique)
         prog.stepImage = image
         do {
             let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step

@@ -90,6 +90,8 @@ final class StepImage: @unchecked Sendable {
     var varCount = 0
     /// Direct tail calls to register with their arrays once the program is published.
     var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, array: ProgArray)] = []
+    /// A specialised native body the "JIT" chose for this program, if any.
+    var specialised: ProgBody?
 
     func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
         let n = max(64, (bytes + 63) & ~63)
@@ -125,6 +127,23 @@ final class StepImage: @unchecked Sendable {
             table[i] = UnsafeRawPointer(p)
         }
         img.mainBlock = img.encode(sp.main, kernel: kernel, counters: counterIDs, arrays: arrays, jited: jited, direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
+        // What a JIT emits for "bpf_tail_call(ctx, array, K); return R": no step loop, just
+        // the tail-call sequence (indirect, or through the patched jump).
+        if jited, sp.subprogs.isEmpty, sp.main.count == 2,
+           case let .tailCall(fd, .constant(k)) = sp.main[0], case let .returnConst(r) = sp.main[1],
+           let arr = arrays[fd] {
+            var d = bpfp_tc_data()
+            d.array = UnsafePointer(arr.array)
+            d.index = UInt32(truncatingIfNeeded: k)
+            d.fallback = r
+            if sp.directTailCalls {
+                d.poke = img.pokes.last!.desc
+                img.specialised = ProgBody(symbol: "bpfp_tc_direct", fn: bpfp_tc_direct)
+            } else {
+                img.specialised = ProgBody(symbol: "bpfp_tc_jit", fn: bpfp_tc_jit)
+            }
+            img.mainBlock = withUnsafeBytes(of: &d) { Array($0) }
+        }
         return img
     }
 

@@ -140,3 +140,29 @@ select_insn:
     }
     return last;
 }
+
+uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi) {
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    const bpfp_tc_data *d = (const bpfp_tc_data *)insnsi;
+    const cbpf_array *arr = d->array;
+    uint32_t index = d->index;
+    if (index >= arr->max_entries) return d->fallback;
+    if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) return d->fallback;
+    index = (uint32_t)cbpf_array_index_nospec(index, arr->max_entries);
+    const cbpf_prog *t = cbpf_array_slot(arr, index);
+    if (!t) return d->fallback;
+    md->tail_call_cnt++;
+    __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+}
+
+uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    const bpfp_tc_data *d = (const bpfp_tc_data *)insnsi;
+    const bpfp_poke_desc *pk = d->poke;
+    if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) return d->fallback;
+    md->tail_call_cnt++;
+    if (cbpf_load_acquire_u32(&pk->bypass)) return d->fallback;
+    const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&pk->target);
+    if (!t) return d->fallback;
+    __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+}

@@ -29,6 +29,25 @@ final class TailCallTests: KernelTestCase {
         }
     }
 
+    /// "tail call K; return R" is compiled to a specialised body (no step loop) in the JIT
+    /// and direct engines; it must keep the limit: a self-loop ends after 33 tail calls.
+    func testSpecialisedTailCallBodiesKeepTheLimit() throws {
+        for engine in Engine.allCases {
+            let jmp = try progArray(1)
+            let p = try stepProg([.tailCall(arrayFD: jmp, index: .constant(0)), .returnConst(5)], engine: engine)
+            let prog = try bpf.prog(p)
+            XCTAssertEqual(prog.body.symbol, ["jit": "bpfp_tc_jit", "interpreter": "bpfp_step_interp", "direct": "bpfp_tc_direct"]["\(engine)"])
+            prog.put()
+            try setSlot(jmp, 0, p)
+            var md = cbpf_xdp_md()
+            let p2 = try bpf.prog(p)
+            XCTAssertEqual(bpfProgRun(p2.raw, &md), 5, "\(engine)")
+            XCTAssertEqual(md.tail_call_cnt, 33, "\(engine): 33 tail calls, then fall through")
+            p2.put()
+            try bpf.mapDeleteElem(jmp, key: key(0))
+        }
+    }
+
     func testTargetReturnValueBecomesTheRunsAndFallThroughRules() throws {
         for engine in Engine.allCases {
             let jmp = try progArray(4)

@@ -95,4 +95,17 @@ typedef struct bpfp_step_block {
 uint32_t bpfp_step_jit(const void *ctx, const void *insnsi);
 uint32_t bpfp_step_interp(const void *ctx, const void *insnsi);
 
+/// Data block of the specialised tail-call bodies: what a JIT emits for a program that
+/// is only "bpf_tail_call(ctx, array, K); return fallback".
+typedef struct bpfp_tc_data {
+    const cbpf_array *array;
+    uint32_t index;
+    uint32_t fallback;
+    bpfp_poke_desc *poke;
+} bpfp_tc_data;
+/// Indirect JIT-style tail call (x86: bounds, count check, load, NULL check, count, jump).
+uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi);
+/// Direct tail call through the poke descriptor (count, then the patched jump).
+uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi);
+
 #endif
