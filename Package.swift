@@ -40,16 +40,28 @@ let package = Package(
             name: "BPFKernel",
             dependencies: ["CBPFShims", "BPFPrograms", "CNuma"]
         ),
+        // The packet driver and the measurement harness.
+        .target(
+            name: "PacketHarness",
+            dependencies: ["BPFKernel", "CBPFShims", "CNuma"],
+            path: "Harness",
+            exclude: ["Scenarios"]
+        ),
         .executableTarget(
             name: "bpflab",
             dependencies: [
                 "BPFKernel",
+                "PacketHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "BPFKernelTests",
             dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms"]
+        ),
+        .testTarget(
+            name: "PacketHarnessTests",
+            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims"]
         ),
     ]
 )

@@ -40,6 +40,19 @@ public func bpfProgRun(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
     return bpfCallBody(prog, ctx)
 }
 
+/// BPF_PROG_RUN as it was *before* the RFC (the seed table's "Before patch" row): the
+/// stats branch and the direct call, without the `chain_calls` test. Kept so the cost of
+/// that test — one load and one branch on every run of every program, Alexei's objection —
+/// can be measured against the patched path.
+@inlinable @inline(__always)
+public func bpfProgRunBeforePatch(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    ctx.pointee.tail_call_cnt = 0
+    if _slowPath(cbpf_bpf_stats_enabled()) {
+        return bpfProgRunWithStats(prog, ctx)
+    }
+    return bpfCallBody(prog, ctx)
+}
+
 /// The RFC v3's do_chain_calls: run; pick slot[ret + 1] (the wildcard slot 0 when
 /// ret + 1 ≥ 8 or that slot is empty); stop when there is no next program or 32 programs
 /// have run; return the last return value. The slot index is masked against speculation.

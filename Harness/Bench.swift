@@ -1,0 +1,364 @@
+// Bench.swift — the measurement: designs interleaved within one process (A B … A B …)
+// over repeated trials after warm-up; Mpps per design; overhead = 1000/Mpps(design) −
+// 1000/Mpps(baseline) in ns per packet per core, paired within each trial, with a 95%
+// confidence interval; cycles per packet from the TSC. Workers time whole windows of
+// polls, never single packets.
+import CBPFShims
+import BPFKernel
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A control-plane load to run while traffic flows: `kind:rate` (updates per second).
+public struct ChurnSpec: Sendable, Equatable, Codable {
+    public enum Kind: String, Sendable, Codable, CaseIterable {
+        case chain          // CHAIN_ADD / CHAIN_DEL on the root's unused XDP_TX slot
+        case progArray = "prog_array"  // prog-array update / delete of a spare slot
+    }
+    public var kind: Kind
+    public var rate: Double
+
+    public init(kind: Kind, rate: Double) {
+        self.kind = kind
+        self.rate = rate
+    }
+
+    public init(parsing s: String) throws {
+        let parts = s.split(separator: ":")
+        guard parts.count == 2, let k = Kind(rawValue: String(parts[0])), let r = Double(parts[1]), r > 0, r <= 10_000_000 else {
+            throw HarnessError("--churn takes KIND:RATE with KIND one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")) and 0 < RATE ≤ 1e7 (got '\(s)')")
+        }
+        kind = k
+        rate = r
+    }
+}
+
+public struct BenchConfig: Sendable {
+    public var designs: [DesignID] = DesignID.seedSuite
+    public var threads: Int = 1
+    /// Seconds each design is measured per trial.
+    public var duration: Double = 0.5
+    public var trials: Int = 10
+    public var churn: ChurnSpec?
+    public var frames = FrameSpec()
+    public var numa: NUMAPolicy = .auto
+    /// First CPU to pin workers on (worker i → CPU (first + i) mod online CPUs).
+    public var firstCPU: Int = 0
+
+    public init() {}
+
+    public func validate() throws {
+        try frames.validate()
+        let cpus = Int(cbpf_nr_cpus_online())
+        guard threads >= 1 && threads <= min(64, max(1, cpus) * 4) else {
+            throw HarnessError("--threads must be between 1 and \(min(64, max(1, cpus) * 4)) (got \(threads))")
+        }
+        guard duration >= 0.01 && duration <= 60 else { throw HarnessError("--duration must be between 0.01 and 60 seconds (got \(duration))") }
+        guard trials >= 2 && trials <= 1000 else { throw HarnessError("--trials must be between 2 and 1000 (got \(trials)): a confidence interval needs two") }
+        guard !designs.isEmpty else { throw HarnessError("no designs to run") }
+    }
+}
+
+/// One design in one trial.
+public struct TrialResult: Sendable, Codable {
+    public let design: DesignID
+    public let trial: Int
+    public let mpps: Double            // all workers
+    public let mppsPerWorker: Double
+    public let nsPerPacket: Double     // per core: 1000 / mppsPerWorker
+    public let cyclesPerPacket: Double
+    public let counters: QueueCounters
+    public let perQueue: [QueueCounters]
+    public let churnRate: Double?
+    public let gracePeriodMeanNs: Double?
+}
+
+/// A design over all trials.
+public struct DesignSummary: Sendable, Codable {
+    public let design: DesignID
+    public let title: String
+    public let mppsMedian: Double
+    public let nsPerPacketMedian: Double
+    public let cyclesPerPacketMedian: Double
+    /// Paired overhead against the baseline: mean and 95% CI half-width, ns per packet.
+    public let overheadNs: Double?
+    public let overheadCI95: Double?
+    public let churnRateMean: Double?
+    public let gracePeriodMeanNs: Double?
+}
+
+public struct BenchReport: Sendable, Codable {
+    public let machine: MachineInfo
+    public let threads: Int
+    public let duration: Double
+    public let trials: Int
+    public let packetSize: Int
+    public let flows: Int
+    public let numa: String
+    public let placement: [String]
+    public let churn: ChurnSpec?
+    public let results: [TrialResult]
+    public let summaries: [DesignSummary]
+    public let verdictCheck: String
+}
+
+public final class Bench {
+    public let config: BenchConfig
+    public let kernel: Kernel
+    public let bpf: BPF
+    public let device: NetDevice
+
+    public init(_ config: BenchConfig, kernel: Kernel? = nil) throws {
+        try config.validate()
+        let k = kernel ?? Kernel(.fast)
+        if k.checked {
+            throw HarnessError("benchmarks refuse to run on a checked kernel (poisoning and checks would be measured)")
+        }
+        self.config = config
+        self.kernel = k
+        bpf = BPF(kernel: k)
+        device = NetDevice(kernel: k, name: "bench0", ifindex: 1, queues: config.threads)
+    }
+
+    /// Every design's verdict for each flow's frame; they must all agree.
+    public static func crossCheck(_ setups: [DesignSetup], bpf: BPF, device: NetDevice, frames: FrameSpec) throws -> [[UInt32]] {
+        var table: [[UInt32]] = []
+        for s in setups {
+            try bpf.xdpAttach(device, fd: s.root)
+            var verdicts: [UInt32] = []
+            for flow in 0..<min(frames.flows, 64) {
+                var f = frames.frame(flow: flow)
+                let v: UInt32 = f.withUnsafeMutableBufferPointer { b in
+                    var md = cbpf_xdp_md()
+                    md.data = b.baseAddress!
+                    md.data_meta = md.data
+                    md.data_hard_start = md.data
+                    md.data_end = b.baseAddress! + b.count
+                    md.ingress_ifindex = device.ifindex
+                    return device.runXDP(&md)
+                }
+                verdicts.append(v)
+            }
+            table.append(verdicts)
+        }
+        try bpf.xdpAttach(device, fd: -1)
+        for (i, row) in table.enumerated() where row != table[0] {
+            throw HarnessError("design \(setups[i].id.rawValue) gives verdicts \(row.prefix(8)) where \(setups[0].id.rawValue) gives \(table[0].prefix(8)): the designs do not implement the same policy")
+        }
+        return table
+    }
+
+    /// Runs the whole benchmark. `progress` receives (done, total, message).
+    public func run(progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
+        var setups: [DesignSetup] = []
+        defer {
+            try? bpf.xdpAttach(device, fd: -1)
+            for s in setups { s.close(bpf) }
+            kernel.quiesce()
+        }
+        for d in config.designs { setups.append(try DesignSetup.make(d, bpf: bpf)) }
+        let check = try Bench.crossCheck(setups, bpf: bpf, device: device, frames: config.frames)
+        let verdictLine = "all \(setups.count) designs agree on \(check[0].count) frames: \(Set(check[0]).map { verdictNames[Int($0)] }.sorted().joined(separator: ","))"
+
+        let machine = MachineInfo.probe()
+        var results: [TrialResult] = []
+        var placement: [String] = []
+        let total = config.trials * setups.count
+        var done = 0
+        for trial in 0..<config.trials {
+            // A B C … then … C B A: no design always runs right after another.
+            let order = trial % 2 == 0 ? setups : setups.reversed()
+            for s in order {
+                progress(done, total, "trial \(trial + 1)/\(config.trials) \(s.id.rawValue)")
+                let r = try measure(s, trial: trial, tscGHz: machine.tscGHz, placement: &placement)
+                results.append(r)
+                done += 1
+            }
+        }
+        progress(total, total, "done")
+        return BenchReport(machine: machine, threads: config.threads, duration: config.duration, trials: config.trials,
+                           packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
+                           placement: placement, churn: config.churn, results: results,
+                           summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine)
+    }
+
+    private func measure(_ s: DesignSetup, trial: Int, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
+        try bpf.xdpAttach(device, fd: s.root)
+        defer { try? bpf.xdpAttach(device, fd: -1) }
+        let cpus = max(1, Int(cbpf_nr_cpus_online()))
+        var workers: [QueueWorker] = []
+        for q in 0..<config.threads {
+            workers.append(try QueueWorker(queue: q, cpu: (config.firstCPU + q) % cpus, frames: config.frames, numa: config.numa))
+        }
+        if placement.isEmpty { placement = workers.map { "queue \($0.queue) → CPU \($0.cpu), buffers on \($0.ring.placement)" } }
+        let control = RunControl()
+        for w in workers { w.start(dev: device, control: control, beforePatch: s.id.beforePatch) }
+        while control.ready.load(ordering: .acquiring) < workers.count { cbpf_usleep(200) }
+
+        let churner = config.churn.map { Churner(spec: $0, setup: s, bpf: bpf) }
+        let gp0 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn0 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
+        churner?.start()
+        control.go.store(true, ordering: .releasing)
+        let t0 = cbpf_ktime_get_ns()
+        cbpf_usleep(UInt32(config.duration * 1_000_000))
+        control.stop.store(true, ordering: .relaxed)
+        let elapsed = Double(cbpf_ktime_get_ns() - t0) / 1e9
+        for w in workers { w.join() }
+        let churnRate = try churner?.stop()
+        let gp1 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn1 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
+
+        let per = workers.map(\.result)
+        let sum = per.reduce(QueueCounters.zero, +)
+        for (i, q) in per.enumerated() where !q.balanced {
+            throw HarnessError("queue \(i): received \(q.received) but verdicts add up to \(q.verdicts.reduce(0, +))")
+        }
+        // Per-worker rate from each worker's own TSC window; total is their sum.
+        let rates = per.map { q in q.cycles == 0 ? 0 : Double(q.received) / (Double(q.cycles) / tscGHz) * 1000 }
+        let mpps = rates.reduce(0, +)
+        let perWorker = mpps / Double(per.count)
+        let cpp = per.map { Double($0.cycles) / Double(max(1, $0.received)) }.reduce(0, +) / Double(per.count)
+        _ = elapsed
+        let gps = gp1 - gp0
+        return TrialResult(design: s.id, trial: trial, mpps: mpps, mppsPerWorker: perWorker,
+                           nsPerPacket: perWorker > 0 ? 1000 / perWorker : .infinity, cyclesPerPacket: cpp,
+                           counters: sum, perQueue: per, churnRate: churnRate,
+                           gracePeriodMeanNs: gps > 0 ? Double(gpn1 - gpn0) / Double(gps) : nil)
+    }
+
+    /// Medians, and the paired overhead against the baseline with a 95% CI (Student's t).
+    public static func summarize(_ results: [TrialResult], designs: [DesignID]) -> [DesignSummary] {
+        let base = results.filter { $0.design == .baseline }
+        let baseByTrial = Dictionary(uniqueKeysWithValues: base.map { ($0.trial, $0.nsPerPacket) })
+        return designs.map { d in
+            let rs = results.filter { $0.design == d }
+            var overhead: Double?, ci: Double?
+            if d != .baseline, !base.isEmpty {
+                let diffs = rs.compactMap { r in baseByTrial[r.trial].map { r.nsPerPacket - $0 } }
+                let (m, h) = meanCI95(diffs)
+                overhead = m
+                ci = h
+            }
+            let churn = rs.compactMap(\.churnRate)
+            let gp = rs.compactMap(\.gracePeriodMeanNs)
+            return DesignSummary(design: d, title: d.title, mppsMedian: median(rs.map(\.mpps)),
+                                 nsPerPacketMedian: median(rs.map(\.nsPerPacket)),
+                                 cyclesPerPacketMedian: median(rs.map(\.cyclesPerPacket)),
+                                 overheadNs: overhead, overheadCI95: ci,
+                                 churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
+                                 gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count))
+        }
+    }
+}
+
+public func median(_ xs: [Double]) -> Double {
+    guard !xs.isEmpty else { return .nan }
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Mean and the half-width of its 95% confidence interval (Student's t, n − 1 dof).
+public func meanCI95(_ xs: [Double]) -> (Double, Double) {
+    let n = xs.count
+    guard n >= 2 else { return (xs.first ?? .nan, .nan) }
+    let m = xs.reduce(0, +) / Double(n)
+    let v = xs.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(n - 1)
+    return (m, studentT975(n - 1) * (v / Double(n)).squareRoot())
+}
+
+/// The 97.5th percentile of Student's t with `dof` degrees of freedom.
+public func studentT975(_ dof: Int) -> Double {
+    let table: [Double] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                           2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+                           2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+    if dof < 1 { return .nan }
+    if dof <= table.count { return table[dof - 1] }
+    if dof <= 60 { return 2.000 }
+    if dof <= 120 { return 1.980 }
+    return 1.960
+}
+
+/// The control-plane churn thread: one update kind at a steady rate.
+final class Churner: @unchecked Sendable {
+    let spec: ChurnSpec
+    let setup: DesignSetup
+    let bpf: BPF
+    private let stopFlag = Atomic<Bool>(false)
+    private let count = Atomic<UInt64>(0)
+    private var thread: pthread_t?
+    private var started: UInt64 = 0
+    private var error: Error?
+    private var sideFDs: [Int32] = []
+
+    init(spec: ChurnSpec, setup: DesignSetup, bpf: BPF) {
+        self.spec = spec
+        self.setup = setup
+        self.bpf = bpf
+    }
+
+    func start() {
+        nonisolated(unsafe) let me = self
+        started = cbpf_ktime_get_ns()
+        thread = kthreadCreate(name: "churn") { me.loop() }
+    }
+
+    /// Stops; returns the achieved rate (updates per second).
+    func stop() throws -> Double {
+        stopFlag.store(true, ordering: .relaxed)
+        if let t = thread { kthreadJoin(t) }
+        let secs = Double(cbpf_ktime_get_ns() - started) / 1e9
+        for fd in sideFDs { try? bpf.objClose(fd) }
+        if let error { throw error }
+        return Double(count.load(ordering: .relaxed)) / secs
+    }
+
+    private func loop() {
+        do {
+            // Where to churn: the design's own objects if it has them, else side objects.
+            var prev = setup.chainPrev
+            var array = setup.progArray
+            if spec.kind == .chain && prev == nil {
+                let p = try bpf.progLoad(ProgLoadAttr(body: .xdpPass, name: "churn_prev", flags: .chainCalls))
+                sideFDs.append(p)
+                prev = p
+            }
+            if spec.kind == .progArray && array == nil {
+                let a = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "churn_jmp"))
+                sideFDs.append(a)
+                array = a
+            }
+            let jited = setup.id != .tailInterp
+            let interval = UInt64(1e9 / spec.rate)
+            var next = cbpf_ktime_get_ns()
+            var n: UInt64 = 0
+            while !stopFlag.load(ordering: .relaxed) {
+                let fresh = jited ? try bpf.progLoad(ProgLoadAttr(body: .xdpTx, name: "churn"))
+                                  : try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.returnConst(3)]), name: "churn", jited: false))
+                switch spec.kind {
+                case .chain:
+                    if n % 2 == 0 { try bpf.progChainAdd(prev: prev!, retcode: 3, next: fresh) }
+                    else { try bpf.progChainDel(prev: prev!, retcode: 3) }
+                case .progArray:
+                    if n % 2 == 0 {
+                        try bpf.mapUpdateElem(array!, key: [1, 0, 0, 0], value: withUnsafeBytes(of: UInt32(bitPattern: fresh).littleEndian) { Array($0) })
+                    } else {
+                        try bpf.mapDeleteElem(array!, key: [1, 0, 0, 0])
+                    }
+                }
+                try bpf.objClose(fresh)
+                n += 1
+                count.store(n, ordering: .relaxed)
+                next += interval
+                while cbpf_ktime_get_ns() < next && !stopFlag.load(ordering: .relaxed) {
+                    let left = next - cbpf_ktime_get_ns()
+                    if left > 200_000 { cbpf_usleep(UInt32(left / 2000)) } else { cbpf_sched_yield() }
+                }
+            }
+            // Leave the design as it was.
+            if let prev, setup.chainPrev == prev { try? bpf.progChainDel(prev: prev, retcode: 3) }
+            if let array, setup.progArray == array { try? bpf.mapDeleteElem(array, key: [1, 0, 0, 0]) }
+        } catch {
+            self.error = error
+        }
+    }
+}

@@ -1,0 +1,268 @@
+// Driver.swift — the packet driver: one RX ring per queue with pre-filled buffers, one
+// worker thread per queue pinned to a CPU, NAPI-style polling with a budget of 64.
+//
+// Mirrors the shape of an XDP-capable driver's receive path (e.g. drivers/net/veth.c
+// veth_xdp_rcv, and the mlx5/i40e NAPI poll loops): for each descriptor up to the budget,
+// build the xdp_buff, run the device's program (rcu_dereference(dev->xdp_prog) then
+// bpf_prog_run_xdp), act on the verdict, recycle the buffer; after the poll the CPU passes
+// through a quiescent state (here: an explicit QSBR report). A verdict that is not a valid
+// XDP action is treated as XDP_ABORTED and counted as invalid, as drivers do
+// (bpf_warn_invalid_xdp_action).
+//
+// The per-packet path touches raw memory only: the ring, the context on the worker's
+// stack, the counters block. No ARC, lock, allocation or existential per packet.
+import CBPFShims
+import CNuma
+import BPFKernel
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where RX buffers live.
+public enum NUMAPolicy: Sendable, Equatable, CustomStringConvertible {
+    case auto        // the node of the worker's CPU, if libnuma says NUMA is available
+    case off         // ordinary aligned memory
+    case node(Int)   // a fixed node
+
+    public init(parsing s: String) throws {
+        switch s {
+        case "auto": self = .auto
+        case "off": self = .off
+        default:
+            guard let n = Int(s), n >= 0 else {
+                throw HarnessError("--numa takes auto, off or a node number (got '\(s)')")
+            }
+            self = .node(n)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .auto: return "auto"
+        case .off: return "off"
+        case let .node(n): return "node \(n)"
+        }
+    }
+}
+
+/// Verdict counter slots: the five XDP actions, then "invalid" (also counted as ABORTED).
+public let verdictSlots = 6
+public let verdictNames = ["ABORTED", "DROP", "PASS", "TX", "REDIRECT"]
+
+/// One RX ring: `entries` descriptors, each a 2 KiB buffer with XDP headroom, filled with
+/// frames of the flows round-robin.
+public final class RxRing: @unchecked Sendable {
+    public static let bufferSize = 2048
+    public let entries: Int
+    public let mask: Int
+    public let buffers: UnsafeMutableRawPointer
+    public let lengths: UnsafeMutablePointer<Int32>
+    /// Where the buffers were placed, in words ("node 0", or why not).
+    public let placement: String
+    private let numaAllocated: Bool
+    private let bytes: Int
+
+    public init(entries: Int = 512, frames: FrameSpec, numa: NUMAPolicy, cpu: Int) throws {
+        precondition(entries > 0 && entries & (entries - 1) == 0)
+        self.entries = entries
+        self.mask = entries - 1
+        bytes = entries * RxRing.bufferSize
+        var placed: UnsafeMutableRawPointer?
+        var where_ = ""
+        var numaOK = false
+        switch numa {
+        case .off:
+            where_ = "heap (NUMA placement off)"
+        case .auto, .node:
+            if numa_available() < 0 {
+                where_ = "heap (NUMA unavailable: libnuma's numa_available() < 0)"
+            } else {
+                let node: Int32
+                if case let .node(n) = numa {
+                    guard n <= Int(numa_max_node()) else {
+                        throw HarnessError("NUMA node \(n) does not exist (highest is \(numa_max_node()))")
+                    }
+                    node = Int32(n)
+                } else {
+                    node = max(0, numa_node_of_cpu(Int32(cpu)))
+                }
+                if let p = numa_alloc_onnode(bytes, node) {
+                    placed = p
+                    numaOK = true
+                    where_ = "node \(node)"
+                } else {
+                    where_ = "heap (numa_alloc_onnode(\(node)) failed)"
+                }
+            }
+        }
+        if placed == nil {
+            placed = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+        }
+        buffers = placed!
+        numaAllocated = numaOK
+        placement = where_
+        buffers.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+        lengths = .allocate(capacity: entries)
+        for i in 0..<entries {
+            let f = frames.frame(flow: i % frames.flows)
+            f.withUnsafeBytes { (buffers + i * RxRing.bufferSize + xdpPacketHeadroom).copyMemory(from: $0.baseAddress!, byteCount: f.count) }
+            lengths[i] = Int32(f.count)
+        }
+    }
+
+    deinit {
+        if numaAllocated { numa_free(buffers, bytes) } else { buffers.deallocate() }
+        lengths.deallocate()
+    }
+}
+
+/// A worker's counters, in raw memory the poll loop writes.
+public struct QueueCounters: Sendable, Equatable, Codable {
+    public var verdicts: [UInt64]   // ABORTED, DROP, PASS, TX, REDIRECT
+    public var invalid: UInt64
+    public var received: UInt64
+    public var cycles: UInt64
+    public var polls: UInt64
+
+    public static let zero = QueueCounters(verdicts: [0, 0, 0, 0, 0], invalid: 0, received: 0, cycles: 0, polls: 0)
+
+    /// received = ABORTED + DROP + PASS + TX + REDIRECT (invalid ones are in ABORTED).
+    public var balanced: Bool { verdicts.reduce(0, +) == received }
+
+    public static func + (a: QueueCounters, b: QueueCounters) -> QueueCounters {
+        QueueCounters(verdicts: zip(a.verdicts, b.verdicts).map { $0 + $1 }, invalid: a.invalid + b.invalid,
+                      received: a.received + b.received, cycles: a.cycles + b.cycles, polls: a.polls + b.polls)
+    }
+}
+
+/// How the driver runs the device's program: BPF_PROG_RUN as patched by the RFC (the
+/// chain-calls test on every run), or as before the patch. A generic parameter, so each
+/// worker loop is specialised and the per-packet path has no existential or branch for it.
+public protocol ProgRunner {
+    static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32
+}
+
+/// BPF_PROG_RUN with the RFC's chain-calls test (the lab's normal path).
+public enum PatchedProgRun: ProgRunner {
+    @inlinable @inline(__always)
+    public static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 { bpfProgRun(prog, ctx) }
+}
+
+/// BPF_PROG_RUN before the RFC: no chain-calls test.
+public enum UnpatchedProgRun: ProgRunner {
+    @inlinable @inline(__always)
+    public static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 { bpfProgRunBeforePatch(prog, ctx) }
+}
+
+/// One NAPI poll: up to `budget` packets from the ring, starting at `*head`.
+/// Returns nothing; counts go to `counts` (slots per `verdictSlots`).
+@inlinable @inline(__always)
+public func napiPoll<R: ProgRunner>(_ runner: R.Type, ring buffers: UnsafeMutableRawPointer, lengths: UnsafeMutablePointer<Int32>, mask: Int,
+                     head: inout Int, budget: Int, dev: NetDevice, ctx: XDPContext,
+                     counts: UnsafeMutablePointer<UInt64>) {
+    let prog = dev.currentProg  // rcu_dereference once per poll, as drivers do
+    for _ in 0..<budget {
+        let i = head & mask
+        head &+= 1
+        let buf = (buffers + i &* RxRing.bufferSize).assumingMemoryBound(to: UInt8.self)
+        let data = buf + xdpPacketHeadroom
+        ctx.pointee.data_hard_start = buf
+        ctx.pointee.data = data
+        ctx.pointee.data_meta = data
+        ctx.pointee.data_end = data + Int(lengths[i])
+        let v: UInt32
+        if let prog { v = R.run(prog, ctx) } else { v = UInt32(CBPF_XDP_PASS) }
+        if _fastPath(v <= UInt32(CBPF_XDP_REDIRECT)) {
+            counts[Int(v)] &+= 1
+        } else {
+            counts[0] &+= 1   // treated as XDP_ABORTED
+            counts[5] &+= 1   // and counted as invalid
+        }
+        // DROP/ABORTED/PASS/TX/REDIRECT: the buffer goes back to the ring (recycled).
+    }
+}
+
+/// The control block shared by the workers of one run.
+public final class RunControl: @unchecked Sendable {
+    public let go = Atomic<Bool>(false)
+    public let stop = Atomic<Bool>(false)
+    public let ready = Atomic<Int>(0)
+    public init() {}
+}
+
+/// One queue's worker: pinned thread, RCU reader, its own ring.
+public final class QueueWorker: @unchecked Sendable {
+    public let queue: Int
+    public let cpu: Int
+    public let ring: RxRing
+    public private(set) var result = QueueCounters.zero
+    private var thread: pthread_t?
+    public private(set) var pinned = false
+
+    public init(queue: Int, cpu: Int, frames: FrameSpec, numa: NUMAPolicy) throws {
+        self.queue = queue
+        self.cpu = cpu
+        ring = try RxRing(frames: frames, numa: numa, cpu: cpu)
+    }
+
+    /// Starts the thread: warm up until `control.go`, measure until `control.stop`.
+    public func start(dev: NetDevice, control: RunControl, beforePatch: Bool = false, warmupPolls: Int = 2000, budget: Int = 64) {
+        nonisolated(unsafe) let me = self
+        thread = kthreadCreate(name: "rxq\(queue)") {
+            if beforePatch {
+                me.body(UnpatchedProgRun.self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            } else {
+                me.body(PatchedProgRun.self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            }
+        }
+    }
+
+    /// The worker thread, specialised for one way of running programs.
+    private func body<R: ProgRunner>(_ runner: R.Type, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int) {
+        let domain = dev.kernel.rcu
+        let me = self
+        do {
+            me.pinned = cbpf_set_affinity(Int32(me.cpu)) == 0
+            cbpf_set_this_cpu(Int32(me.cpu))
+            let reader = domain.registerThread(name: "rxq\(me.queue)")
+            let h = reader.handle
+            let counts = UnsafeMutablePointer<UInt64>.allocate(capacity: verdictSlots)
+            counts.initialize(repeating: 0, count: verdictSlots)
+            var md = cbpf_xdp_md()
+            md.ingress_ifindex = dev.ifindex
+            md.rx_queue_index = UInt32(me.queue)
+            var head = 0
+            let buffers = me.ring.buffers, lengths = me.ring.lengths, mask = me.ring.mask
+            withUnsafeMutablePointer(to: &md) { ctx in
+                for _ in 0..<warmupPolls {
+                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                    h.quiescentState()
+                }
+                control.ready.add(1, ordering: .releasing)
+                while !control.go.load(ordering: .acquiring) {
+                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                    h.quiescentState()
+                }
+                counts.update(repeating: 0, count: verdictSlots)
+                var polls: UInt64 = 0
+                let t0 = cbpf_rdtsc()
+                while !control.stop.load(ordering: .relaxed) {
+                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                    h.quiescentState()
+                    polls &+= 1
+                }
+                let t1 = cbpf_rdtsc()
+                me.result = QueueCounters(verdicts: Array(UnsafeBufferPointer(start: counts, count: 5)), invalid: counts[5],
+                                          received: polls &* UInt64(budget), cycles: t1 &- t0, polls: polls)
+            }
+            counts.deallocate()
+            domain.unregisterThread(reader)
+        }
+    }
+
+    public func join() {
+        if let t = thread { kthreadJoin(t) }
+        thread = nil
+    }
+}

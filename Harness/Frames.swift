@@ -1,0 +1,58 @@
+// Frames.swift — synthetic Ethernet/IPv4/UDP frames, as a traffic generator would send:
+// one per flow (varying the UDP source port), of a chosen size (60 to 1514 bytes).
+
+public struct FrameSpec: Sendable, Equatable {
+    public var size: Int
+    public var flows: Int
+
+    public init(size: Int = 64, flows: Int = 1) {
+        self.size = size
+        self.flows = flows
+    }
+
+    public static let minSize = 60
+    public static let maxSize = 1514
+
+    public func validate() throws {
+        guard (FrameSpec.minSize...FrameSpec.maxSize).contains(size) else {
+            throw HarnessError("packet size \(size) is outside \(FrameSpec.minSize)…\(FrameSpec.maxSize) bytes")
+        }
+        guard flows >= 1 && flows <= 65536 else {
+            throw HarnessError("flows must be between 1 and 65536 (got \(flows))")
+        }
+    }
+
+    /// The frame of flow `flow`.
+    public func frame(flow: Int) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: size)
+        let dst: [UInt8] = [0x02, 0, 0, 0, 0, 0x02], src: [UInt8] = [0x02, 0, 0, 0, 0, 0x01]
+        f.replaceSubrange(0..<6, with: dst)
+        f.replaceSubrange(6..<12, with: src)
+        f[12] = 0x08; f[13] = 0x00                          // IPv4
+        let ipLen = size - 14
+        f[14] = 0x45                                        // version 4, IHL 5
+        f[16] = UInt8(ipLen >> 8); f[17] = UInt8(ipLen & 0xff)
+        f[22] = 64                                          // TTL
+        f[23] = 17                                          // UDP
+        f[26...29] = [198, 18, 0, 1]                        // 198.18.0.0/15: benchmarking range
+        f[30...33] = [198, 19, 0, 1]
+        var sum: UInt32 = 0
+        for i in stride(from: 14, to: 34, by: 2) { sum += UInt32(f[i]) << 8 | UInt32(f[i + 1]) }
+        while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
+        let csum = ~UInt16(sum)
+        f[24] = UInt8(csum >> 8); f[25] = UInt8(csum & 0xff)
+        let sport = UInt16(1024 + flow % 64512)
+        f[34] = UInt8(sport >> 8); f[35] = UInt8(sport & 0xff)
+        f[36] = 0x23; f[37] = 0x28                          // dport 9000
+        let udpLen = size - 34
+        f[38] = UInt8(udpLen >> 8); f[39] = UInt8(udpLen & 0xff)
+        return f
+    }
+}
+
+/// A harness-level error: a bad option or an impossible setup, with the reason.
+public struct HarnessError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

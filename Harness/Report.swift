@@ -1,0 +1,132 @@
+// Report.swift — the seed-shaped table, JSON, CSV and an SVG plot of overhead per design.
+
+extension BenchReport {
+    /// The seed's table (Test case | Perf | Overhead), plus cycles per packet, then the
+    /// machine line.
+    public func table() -> String {
+        let rows = summaries.map { s -> [String] in
+            let perf = String(format1: s.mppsMedian, digits: 1) + " Mpps"
+            let over: String
+            if let o = s.overheadNs, let ci = s.overheadCI95 {
+                over = String(format1: o, digits: 2) + " ± " + String(format1: ci, digits: 2) + " ns"
+            } else {
+                over = ""
+            }
+            return [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1)]
+        }
+        let header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt"]
+        var widths = header.map(\.count)
+        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            "| " + cells.enumerated().map { $1.padding(widths[$0]) }.joined(separator: " | ") + " |"
+        }
+        var s = line(header) + "\n"
+        s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "+") + "|\n"
+        for r in rows { s += line(r) + "\n" }
+        s += "\n" + machine.line(workers: threads) + "\n"
+        s += "\(trials) trials × \(String(format1: duration, digits: 2)) s per design, interleaved; \(packetSize)-byte frames, \(flows) flow\(flows == 1 ? "" : "s"); NUMA \(numa): \(placement.joined(separator: "; "))\n"
+        s += "verdict check: \(verdictCheck)\n"
+        if let c = churn {
+            let rates = summaries.compactMap(\.churnRateMean)
+            let gps = summaries.compactMap(\.gracePeriodMeanNs)
+            let rate = rates.isEmpty ? 0 : rates.reduce(0, +) / Double(rates.count)
+            s += "churn \(c.kind.rawValue) at \(Int(c.rate))/s requested: \(Int(rate))/s achieved"
+            if !gps.isEmpty { s += ", grace period \(String(format1: gps.reduce(0, +) / Double(gps.count) / 1000, digits: 1)) µs mean" }
+            s += "\n"
+        }
+        return s
+    }
+
+    /// Every trial, one CSV row each.
+    public func csv() -> String {
+        var s = "design,trial,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate\n"
+        for r in results {
+            let v = r.counters.verdicts
+            s += "\(r.design.rawValue),\(r.trial),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? "")\n"
+        }
+        return s
+    }
+
+    /// The summaries as a JSON array (machine included).
+    public func json() -> String {
+        func num(_ d: Double?) -> String {
+            guard let d, d.isFinite else { return "null" }
+            return "\(d)"
+        }
+        func str(_ s: String) -> String {
+            "\"" + s.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"") + "\""
+        }
+        let m = machine
+        var s = "{\"machine\":{\"cpu\":\(str(m.cpuModel)),\"cpus\":\(m.onlineCPUs),\"tsc_ghz\":\(num(m.tscGHz)),\"spectre_v2\":\(str(m.spectreV2)),\"numa_nodes\":\(m.numaNodes.map(String.init) ?? "null"),\"swift\":\(str(m.swiftVersion))},"
+        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),"
+        s += "\"designs\":["
+        s += summaries.map { d in
+            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"churn_rate\":\(num(d.churnRateMean))}"
+        }.joined(separator: ",")
+        s += "],\"trials_detail\":["
+        s += results.map { r in
+            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
+        }.joined(separator: ",")
+        s += "]}"
+        return s
+    }
+
+    /// Overhead per design with 95% CI error bars, as SVG.
+    public func svg() -> String {
+        let ds = summaries.filter { $0.overheadNs != nil }
+        let w = 760.0, rowH = 34.0, left = 250.0, right = 40.0, top = 40.0
+        let h = top + rowH * Double(max(1, ds.count)) + 50
+        let maxV = max(1.0, ds.map { ($0.overheadNs ?? 0) + ($0.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0) }.max() ?? 1)
+        let minV = min(0.0, ds.map { ($0.overheadNs ?? 0) - ($0.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0) }.min() ?? 0)
+        let scale = (w - left - right) / (maxV - minV)
+        func x(_ v: Double) -> Double { left + (v - minV) * scale }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        s += "<text x=\"\(Int(w / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">Per-packet overhead vs baseline (ns, 95% CI)</text>\n"
+        s += "<line x1=\"\(x(0))\" y1=\"\(top - 5)\" x2=\"\(x(0))\" y2=\"\(h - 40)\" stroke=\"#888\"/>\n"
+        for (i, d) in ds.enumerated() {
+            let y = top + rowH * Double(i)
+            let o = d.overheadNs ?? 0
+            let ci = d.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0
+            s += "<text x=\"\(left - 8)\" y=\"\(y + 18)\" text-anchor=\"end\">\(d.title.xmlEscaped)</text>\n"
+            s += "<rect x=\"\(min(x(0), x(o)))\" y=\"\(y + 6)\" width=\"\(abs(x(o) - x(0)))\" height=\"\(rowH - 12)\" fill=\"#4a7ab5\"/>\n"
+            s += "<line x1=\"\(x(o - ci))\" y1=\"\(y + rowH / 2)\" x2=\"\(x(o + ci))\" y2=\"\(y + rowH / 2)\" stroke=\"black\"/>\n"
+            s += "<line x1=\"\(x(o - ci))\" y1=\"\(y + 10)\" x2=\"\(x(o - ci))\" y2=\"\(y + rowH - 10)\" stroke=\"black\"/>\n"
+            s += "<line x1=\"\(x(o + ci))\" y1=\"\(y + 10)\" x2=\"\(x(o + ci))\" y2=\"\(y + rowH - 10)\" stroke=\"black\"/>\n"
+            s += "<text x=\"\(x(o + ci) + 6)\" y=\"\(y + 18)\">\(String(format1: o, digits: 2))</text>\n"
+        }
+        s += "<text x=\"\(Int(w / 2))\" y=\"\(Int(h - 12))\" text-anchor=\"middle\" fill=\"#444\">\(machine.line(workers: threads).xmlEscaped)</text>\n"
+        s += "</svg>\n"
+        return s
+    }
+}
+
+extension String {
+    func padding(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+
+    func replacingAll(_ a: String, _ b: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: a) {
+            out += rest[..<r.lowerBound] + b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+
+    var xmlEscaped: String {
+        replacingAll("&", "&amp;").replacingAll("<", "&lt;").replacingAll(">", "&gt;").replacingAll("\"", "&quot;")
+    }
+}
+
+extension Substring {
+    func range(of s: String) -> Range<Substring.Index>? {
+        guard !s.isEmpty else { return nil }
+        var i = startIndex
+        while i < endIndex {
+            if self[i...].hasPrefix(s) { return i..<index(i, offsetBy: s.count) }
+            i = index(after: i)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: builds bpflab in release mode and runs the seed suite (`bpflab bench`),
+# printing the seed-shaped table and the machine it ran on. Extra arguments go to
+# `bpflab bench` (e.g. --threads 2 --out results --plot overhead.svg).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! dpkg -s libnuma-dev >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnuma-dev >/dev/null
+fi
+
+swift build -c release --product bpflab >&2
+exec .build/release/bpflab bench "$@"

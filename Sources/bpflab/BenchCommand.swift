@@ -1,0 +1,107 @@
+// `bpflab bench`: the main job — the seed's table, measured here.
+import ArgumentParser
+import BPFKernel
+import PacketHarness
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure what each way of running the next program costs per packet.",
+        discussion: "With no options: the seed suite (baseline, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine), one worker, 10 interleaved trials of 0.5 s per design, printed as the seed's table."
+    )
+
+    @Option(help: "Comma-separated designs, or 'all' (baseline is always included). Use --list to see them.")
+    var designs = "all"
+
+    @Flag(help: "List the designs and exit.")
+    var list = false
+
+    @Option(help: "Worker threads, one RX queue each.")
+    var threads = 1
+
+    @Option(help: "Seconds each design is measured per trial.")
+    var duration = 0.5
+
+    @Option(help: "Trials (each runs every design once, interleaved).")
+    var trials = 10
+
+    @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog_array), e.g. chain:10000.")
+    var churn: String?
+
+    @Option(name: .customLong("packet-size"), help: "Frame size in bytes (60–1514).")
+    var packetSize = 64
+
+    @Option(help: "Number of flows (UDP source ports).")
+    var flows = 1
+
+    @Option(help: "RX buffer placement: auto, off, or a NUMA node number.")
+    var numa = "auto"
+
+    @Option(help: "Output format: table, json or csv.")
+    var format = "table"
+
+    @Option(help: "Directory to write every trial to (bench.json, bench.csv, table.txt).")
+    var out: String?
+
+    @Option(help: "Write an SVG plot of overhead per design to this file.")
+    var plot: String?
+
+    func validate() throws {
+        guard ["table", "json", "csv"].contains(format) else {
+            throw ValidationError("--format must be table, json or csv (got '\(format)')")
+        }
+    }
+
+    func run() throws {
+        if list {
+            for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
+            return
+        }
+        var cfg = BenchConfig()
+        do {
+            cfg.designs = try DesignID.parseList(designs)
+            cfg.threads = threads
+            cfg.duration = duration
+            cfg.trials = trials
+            cfg.churn = try churn.map { try ChurnSpec(parsing: $0) }
+            cfg.frames = FrameSpec(size: packetSize, flows: flows)
+            cfg.numa = try NUMAPolicy(parsing: numa)
+            try cfg.validate()
+        } catch let e as HarnessError {
+            throw ValidationError(e.message)
+        }
+        let bench = try PacketHarness.Bench(cfg)
+        let tty = isatty(STDERR_FILENO) != 0
+        let report = try bench.run { done, total, msg in
+            let line = "[\(done)/\(total)] \(msg)"
+            let text = tty ? "\r\u{1b}[K" + line + (done == total ? "\n" : "") : line + "\n"
+            _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        }
+        switch format {
+        case "json": print(report.json())
+        case "csv": print(report.csv(), terminator: "")
+        default: print(report.table(), terminator: "")
+        }
+        if let out {
+            try writeFile(out + "/bench.json", report.json() + "\n", mkdir: out)
+            try writeFile(out + "/bench.csv", report.csv(), mkdir: out)
+            try writeFile(out + "/table.txt", report.table(), mkdir: out)
+        }
+        if let plot { try writeFile(plot, report.svg(), mkdir: nil) }
+    }
+}
+
+func writeFile(_ path: String, _ text: String, mkdir dir: String?) throws {
+    if let dir { _ = Glibc.mkdir(dir, 0o755) }
+    guard let f = fopen(path, "w") else {
+        throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(f) }
+    fputs(text, f)
+}
+
+extension String {
+    func padded(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}
