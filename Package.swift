@@ -61,7 +61,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PacketHarnessTests",
-            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims"]
+            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims", "bpflab"]
         ),
     ]
 )

@@ -349,8 +349,10 @@ final class Churner: @unchecked Sendable {
                 n += 1
                 count.store(n, ordering: .relaxed)
                 next += interval
-                while cbpf_ktime_get_ns() < next && !stopFlag.load(ordering: .relaxed) {
-                    let left = next - cbpf_ktime_get_ns()
+                while !stopFlag.load(ordering: .relaxed) {
+                    let now = cbpf_ktime_get_ns()
+                    if now >= next { break }
+                    let left = next - now
                     if left > 200_000 { cbpf_usleep(UInt32(left / 2000)) } else { cbpf_sched_yield() }
                 }
             }

@@ -88,6 +88,8 @@ public struct ProgBody: Sendable {
     public static let xdpRedirect = ProgBody(symbol: "bpfp_xdp_redirect", fn: bpfp_xdp_redirect)
     /// Data block: u32 value to return.
     public static let retConst = ProgBody(symbol: "bpfp_ret_const", fn: bpfp_ret_const)
+    /// Data block: u32 modulus; returns the UDP source port modulo it.
+    public static let xdpPortMod = ProgBody(symbol: "bpfp_xdp_port_mod", fn: bpfp_xdp_port_mod)
     /// Data block: bpfp_helper_data.
     public static let callHelper = ProgBody(symbol: "bpfp_call_helper", fn: bpfp_call_helper)
 }

@@ -24,3 +24,11 @@ BODY uint32_t bpfp_call_helper(const void *ctx, const void *insnsi) {
     const bpfp_helper_data *d = (const bpfp_helper_data *)insnsi;
     return d->fn(ctx, d->arg);
 }
+
+BODY uint32_t bpfp_xdp_port_mod(const void *ctx, const void *insnsi) {
+    const cbpf_xdp_md *md = (const cbpf_xdp_md *)ctx;
+    uint32_t mod = *(const uint32_t *)insnsi;
+    if (md->data + 36 > md->data_end || mod == 0) return CBPF_XDP_ABORTED;
+    uint32_t sport = ((uint32_t)md->data[34] << 8) | md->data[35];
+    return sport % mod;
+}

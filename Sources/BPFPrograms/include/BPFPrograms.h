@@ -19,6 +19,11 @@ uint32_t bpfp_xdp_redirect(const void *ctx, const void *insnsi);
 /// Returns the u32 at the start of its data block (any value, valid action or not).
 uint32_t bpfp_ret_const(const void *ctx, const void *insnsi);
 
+/// Returns (UDP source port of an Ethernet/IPv4/UDP frame) % modulus, or XDP_ABORTED if
+/// the frame is too short. Data block: u32 modulus (non-zero). Lets flows get different
+/// verdicts (and, with modulus > 5, invalid ones).
+uint32_t bpfp_xdp_port_mod(const void *ctx, const void *insnsi);
+
 /// Data block of bpfp_call_helper: a helper function and its argument.
 typedef uint32_t (*bpfp_helper_fn)(const void *ctx, void *arg);
 typedef struct bpfp_helper_data {

@@ -1,0 +1,186 @@
+// The packet driver's accounting, the verdict cross-check, NUMA placement and fallback,
+// option parsing, and the CLI's handling of bad option values.
+import XCTest
+import CBPFShims
+import Synchronization
+@testable import BPFKernel
+@testable import PacketHarness
+@testable import bpflab
+
+final class ConcurrencyDriverTests: XCTestCase {
+    /// Runs `threads` workers for `ms` on a device running `attr`, returns their counters.
+    func drive(_ attr: ProgLoadAttr, frames: FrameSpec, threads: Int = 2, ms: UInt32 = 100,
+               numa: NUMAPolicy = .auto) throws -> (QueueCounters, [QueueCounters], Kernel) {
+        let kernel = Kernel(KernelConfig(checked: true))
+        let bpf = BPF(kernel: kernel)
+        let dev = NetDevice(kernel: kernel, name: "t0", queues: threads)
+        let fd = try bpf.progLoad(attr)
+        try bpf.xdpAttach(dev, fd: fd)
+        let control = RunControl()
+        let workers = try (0..<threads).map { try QueueWorker(queue: $0, cpu: $0 % Int(cbpf_nr_cpus_online()), frames: frames, numa: numa) }
+        for w in workers { w.start(dev: dev, control: control, warmupPolls: 10) }
+        while control.ready.load(ordering: .acquiring) < threads { cbpf_usleep(100) }
+        control.go.store(true, ordering: .releasing)
+        cbpf_usleep(ms * 1000)
+        control.stop.store(true, ordering: .relaxed)
+        for w in workers { w.join() }
+        dev.detachAll()
+        bpf.closeAll()
+        kernel.quiesce()
+        XCTAssertEqual(kernel.liveObjects, 0)
+        let per = workers.map(\.result)
+        return (per.reduce(.zero, +), per, kernel)
+    }
+
+    func testEveryReceivedPacketGetsExactlyOneVerdict() throws {
+        // Verdict = UDP source port % 7: flows map to all five actions and two invalid codes.
+        let (sum, per, _) = try drive(ProgLoadAttr(body: .xdpPortMod, data: key(7)), frames: FrameSpec(size: 64, flows: 14))
+        for q in per {
+            XCTAssertTrue(q.balanced, "received \(q.received) ≠ sum of verdicts \(q.verdicts)")
+            XCTAssertEqual(q.received, q.polls * 64, "NAPI budget of 64 per poll")
+            XCTAssertGreaterThan(q.received, 0)
+        }
+        XCTAssertTrue(sum.balanced)
+        XCTAssertGreaterThan(sum.invalid, 0, "codes 5 and 6 are invalid actions")
+        XCTAssertGreaterThanOrEqual(sum.verdicts[0], sum.invalid, "invalid ones are counted as ABORTED too")
+        for v in 1...4 { XCTAssertGreaterThan(sum.verdicts[v], 0, "flows reach \(verdictNames[v])") }
+    }
+
+    func testFramesAreWellFormedUDP() throws {
+        let spec = FrameSpec(size: 128, flows: 3)
+        let f = spec.frame(flow: 2)
+        XCTAssertEqual(f.count, 128)
+        XCTAssertEqual(Array(f[12...13]), [0x08, 0x00], "IPv4 ethertype")
+        XCTAssertEqual(f[23], 17, "UDP")
+        XCTAssertEqual(Int(f[34]) << 8 | Int(f[35]), 1026, "flow 2's source port")
+        var sum: UInt32 = 0
+        for i in stride(from: 14, to: 34, by: 2) { sum += UInt32(f[i]) << 8 | UInt32(f[i + 1]) }
+        while sum > 0xffff { sum = (sum & 0xffff) + (sum >> 16) }
+        XCTAssertEqual(sum, 0xffff, "the IPv4 header checksum verifies")
+        XCTAssertThrowsError(try FrameSpec(size: 59).validate())
+        XCTAssertThrowsError(try FrameSpec(size: 1515).validate())
+        XCTAssertThrowsError(try FrameSpec(flows: 0).validate())
+    }
+
+    func testNUMAPlacementAndFallback() throws {
+        let off = try RxRing(entries: 8, frames: FrameSpec(), numa: .off, cpu: 0)
+        XCTAssertEqual(off.placement, "heap (NUMA placement off)")
+        let auto = try RxRing(entries: 8, frames: FrameSpec(), numa: .auto, cpu: 0)
+        XCTAssertTrue(auto.placement.hasPrefix("node ") || auto.placement.hasPrefix("heap (NUMA unavailable"),
+                      "auto places on the CPU's node or says why not: \(auto.placement)")
+        XCTAssertThrowsError(try RxRing(entries: 8, frames: FrameSpec(), numa: .node(4096), cpu: 0)) { e in
+            XCTAssertTrue("\(e)".contains("4096") || "\(e)".isEmpty == false)
+        }
+        // Whatever the placement, the driver works and its accounting holds.
+        let (sum, _, _) = try drive(ProgLoadAttr(body: .xdpDrop), frames: FrameSpec(), threads: 1, ms: 30, numa: .off)
+        XCTAssertTrue(sum.balanced)
+        XCTAssertEqual(sum.verdicts[1], sum.received)
+    }
+
+    func testOptionParsingErrors() {
+        XCTAssertThrowsError(try NUMAPolicy(parsing: "near"))
+        XCTAssertEqual(try NUMAPolicy(parsing: "1"), .node(1))
+        XCTAssertThrowsError(try ChurnSpec(parsing: "chain"))
+        XCTAssertThrowsError(try ChurnSpec(parsing: "teleport:100"))
+        XCTAssertThrowsError(try ChurnSpec(parsing: "chain:-5"))
+        XCTAssertEqual(try ChurnSpec(parsing: "prog_array:2500"), ChurnSpec(kind: .progArray, rate: 2500))
+        XCTAssertThrowsError(try DesignID.parseList("chain-pass,warp-drive"))
+        XCTAssertEqual(try DesignID.parseList("tail-jit"), [.baseline, .tailJIT], "the baseline is always measured")
+        var c = BenchConfig()
+        c.trials = 1
+        XCTAssertThrowsError(try c.validate(), "a confidence interval needs two trials")
+        c = BenchConfig()
+        c.threads = 0
+        XCTAssertThrowsError(try c.validate())
+        XCTAssertThrowsError(try Bench(BenchConfig(), kernel: Kernel(KernelConfig(checked: true))),
+                             "benchmarks refuse a checked kernel")
+    }
+}
+
+final class ConcurrencyBenchTests: XCTestCase {
+    func testCrossCheckRefusesDesignsThatDisagree() throws {
+        let kernel = Kernel(.fast)
+        let bpf = BPF(kernel: kernel)
+        let dev = NetDevice(kernel: kernel, name: "x0")
+        let good = try DesignSetup.make(.baseline, bpf: bpf)
+        let chain = try DesignSetup.make(.chainPass, bpf: bpf)
+        XCTAssertNoThrow(try Bench.crossCheck([good, chain], bpf: bpf, device: dev, frames: FrameSpec(flows: 4)))
+        let passFD = try bpf.progLoad(ProgLoadAttr(body: .xdpPass, name: "liar"))
+        let bad = DesignSetup(id: .chainUnused, root: passFD, fds: [passFD], chainPrev: nil, progArray: nil)
+        XCTAssertThrowsError(try Bench.crossCheck([good, bad], bpf: bpf, device: dev, frames: FrameSpec(flows: 4))) { e in
+            XCTAssertTrue("\(e)".contains("do not implement the same policy"), "\(e)")
+        }
+        bpf.closeAll()
+        kernel.quiesce()
+        XCTAssertEqual(kernel.liveObjects, 0)
+    }
+
+    /// A tiny run with churn: every trial balances, every design drops every packet, and
+    /// the churn happened.
+    func testBenchAccountingHoldsUnderChurn() throws {
+        for kind in ChurnSpec.Kind.allCases {
+            var c = BenchConfig()
+            c.designs = [.baseline, .chainPass, .tailDirect]
+            c.trials = 2
+            c.duration = 0.05
+            c.churn = ChurnSpec(kind: kind, rate: 2000)
+            let bench = try Bench(c)
+            let report = try bench.run()
+            XCTAssertEqual(report.results.count, 6)
+            for r in report.results {
+                XCTAssertTrue(r.counters.balanced, "\(r.design) trial \(r.trial)")
+                XCTAssertEqual(r.counters.verdicts[1], r.counters.received, "\(r.design): every packet dropped")
+                XCTAssertGreaterThan(r.counters.received, 0)
+                XCTAssertGreaterThan(r.churnRate ?? 0, 0, "\(kind): churn ran")
+            }
+            XCTAssertEqual(bench.kernel.liveObjects, 0, "designs and churn programs all released")
+            XCTAssertTrue(report.table().contains("After patch (XDP DROP program)"))
+            XCTAssertTrue(report.csv().hasPrefix("design,trial,"))
+            XCTAssertTrue(report.svg().hasPrefix("<svg"))
+        }
+    }
+
+    func testConfidenceIntervalMath() {
+        let (m, h) = meanCI95([1, 2, 3, 4, 5])
+        XCTAssertEqual(m, 3, accuracy: 1e-12)
+        XCTAssertEqual(h, 2.776 * (2.5 / 5).squareRoot(), accuracy: 1e-9)
+        XCTAssertEqual(median([5, 1, 3]), 3)
+        XCTAssertEqual(median([4, 1, 3, 2]), 2.5)
+        XCTAssertTrue(meanCI95([7]).1.isNaN)
+    }
+}
+
+final class CLITests: XCTestCase {
+    func testInvalidOptionValuesAreErrorsNotCrashes() {
+        let bad: [[String]] = [
+            ["bench", "--threads", "many"],
+            ["bench", "--threads", "0"],
+            ["bench", "--trials", "1"],
+            ["bench", "--format", "xml"],
+            ["bench", "--churn", "chain"],
+            ["bench", "--numa", "far"],
+            ["bench", "--designs", "nope"],
+            ["bench", "--packet-size", "10"],
+            ["prog", "frobnicate"],
+        ]
+        for args in bad {
+            do {
+                var cmd = try BPFLab.parseAsRoot(args)
+                try cmd.run()
+                XCTFail("\(args) was accepted")
+            } catch {
+                let code = BPFLab.exitCode(for: error)
+                XCTAssertNotEqual(code.rawValue, 0, "\(args)")
+                XCTAssertFalse(BPFLab.message(for: error).isEmpty, "\(args) gives a message")
+            }
+        }
+    }
+
+    func testListAndVersion() throws {
+        var list = try BPFLab.parseAsRoot(["bench", "--list"])
+        XCTAssertNoThrow(try list.run())
+        XCTAssertEqual(BPFLab.configuration.version, bpflabVersion)
+    }
+}
+
+func key(_ i: UInt32) -> [UInt8] { withUnsafeBytes(of: i.littleEndian) { Array($0) } }
