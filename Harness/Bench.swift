@@ -43,6 +43,8 @@ public struct BenchConfig: Sendable {
     public var churn: ChurnSpec?
     public var frames = FrameSpec()
     public var numa: NUMAPolicy = .auto
+    /// Quantile of batch times each window reports (0.5 = median).
+    public var quantile: Double = 0.5
     /// First CPU to pin workers on (worker i → CPU (first + i) mod online CPUs).
     public var firstCPU: Int = 0
 
@@ -57,6 +59,7 @@ public struct BenchConfig: Sendable {
         guard duration >= 0.01 && duration <= 60 else { throw HarnessError("--duration must be between 0.01 and 60 seconds (got \(duration))") }
         guard trials >= 2 && trials <= 1000 else { throw HarnessError("--trials must be between 2 and 1000 (got \(trials)): a confidence interval needs two") }
         guard !designs.isEmpty else { throw HarnessError("no designs to run") }
+        guard quantile > 0 && quantile < 1 else { throw HarnessError("--quantile must be strictly between 0 and 1 (got \(quantile))") }
     }
 }
 
@@ -189,7 +192,9 @@ public final class Bench {
         let cpus = max(1, Int(cbpf_nr_cpus_online()))
         var workers: [QueueWorker] = []
         for q in 0..<config.threads {
-            workers.append(try QueueWorker(queue: q, cpu: (config.firstCPU + q) % cpus, frames: config.frames, numa: config.numa))
+            let w = try QueueWorker(queue: q, cpu: (config.firstCPU + q) % cpus, frames: config.frames, numa: config.numa)
+            w.quantile = config.quantile
+            workers.append(w)
         }
         if placement.isEmpty { placement = workers.map { "queue \($0.queue) → CPU \($0.cpu), buffers on \($0.ring.placement)" } }
         let control = RunControl()
@@ -213,11 +218,13 @@ public final class Bench {
         for (i, q) in per.enumerated() where !q.balanced {
             throw HarnessError("queue \(i): received \(q.received) but verdicts add up to \(q.verdicts.reduce(0, +))")
         }
-        // Per-worker rate from each worker's own TSC window; total is their sum.
-        let rates = per.map { q in q.cycles == 0 ? 0 : Double(q.received) / (Double(q.cycles) / tscGHz) * 1000 }
+        // Per-worker cost from the median batch of each worker's window (robust to
+        // interrupts and steal time); the rate is its inverse, the total their sum.
+        let cppPer = per.map { q in q.medianCyclesPerPacket > 0 ? q.medianCyclesPerPacket : Double(q.cycles) / Double(max(1, q.received)) }
+        let rates = cppPer.map { c in c > 0 ? 1000 / (c / tscGHz) : 0 }
         let mpps = rates.reduce(0, +)
         let perWorker = mpps / Double(per.count)
-        let cpp = per.map { Double($0.cycles) / Double(max(1, $0.received)) }.reduce(0, +) / Double(per.count)
+        let cpp = cppPer.reduce(0, +) / Double(per.count)
         _ = elapsed
         let gps = gp1 - gp0
         return TrialResult(design: s.id, trial: trial, mpps: mpps, mppsPerWorker: perWorker,

@@ -124,6 +124,9 @@ public struct QueueCounters: Sendable, Equatable, Codable {
     public var received: UInt64
     public var cycles: UInt64
     public var polls: UInt64
+    /// TSC cycles per packet of the window's batches at the chosen quantile (the median
+    /// by default: robust to interrupts and steal time); 0 if no batch completed.
+    public var medianCyclesPerPacket: Double = 0
 
     public static let zero = QueueCounters(verdicts: [0, 0, 0, 0, 0], invalid: 0, received: 0, cycles: 0, polls: 0)
 
@@ -132,7 +135,8 @@ public struct QueueCounters: Sendable, Equatable, Codable {
 
     public static func + (a: QueueCounters, b: QueueCounters) -> QueueCounters {
         QueueCounters(verdicts: zip(a.verdicts, b.verdicts).map { $0 + $1 }, invalid: a.invalid + b.invalid,
-                      received: a.received + b.received, cycles: a.cycles + b.cycles, polls: a.polls + b.polls)
+                      received: a.received + b.received, cycles: a.cycles + b.cycles, polls: a.polls + b.polls,
+                      medianCyclesPerPacket: a.medianCyclesPerPacket + b.medianCyclesPerPacket)
     }
 }
 
@@ -193,6 +197,9 @@ public final class RunControl: @unchecked Sendable {
 
 /// One queue's worker: pinned thread, RCU reader, its own ring.
 public final class QueueWorker: @unchecked Sendable {
+    /// Polls per timed batch (256 × 64 = 16,384 packets).
+    public static let batchPolls = 256
+    public static let maxBatches = 1 << 16
     public let queue: Int
     public let cpu: Int
     public let ring: RxRing
@@ -207,6 +214,9 @@ public final class QueueWorker: @unchecked Sendable {
     }
 
     /// Starts the thread: warm up until `control.go`, measure until `control.stop`.
+    /// Which quantile of the batch times a window reports (0.5 = median).
+    public var quantile = 0.5
+
     public func start(dev: NetDevice, control: RunControl, beforePatch: Bool = false, warmupPolls: Int = 2000, budget: Int = 64) {
         nonisolated(unsafe) let me = self
         thread = kthreadCreate(name: "rxq\(queue)") {
@@ -222,6 +232,7 @@ public final class QueueWorker: @unchecked Sendable {
     private func body<R: ProgRunner>(_ runner: R.Type, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int) {
         let domain = dev.kernel.rcu
         let me = self
+        let quantile = self.quantile
         do {
             me.pinned = cbpf_set_affinity(Int32(me.cpu)) == 0
             cbpf_set_this_cpu(Int32(me.cpu))
@@ -233,6 +244,7 @@ public final class QueueWorker: @unchecked Sendable {
             md.ingress_ifindex = dev.ifindex
             md.rx_queue_index = UInt32(me.queue)
             var head = 0
+            let batches = UnsafeMutablePointer<UInt64>.allocate(capacity: QueueWorker.maxBatches)
             let buffers = me.ring.buffers, lengths = me.ring.lengths, mask = me.ring.mask
             withUnsafeMutablePointer(to: &md) { ctx in
                 for _ in 0..<warmupPolls {
@@ -246,17 +258,32 @@ public final class QueueWorker: @unchecked Sendable {
                 }
                 counts.update(repeating: 0, count: verdictSlots)
                 var polls: UInt64 = 0
+                var nb = 0
                 let t0 = cbpf_rdtsc()
+                var tb = t0
+                // Time batches of `QueueWorker.batchPolls` polls, never single packets.
                 while !control.stop.load(ordering: .relaxed) {
-                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
-                    h.quiescentState()
-                    polls &+= 1
+                    for _ in 0..<QueueWorker.batchPolls {
+                        napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                        h.quiescentState()
+                    }
+                    polls &+= UInt64(QueueWorker.batchPolls)
+                    let t = cbpf_rdtsc()
+                    if nb < QueueWorker.maxBatches { batches[nb] = t &- tb; nb += 1 }
+                    tb = t
                 }
                 let t1 = cbpf_rdtsc()
-                me.result = QueueCounters(verdicts: Array(UnsafeBufferPointer(start: counts, count: 5)), invalid: counts[5],
-                                          received: polls &* UInt64(budget), cycles: t1 &- t0, polls: polls)
+                var r = QueueCounters(verdicts: Array(UnsafeBufferPointer(start: counts, count: 5)), invalid: counts[5],
+                                      received: polls &* UInt64(budget), cycles: t1 &- t0, polls: polls)
+                let sorted = UnsafeBufferPointer(start: batches, count: nb).sorted()
+                if !sorted.isEmpty {
+                    let q = Double(sorted[min(nb - 1, Int(Double(nb - 1) * quantile))])
+                    r.medianCyclesPerPacket = q / Double(QueueWorker.batchPolls * budget)
+                }
+                me.result = r
             }
             counts.deallocate()
+            batches.deallocate()
             domain.unregisterThread(reader)
         }
     }

@@ -39,6 +39,9 @@ struct Bench: ParsableCommand {
     @Option(help: "RX buffer placement: auto, off, or a NUMA node number.")
     var numa = "auto"
 
+    @Option(help: "Quantile of the per-batch times each window reports (0.5 = median).")
+    var quantile = 0.5
+
     @Option(help: "Output format: table, json or csv.")
     var format = "table"
 
@@ -68,6 +71,7 @@ struct Bench: ParsableCommand {
             cfg.churn = try churn.map { try ChurnSpec(parsing: $0) }
             cfg.frames = FrameSpec(size: packetSize, flows: flows)
             cfg.numa = try NUMAPolicy(parsing: numa)
+            cfg.quantile = quantile
             try cfg.validate()
         } catch let e as HarnessError {
             throw ValidationError(e.message)
