@@ -127,6 +127,7 @@ public final class Bench {
     /// Every design's verdict for each flow's frame; they must all agree.
     public static func crossCheck(_ setups: [DesignSetup], bpf: BPF, device: NetDevice, frames: FrameSpec) throws -> [[UInt32]] {
         var table: [[UInt32]] = []
+        defer { try? bpf.xdpAttach(device, fd: -1) }  // never leave a design attached, even on error
         for s in setups {
             try bpf.xdpAttach(device, fd: s.root)
             var verdicts: [UInt32] = []
@@ -145,7 +146,6 @@ public final class Bench {
             }
             table.append(verdicts)
         }
-        try bpf.xdpAttach(device, fd: -1)
         for (i, row) in table.enumerated() where row != table[0] {
             throw HarnessError("design \(setups[i].id.rawValue) gives verdicts \(row.prefix(8)) where \(setups[0].id.rawValue) gives \(table[0].prefix(8)): the designs do not implement the same policy")
         }
@@ -304,7 +304,7 @@ final class Churner: @unchecked Sendable {
     }
 
     func start() {
-        nonisolated(unsafe) let me = self
+        let me = self
         started = cbpf_ktime_get_ns()
         thread = kthreadCreate(name: "churn") { me.loop() }
     }

@@ -218,7 +218,7 @@ public final class QueueWorker: @unchecked Sendable {
     public var quantile = 0.5
 
     public func start(dev: NetDevice, control: RunControl, beforePatch: Bool = false, warmupPolls: Int = 2000, budget: Int = 64) {
-        nonisolated(unsafe) let me = self
+        let me = self
         thread = kthreadCreate(name: "rxq\(queue)") {
             if beforePatch {
                 me.body(UnpatchedProgRun.self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)

@@ -5,11 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg -s libnuma-dev >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnuma-dev >/dev/null
-fi
+source Tests/install-deps.sh
 
 swift build -c release --product bpflab >&2
 exec .build/release/bpflab bench "$@"

@@ -158,6 +158,9 @@ public final class RCUDomain: @unchecked Sendable {
     private var completed: UInt64 = 0
     private var reclaimer: pthread_t?
     private var stopping = false
+    /// Set (on the reclaimer thread only) when the domain is shut down from a callback.
+    private final class ExitBox: @unchecked Sendable { var exitNow = false }
+    private let exitBox = ExitBox()
 
     private let violationsLock = KLock()
     private var _violations: [RCUViolation] = []
@@ -195,7 +198,16 @@ public final class RCUDomain: @unchecked Sendable {
             reclaimer = nil
             return t
         }
-        if let t { kthreadJoin(t) }
+        if let t {
+            if pthread_equal(pthread_self(), t) != 0 {
+                // The last reference to our owner went inside a callback on the reclaimer
+                // itself: it cannot join itself. Tell it to leave without touching us.
+                exitBox.exitNow = true
+                pthread_detach(t)
+            } else {
+                kthreadJoin(t)
+            }
+        }
     }
 
     // MARK: readers
@@ -350,6 +362,7 @@ public final class RCUDomain: @unchecked Sendable {
     public var pendingCallbacks: UInt64 { queueLock.withLock { enqueued - completed } }
 
     private func reclaimerLoop() {
+        let box = exitBox
         while true {
             queueLock.lock()
             while queue.isEmpty && !stopping { queueLock.wait() }
@@ -357,23 +370,33 @@ public final class RCUDomain: @unchecked Sendable {
                 queueLock.unlock()
                 return
             }
-            let batch = queue
+            var batch = queue
             queue.removeAll(keepingCapacity: true)
             queueLock.unlock()
 
+            // Keep the domain alive through the batch: a callback may drop the last
+            // reference to the kernel that owns it.
+            let keep = Unmanaged.passRetained(self)
             synchronize()
             for cb in batch { cb() }
-            callbacksInvoked.add(UInt64(batch.count), ordering: .relaxed)
+            let n = UInt64(batch.count)
+            // Drop the callbacks (and whatever they captured) before announcing completion:
+            // a barrier() waiter may then release the last reference to this domain's
+            // owner, whose deinit must not run on this thread.
+            batch.removeAll()
+            callbacksInvoked.add(n, ordering: .relaxed)
             var m = largestBatch.load(ordering: .relaxed)
-            while UInt64(batch.count) > m {
-                let (ok, cur) = largestBatch.compareExchange(expected: m, desired: UInt64(batch.count), ordering: .relaxed)
+            while n > m {
+                let (ok, cur) = largestBatch.compareExchange(expected: m, desired: n, ordering: .relaxed)
                 if ok { break }
                 m = cur
             }
             queueLock.withLock {
-                completed += UInt64(batch.count)
+                completed += n
                 queueLock.broadcast()
             }
+            keep.release()  // may run our deinit, on this thread
+            if box.exitNow { return }
         }
     }
 

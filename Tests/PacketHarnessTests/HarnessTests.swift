@@ -7,31 +7,31 @@ import Synchronization
 @testable import PacketHarness
 @testable import bpflab
 
-final class ConcurrencyDriverTests: XCTestCase {
     /// Runs `threads` workers for `ms` on a device running `attr`, returns their counters.
-    func drive(_ attr: ProgLoadAttr, frames: FrameSpec, threads: Int = 2, ms: UInt32 = 100,
-               numa: NUMAPolicy = .auto) throws -> (QueueCounters, [QueueCounters], Kernel) {
-        let kernel = Kernel(KernelConfig(checked: true))
-        let bpf = BPF(kernel: kernel)
-        let dev = NetDevice(kernel: kernel, name: "t0", queues: threads)
-        let fd = try bpf.progLoad(attr)
-        try bpf.xdpAttach(dev, fd: fd)
-        let control = RunControl()
-        let workers = try (0..<threads).map { try QueueWorker(queue: $0, cpu: $0 % Int(cbpf_nr_cpus_online()), frames: frames, numa: numa) }
-        for w in workers { w.start(dev: dev, control: control, warmupPolls: 10) }
-        while control.ready.load(ordering: .acquiring) < threads { cbpf_usleep(100) }
-        control.go.store(true, ordering: .releasing)
-        cbpf_usleep(ms * 1000)
-        control.stop.store(true, ordering: .relaxed)
-        for w in workers { w.join() }
-        dev.detachAll()
-        bpf.closeAll()
-        kernel.quiesce()
-        XCTAssertEqual(kernel.liveObjects, 0)
-        let per = workers.map(\.result)
-        return (per.reduce(.zero, +), per, kernel)
-    }
+func drive(_ attr: ProgLoadAttr, frames: FrameSpec, threads: Int = 2, ms: UInt32 = 100,
+           numa: NUMAPolicy = .auto) throws -> (QueueCounters, [QueueCounters], Kernel) {
+    let kernel = Kernel(KernelConfig(checked: true))
+    let bpf = BPF(kernel: kernel)
+    let dev = NetDevice(kernel: kernel, name: "t0", queues: threads)
+    let fd = try bpf.progLoad(attr)
+    try bpf.xdpAttach(dev, fd: fd)
+    let control = RunControl()
+    let workers = try (0..<threads).map { try QueueWorker(queue: $0, cpu: $0 % Int(cbpf_nr_cpus_online()), frames: frames, numa: numa) }
+    for w in workers { w.start(dev: dev, control: control, warmupPolls: 10) }
+    while control.ready.load(ordering: .acquiring) < threads { cbpf_usleep(100) }
+    control.go.store(true, ordering: .releasing)
+    cbpf_usleep(ms * 1000)
+    control.stop.store(true, ordering: .relaxed)
+    for w in workers { w.join() }
+    dev.detachAll()
+    bpf.closeAll()
+    kernel.quiesce()
+    XCTAssertEqual(kernel.liveObjects, 0)
+    let per = workers.map(\.result)
+    return (per.reduce(.zero, +), per, kernel)
+}
 
+final class ConcurrencyDriverTests: XCTestCase {
     func testEveryReceivedPacketGetsExactlyOneVerdict() throws {
         // Verdict = UDP source port % 7: flows map to all five actions and two invalid codes.
         let (sum, per, _) = try drive(ProgLoadAttr(body: .xdpPortMod, data: key(7)), frames: FrameSpec(size: 64, flows: 14))
