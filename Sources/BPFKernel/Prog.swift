@@ -67,7 +67,10 @@ public struct ProgLoadFlags: OptionSet, Sendable {
     public static let testStateFreq = ProgLoadFlags(rawValue: 1 << 3)
     /// BPF_F_CHAIN_CALLS: BPF_PROG_RUN takes the chain-call loop for this program.
     public static let chainCalls = ProgLoadFlags(rawValue: 1 << 4)
-    public static let all: ProgLoadFlags = [.strictAlignment, .anyAlignment, .testRndHi32, .testStateFreq, .chainCalls]
+    /// BPF_F_XDP_HAS_FRAGS: the program handles multi-buffer frames (part of the
+    /// prog-array owner rule).
+    public static let xdpHasFrags = ProgLoadFlags(rawValue: 1 << 5)
+    public static let all: ProgLoadFlags = [.strictAlignment, .anyAlignment, .testRndHi32, .testStateFreq, .chainCalls, .xdpHasFrags]
 }
 
 /// A native program body: the stand-in for the JIT's output.
@@ -267,7 +270,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         for m in maps + arrays.values.map({ $0 as BPFMap }) where !unique.contains(where: { $0 === m }) { unique.append(m) }
         // check_map_prog_compatibility: a program using a prog array must match its owner.
         for case let a as ProgArray in unique {
-            try a.checkCompatible(type: type, jited: attr.jited, name: attr.name)
+            try a.checkCompatible(type: type, jited: attr.jited, frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
         }
         var image: StepImage?
         var loadAttr = attr
@@ -287,7 +290,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         for m in unique { m.inc() }  // bpf_prog_put → bpf_free_used_maps balances these
-        for case let a as ProgArray in unique { a.claimOwner(type: type, jited: attr.jited) }
+        for case let a as ProgArray in unique { a.claimOwner(type: type, jited: attr.jited, frags: prog.hasFrags) }
         if let image {
             for (desc, arr) in image.pokes { arr.trackPoke(desc, owner: prog) }  // prog_array_map_poke_track
             if !image.pokes.isEmpty {
@@ -323,6 +326,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         withUnsafeBytes(of: raw.pointee.tag) { $0.map { String(format2: $0) }.joined() }
     }
     public var hasChainCalls: Bool { flags.contains(.chainCalls) }
+    public var hasFrags: Bool { flags.contains(.xdpHasFrags) }
     public var loadTimeNs: UInt64 { aux.pointee.load_time }
     public var description: String { "prog \(id) \(type.name) '\(name)'" }
 

@@ -10,7 +10,7 @@
 // on another CPU may still be running it until the grace period ends.
 //
 // The owner rule: the first program inserted into the array, or loaded using it, fixes the
-// program type and JIT-ed-ness every later member must share (a tail call is a jump into
+// program type, JIT-ed-ness and frags flag every later member must share (a tail call is a jump into
 // another program's body and must not cross program kinds).
 //
 // The cycle and its breaker. A program that tail-calls through an array holds a reference
@@ -33,6 +33,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
     private let slotsLock = KLock()  // serialises updates and poke runs (map->poke_mutex)
     private var ownerType: ProgType?
     private var ownerJited = false
+    private var ownerFrags = false
     private var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, prog: ObjectIdentifier)] = []
     private let arrayBytes: Int
 
@@ -75,20 +76,32 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
 
     /// __bpf_prog_map_compatible for a program being loaded with this array among its
     /// maps, without claiming: EINVAL if its kind differs from the owner's.
-    func checkCompatible(type: ProgType, jited: Bool, name progName: String) throws {
+    func checkCompatible(type: ProgType, jited: Bool, frags: Bool, name progName: String) throws {
         try slotsLock.withLock {
-            if let ot = ownerType, ot != type || ownerJited != jited {
-                throw fail(.EINVAL, "prog array '\(name)' belongs to \(ownerJited ? "JIT-ed" : "interpreted") \(ot.name) programs; '\(progName)' is \(jited ? "JIT-ed" : "interpreted") \(type.name)")
-            }
+            try checkOwner(type: type, jited: jited, frags: frags, progName: progName)
+        }
+    }
+
+    private func checkOwner(type t: ProgType, jited: Bool, frags: Bool, progName: String) throws {
+        guard let ot = ownerType else { return }
+        if ot != t {
+            throw fail(.EINVAL, "prog array '\(name)' belongs to \(ot.name) programs; '\(progName)' is \(t.name)")
+        }
+        if ownerJited != jited {
+            throw fail(.EINVAL, "prog array '\(name)' holds \(ownerJited ? "JIT-ed" : "interpreted") programs; '\(progName)' is \(jited ? "JIT-ed" : "interpreted")")
+        }
+        if ownerFrags != frags {
+            throw fail(.EINVAL, "prog array '\(name)' holds programs \(ownerFrags ? "with" : "without") BPF_F_XDP_HAS_FRAGS; '\(progName)' is \(frags ? "with" : "without")")
         }
     }
 
     /// Claims ownership for a loaded program's kind if the array has no owner yet.
-    func claimOwner(type: ProgType, jited: Bool) {
+    func claimOwner(type: ProgType, jited: Bool, frags: Bool) {
         slotsLock.withLock {
             if ownerType == nil {
                 ownerType = type
                 ownerJited = jited
+                ownerFrags = frags
             }
         }
     }
@@ -97,15 +110,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         if prog.type == .ext {
             throw fail(.EINVAL, "extension programs cannot be tail-call targets")
         }
-        let t = ProgArray.effectiveType(prog)
-        if let ot = ownerType {
-            if ot != t {
-                throw fail(.EINVAL, "prog array '\(name)' belongs to \(ot.name) programs; '\(prog.name)' is \(t.name)")
-            }
-            if ownerJited != prog.jited {
-                throw fail(.EINVAL, "prog array '\(name)' holds \(ownerJited ? "JIT-ed" : "interpreted") programs; '\(prog.name)' is \(prog.jited ? "JIT-ed" : "interpreted")")
-            }
-        }
+        try checkOwner(type: ProgArray.effectiveType(prog), jited: prog.jited, frags: prog.hasFrags, progName: prog.name)
     }
 
     /// The owner's program type, if fixed.
@@ -149,6 +154,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
             if ownerType == nil {
                 ownerType = ProgArray.effectiveType(prog)
                 ownerJited = prog.jited
+                ownerFrags = prog.hasFrags
             }
             prog.tailCallMemberships.add(1, ordering: .relaxed)
             let old = cbpf_array_xchg(array, index, prog.raw)

@@ -175,6 +175,8 @@ final class TailCallTests: KernelTestCase {
         assertErrno(.EINVAL, "loading an interpreted user of a JIT-ed array") {
             try stepProg([.tailCall(arrayFD: jmp, index: .constant(0)), .returnConst(1)], engine: .interpreter)
         }
+        let frags = try load(ProgLoadAttr(steps: StepProgram([.returnConst(1)]), flags: .xdpHasFrags))
+        assertErrno(.EINVAL, "frags into a non-frags array") { try setSlot(jmp, 0, frags) }
         try setSlot(jmp, 0, try stepProg([.returnConst(2)], engine: .jit))
         let a = try bpf.map(jmp)
         defer { a.put() }
