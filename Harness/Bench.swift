@@ -205,10 +205,8 @@ public final class Bench {
         let gp0 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn0 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
         churner?.start()
         control.go.store(true, ordering: .releasing)
-        let t0 = cbpf_ktime_get_ns()
         cbpf_usleep(UInt32(config.duration * 1_000_000))
         control.stop.store(true, ordering: .relaxed)
-        let elapsed = Double(cbpf_ktime_get_ns() - t0) / 1e9
         for w in workers { w.join() }
         let churnRate = try churner?.stop()
         let gp1 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn1 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
@@ -225,7 +223,6 @@ public final class Bench {
         let mpps = rates.reduce(0, +)
         let perWorker = mpps / Double(per.count)
         let cpp = cppPer.reduce(0, +) / Double(per.count)
-        _ = elapsed
         let gps = gp1 - gp0
         return TrialResult(design: s.id, trial: trial, mpps: mpps, mppsPerWorker: perWorker,
                            nsPerPacket: perWorker > 0 ? 1000 / perWorker : .infinity, cyclesPerPacket: cpp,

@@ -135,9 +135,9 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
 
     /// bpf_map_inc: +1 refcnt (a kernel holder, e.g. a program). Balance with `put()`.
     public func inc() {
-        if objectState == .freed || refcount.add(1) == 0 {
-            if objectState != .freed { _ = refcount.subReturn(1) }
+        guard objectState != .freed, refcount.addIfHeld(1) else {
             kernel.record(.incrementFromZero(kind: "map", name: name))
+            return
         }
     }
 
@@ -145,7 +145,7 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
     /// Balance with `putWithUref()`.
     public func incWithUref() {
         inc()
-        if usercount.add(1) == 0 {
+        if !usercount.addIfHeld(1) {
             kernel.record(.incrementFromZero(kind: "map(uref)", name: name))
         }
     }
@@ -246,7 +246,7 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
 public final class ArrayMap: BPFMap, @unchecked Sendable {
     let elemSize: Int
     let storage: UnsafeMutableRawPointer
-    private let lock = KLock()  // stands in for the absence of torn-write protection
+    private let lock = KLock()  // the syscall side's copies are whole; programs read values unlocked
 
     static func allocCheck(_ attr: MapCreateAttr) throws {
         if attr.maxEntries == 0 || attr.keySize != 4 || attr.valueSize == 0 {

@@ -337,13 +337,9 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
 
     /// bpf_prog_add: +n. Cannot fail. Balance with n `put()`s, or `sub(n)` on an error path.
     public func add(_ n: UInt64) {
-        if objectState == .freed {
+        guard objectState != .freed, refcount.addIfHeld(n) else {
             kernel.record(.incrementFromZero(kind: "prog", name: name))
             return
-        }
-        if refcount.add(n) == 0 {
-            _ = refcount.subReturn(n)  // undo: a dying object is never resurrected
-            kernel.record(.incrementFromZero(kind: "prog", name: name))
         }
     }
 

@@ -27,6 +27,16 @@ public struct Refcount64: @unchecked Sendable {
     @discardableResult
     public func add(_ n: UInt64) -> UInt64 { cbpf_atomic64_fetch_add(p, n) }
 
+    /// `add` for a caller that must already hold a reference. If the count was zero (the
+    /// object is dying: nobody may resurrect it) the add is undone and false returned.
+    public func addIfHeld(_ n: UInt64) -> Bool {
+        if add(n) == 0 {
+            _ = subReturn(n)
+            return false
+        }
+        return true
+    }
+
     /// atomic64_sub_return.
     public func subReturn(_ n: UInt64) -> UInt64 { cbpf_atomic64_sub_return(p, n) }
 

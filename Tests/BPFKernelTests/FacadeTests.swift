@@ -83,6 +83,8 @@ final class FacadeErrnoTests: KernelTestCase {
         assertErrno(.EINVAL, "map flags") { try bpf.mapCreate(MapCreateAttr(type: .array, maxEntries: 1, flags: 4)) }
         assertErrno(.EINVAL, "bad name") { try bpf.mapCreate(MapCreateAttr(type: .array, maxEntries: 1, name: "a b")) }
         assertErrno(.EINVAL, "prog array value size") { try bpf.mapCreate(MapCreateAttr(type: .progArray, valueSize: 8, maxEntries: 1)) }
+        assertErrno(.EINVAL, "prog array key size") { try bpf.mapCreate(MapCreateAttr(type: .progArray, keySize: 8, maxEntries: 1)) }
+        assertErrno(.EINVAL, "prog array max_entries 0") { try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 0)) }
     }
 
     func testArrayMapElementErrnos() throws {
