@@ -15,12 +15,14 @@ public enum FDObject: @unchecked Sendable {
     case map(BPFMap)
     /// A BPF_ENABLE_STATS fd: stats stay on while it is open.
     case stats(StatsEnable)
+    case link(BPFLink)
 
     public var kindName: String {
         switch self {
         case .prog: return "program"
         case .map: return "map"
         case .stats: return "stats"
+        case .link: return "link"
         }
     }
 
@@ -30,6 +32,7 @@ public enum FDObject: @unchecked Sendable {
         case let .prog(p): p.put()             // bpf_prog_release: bpf_prog_new_fd's reference
         case let .map(m): m.putWithUref()      // bpf_map_release: reference + user reference
         case let .stats(s): s.release()
+        case let .link(l): l.put()             // bpf_link_release: the fd's reference
         }
     }
 }
@@ -137,6 +140,18 @@ public final class FDTable: @unchecked Sendable {
             }
             m.inc()
             return m
+        }
+    }
+
+    /// bpf_link_get_from_fd: the link behind `fd` (+1: balance with `put()`).
+    public func getLink(_ fd: Int32) throws -> BPFLink {
+        try lock.withLock {
+            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard case let .link(l) = o else {
+                throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a link")
+            }
+            l.inc()
+            return l
         }
     }
 

@@ -76,6 +76,13 @@ public final class Kernel: @unchecked Sendable {
     public let rcu: RCUDomain
     public let progIDR: IDR<BPFProg>
     public let mapIDR: IDR<BPFMap>
+    public let linkIDR: IDR<BPFLink>
+    public let liveLinks = Atomic<Int>(0)
+    /// Trampolines by (target program serial, function index); trampoline_mutex.
+    let trampolineLock = KLock()
+    var trampolines: [TrampolineKey: Trampoline] = [:]
+    /// The kernel's XDP bpf_dispatcher.
+    public private(set) var xdpDispatcher: BPFDispatcher!
 
     /// Objects created and not yet freed, per kind.
     public let liveProgs = Atomic<Int>(0)
@@ -83,7 +90,7 @@ public final class Kernel: @unchecked Sendable {
     /// Every object created and not yet freed. After teardown and `rcuBarrier()` it is 0
     /// unless something leaked.
     public var liveObjects: Int {
-        liveProgs.load(ordering: .acquiring) + liveMaps.load(ordering: .acquiring)
+        liveProgs.load(ordering: .acquiring) + liveMaps.load(ordering: .acquiring) + liveLinks.load(ordering: .acquiring)
     }
 
     let serials = Atomic<UInt64>(0)
@@ -107,7 +114,9 @@ public final class Kernel: @unchecked Sendable {
         rcu = RCUDomain(checked: config.checked)
         progIDR = IDR(range: config.idRange)
         mapIDR = IDR(range: config.idRange)
+        linkIDR = IDR(range: config.idRange)
         counters = allocRecord(bytes: kernelCounterSlots * 8).bindMemory(to: UInt64.self, capacity: kernelCounterSlots)
+        xdpDispatcher = BPFDispatcher(kernel: self, name: "xdp")
     }
 
     deinit {

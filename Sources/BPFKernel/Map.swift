@@ -20,12 +20,15 @@ public enum MapType: UInt32, Sendable, CaseIterable {
     case hash = 1
     case array = 2
     case progArray = 3
+    /// The lab's static-key map (seed 000's proposal; not a mainline map type).
+    case staticKey = 0x1000
 
     public var name: String {
         switch self {
         case .hash: return "hash"
         case .array: return "array"
         case .progArray: return "prog_array"
+        case .staticKey: return "static_key"
         }
     }
 }
@@ -106,6 +109,9 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
         case .progArray:
             try ProgArray.allocCheck(attr)
             map = ProgArray(kernel: kernel, attr: attr)
+        case .staticKey:
+            try StaticKeyMap.allocCheck(attr)
+            map = StaticKeyMap(kernel: kernel, attr: attr)
         case .hash:
             throw fail(.EINVAL, "hash maps are not modelled by the lab")
         }

@@ -33,8 +33,11 @@ public final class NetDevice: @unchecked Sendable {
     public let xdpSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?>
     private let lock = KLock()  // rtnl_lock
     private var attached: BPFProg?
-    /// Set while an XDP link owns the attachment (legacy attach is then refused).
-    var linkOwned = false
+    /// The XDP link that owns the attachment, if any (legacy attach is then refused).
+    private var link: XDPLink?
+    /// Whether an XDP link owns the attachment.
+    public var hasLink: Bool { lock.withLock { link != nil } }
+    var linkOwned: Bool { link != nil }
 
     public init(kernel: Kernel, name: String, ifindex: UInt32 = 1, queues: Int = 1) {
         self.kernel = kernel
@@ -102,14 +105,40 @@ public final class NetDevice: @unchecked Sendable {
     /// Exchanges under the device lock for links (Link.swift).
     func withLock<T>(_ body: () throws -> T) rethrows -> T { try lock.withLock(body) }
 
-    /// Detaches whatever is attached (device teardown).
-    public func detachAll() {
-        let old: BPFProg? = lock.withLock {
-            linkOwned = false
+    /// bpf_xdp_link_attach's device half: the link takes the attachment. EBUSY if a
+    /// program (legacy) or another link is attached. Takes over a reference on `prog`.
+    func attachLink(_ l: XDPLink, _ prog: BPFProg) throws {
+        try lock.withLock {
+            if link != nil { throw fail(.EBUSY, "\(name) already has an XDP link") }
+            if let a = attached { throw fail(.EBUSY, "\(name) runs '\(a.name)' attached without a link; detach it first") }
+            link = l
+            _ = install(prog)
+        }
+    }
+
+    /// The link's release: the device runs nothing. Returns the program to put.
+    func releaseLink(_ l: XDPLink) -> BPFProg? {
+        lock.withLock {
+            guard link === l else { return nil }
+            link = nil
             return install(nil)
         }
+    }
+
+    /// Detaches whatever is attached (device teardown). A link stays, detached: later
+    /// updates through it answer ENOLINK.
+    public func detachAll() {
+        let (old, l): (BPFProg?, XDPLink?) = lock.withLock {
+            let l = link
+            link = nil
+            return (install(nil), l)
+        }
+        l?.deviceGone()
         old?.put()
     }
+
+    /// unregister_netdevice.
+    public func unregister() { detachAll() }
 
     /// One packet through the hook, as a driver would run it: no program → XDP_PASS.
     @inlinable @inline(__always)

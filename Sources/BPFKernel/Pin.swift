@@ -31,6 +31,7 @@ extension BPF {
             switch obj {
             case let .prog(p): p.inc()          // the pin's reference
             case let .map(m): m.incWithUref()   // the pin's reference and user reference
+            case let .link(l): l.inc()          // the pin's reference
             case .stats: throw fail(.EINVAL, "fd \(fd) (stats) cannot be pinned")
             }
             table.pins[path] = obj
@@ -46,6 +47,7 @@ extension BPF {
                 switch obj {
                 case let .prog(p): p.inc()          // the new fd's reference
                 case let .map(m): m.incWithUref()
+                case let .link(l): l.inc()
                 case .stats: break
                 }
                 return obj

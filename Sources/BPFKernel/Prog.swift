@@ -95,6 +95,24 @@ public struct ProgBody: Sendable {
     public static let xdpPortMod = ProgBody(symbol: "bpfp_xdp_port_mod", fn: bpfp_xdp_port_mod)
     /// Data block: bpfp_helper_data.
     public static let callHelper = ProgBody(symbol: "bpfp_call_helper", fn: bpfp_call_helper)
+    /// libxdp's dispatcher. Data block: bpfp_xdp_dispatcher_config (XDPDispatcher.swift).
+    public static let xdpDispatcher = ProgBody(symbol: "bpfp_xdp_dispatcher", fn: bpfp_xdp_dispatcher)
+    /// An empty libxdp placeholder (returns 31).
+    public static let xdpDispatcherStub = ProgBody(symbol: "bpfp_xdp_dispatcher_stub", fn: bpfp_xdp_dispatcher_stub)
+}
+
+/// A global function of a native program besides its main function: a placeholder that an
+/// extension can replace, or a function a trampoline can wrap. Its text pointer is written
+/// into the main data block at `ProgLoadAttr.functionTableOffset` (in declaration order).
+public struct ProgFunction: Sendable {
+    public var name: String
+    public var body: ProgBody
+    public var data: [UInt8]
+    public init(name: String, body: ProgBody, data: [UInt8] = []) {
+        self.name = name
+        self.body = body
+        self.data = data
+    }
 }
 
 /// The BPF_PROG_LOAD attributes the lab understands.
@@ -115,6 +133,14 @@ public struct ProgLoadAttr: Sendable {
     public var jited: Bool
     /// A step program instead of a native body (StepProgram.swift).
     public var steps: StepProgram?
+    /// attach_prog_fd: for extension and tracing programs, the program they attach to.
+    public var attachProgFD: Int32 = -1
+    /// attach_btf_id's stand-in: the target's global function (nil: its main function).
+    public var attachFunc: String?
+    /// Global functions of a native body (see ProgFunction).
+    public var functions: [ProgFunction] = []
+    /// Where in the data block the functions' text pointers go (required with `functions`).
+    public var functionTableOffset: Int?
 
     public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
                 flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
@@ -142,6 +168,35 @@ public struct ProgLoadAttr: Sendable {
                                  flags: ProgLoadFlags = []) -> ProgLoadAttr {
         ProgLoadAttr(type: type, body: .retConst, data: withUnsafeBytes(of: value.littleEndian) { Array($0) },
                      name: name, flags: flags)
+    }
+
+    /// An extension (freplace) of `function` in the program behind `targetFD`.
+    public static func `extension`(of targetFD: Int32, function: String, body: ProgBody, data: [UInt8] = [],
+                                   name: String = "") -> ProgLoadAttr {
+        var a = ProgLoadAttr(type: .ext, body: body, data: data, name: name)
+        a.attachProgFD = targetFD
+        a.attachFunc = function
+        return a
+    }
+
+    /// A tracing program (fentry, fexit or fmod_ret) on `function` (nil: main) of the
+    /// program behind `targetFD`.
+    public static func tracing(_ kind: AttachType, on targetFD: Int32, function: String? = nil,
+                               body: ProgBody, data: [UInt8] = [], name: String = "") -> ProgLoadAttr {
+        var a = ProgLoadAttr(type: .tracing, body: body, data: data, name: name, expectedAttachType: kind)
+        a.attachProgFD = targetFD
+        a.attachFunc = function
+        return a
+    }
+
+    /// A tracing or extension program made of steps.
+    public static func tracing(_ kind: AttachType, on targetFD: Int32, function: String? = nil,
+                               steps: StepProgram, name: String = "") -> ProgLoadAttr {
+        var a = ProgLoadAttr(type: kind == .unspecified ? .ext : .tracing, steps: steps, name: name)
+        a.expectedAttachType = kind.rawValue
+        a.attachProgFD = targetFD
+        a.attachFunc = function
+        return a
     }
 }
 
@@ -172,20 +227,30 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     public let usedMaps: [BPFMap]
     let stats: UnsafeMutablePointer<cbpf_prog_stats>
     let dataBlock: UnsafeMutableRawPointer
+    let textBlock: UnsafeMutableRawPointer
     let dataBytes: Int
     let state = Atomic<UInt8>(ObjectState.live.rawValue)
     private var selfRetain: Unmanaged<BPFProg>?
-    /// What the free stage must also put (set by the extension code, before publication).
-    var dstProg: BPFProg?
+    /// The program an extension or tracing program attaches to (held: one reference, put
+    /// when this program is freed — the target never holds its extensions).
+    public private(set) var dstProg: BPFProg?
+    /// The function of `dstProg` it attaches to (0: main, n: global function n).
+    public private(set) var dstFunc = 0
+    /// This program's functions: [0] main (its own record), then its global functions.
+    public private(set) var functions: [(name: String, text: UnsafeMutablePointer<cbpf_text>)] = []
     /// Extra work run after the grace period, before the free (e.g. trampoline puts).
     var onFree: [() -> Void] = []
     /// Prog-array slots holding this program (the freplace interlock reads it).
     let tailCallMemberships = Atomic<Int>(0)
+    /// Serialises the freplace/prog-array interlock (the kernel's aux->ext_mutex).
+    let extLock = KLock()
     /// Whether an extension (freplace) is attached to one of this program's subprograms.
     var extensionAttached: Bool { extensionCount.load(ordering: .acquiring) > 0 }
     let extensionCount = Atomic<Int>(0)
     /// The image of a step program (nil for a native body).
-    var stepImage: StepImage?
+    var stepImage: ProgImage?
+    /// Extra text of a native program with global functions.
+    var functionImage: ProgImage?
 
     private init(kernel: Kernel, attr: ProgLoadAttr, type: ProgType, body: ProgBody, maps: [BPFMap]) {
         self.kernel = kernel
@@ -204,7 +269,9 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let statsBytes = MemoryLayout<cbpf_prog_stats>.stride * Int(CBPF_NR_CPUS)
         stats = allocRecord(bytes: statsBytes).bindMemory(to: cbpf_prog_stats.self, capacity: Int(CBPF_NR_CPUS))
         dataBytes = max(attr.data.count, 16)
-        dataBlock = allocRecord(bytes: (dataBytes + 63) & ~63)
+        // The data block with its text header in front (cbpf_text_hdr).
+        textBlock = allocRecord(bytes: textBlockBytes(dataBytes))
+        dataBlock = initTextHeader(textBlock, orig: body.fn)
         attr.data.withUnsafeBytes { src in
             if let b = src.baseAddress { dataBlock.copyMemory(from: b, byteCount: src.count) }
         }
@@ -243,7 +310,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     /// `maps` are the resolved map fds; the program takes its own reference on each.
     /// Returns the program holding one reference (the caller's): balance with `put()`.
     /// On error nothing has changed.
-    static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap], arrays: [Int32: ProgArray] = [:]) throws -> BPFProg {
+    static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap], arrays: [Int32: ProgArray] = [:],
+                     target: BPFProg? = nil, keys: [Int32: StaticKeyMap] = [:]) throws -> BPFProg {
         let unknown = attr.progFlags & ~ProgLoadFlags.all.rawValue
         if unknown != 0 {
             throw fail(.EINVAL, "unknown prog_flags 0x\(String(unknown, radix: 16))")
@@ -266,22 +334,47 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         if attr.license.isEmpty {
             throw fail(.EINVAL, "license string is empty")
         }
+        let dstFunc = try checkAttachTarget(attr, type: type, target: target)
+        if !attr.functions.isEmpty {
+            if attr.steps != nil { throw fail(.EINVAL, "a step program declares its functions as subprograms") }
+            guard let off = attr.functionTableOffset, off >= 0, off % 8 == 0,
+                  off + 8 * attr.functions.count <= attr.data.count else {
+                throw fail(.EINVAL, "function table offset must be 8-byte aligned and inside the data block")
+            }
+            for f in attr.functions { try checkObjName(f.name) }
+            if Set(attr.functions.map(\.name)).count != attr.functions.count {
+                throw fail(.EINVAL, "two global functions share a name")
+            }
+        }
         var unique: [BPFMap] = []
-        for m in maps + arrays.values.map({ $0 as BPFMap }) where !unique.contains(where: { $0 === m }) { unique.append(m) }
+        for m in maps + arrays.values.map({ $0 as BPFMap }) + keys.values.map({ $0 as BPFMap }) where !unique.contains(where: { $0 === m }) { unique.append(m) }
         // check_map_prog_compatibility: a program using a prog array must match its owner.
         for case let a as ProgArray in unique {
             try a.checkCompatible(type: type, jited: attr.jited, frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
         }
-        var image: StepImage?
+        var image: ProgImage?
         var loadAttr = attr
         if let sp = attr.steps {
-            let img = try StepImage.build(sp, kernel: kernel, arrays: arrays, jited: attr.jited)
+            let img = try ProgImage.build(sp, kernel: kernel, arrays: arrays, keys: keys, jited: attr.jited)
             image = img
             loadAttr.data = img.mainBlock
+        }
+        // Global functions of a native body: their texts, and the table the body reads.
+        var funcImage: ProgImage?
+        if !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
+            let img = ProgImage()
+            for f in attr.functions {
+                let t = img.allocFunction(body: f.body.fn, data: f.data)
+                img.functions.append((f.name, t))
+                withUnsafeBytes(of: UInt(bitPattern: t)) { loadAttr.data.replaceSubrange(off + 8 * (img.functions.count - 1) ..< off + 8 * img.functions.count, with: $0) }
+            }
+            funcImage = img
         }
 
         let prog = BPFProg(kernel: kernel, attr: loadAttr, type: type, body: image?.specialised ?? body, maps: unique)
         prog.stepImage = image
+        prog.functionImage = funcImage
+        prog.functions = [(attr.name, UnsafeMutablePointer(OpaquePointer(prog.raw)))] + ((image ?? funcImage)?.functions ?? [])
         do {
             let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step
             cbpf_store_release_u32(cbpf_prog_aux_id(prog.aux), id)
@@ -290,6 +383,18 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         for m in unique { m.inc() }  // bpf_prog_put → bpf_free_used_maps balances these
+        if let target {
+            target.inc()  // dst_prog: put when this program is freed
+            prog.dstProg = target
+            prog.dstFunc = dstFunc
+        }
+        if let image {
+            for (site, key) in image.staticSites { key.key.register(site) }
+            if !image.staticSites.isEmpty {
+                let sites = image.staticSites
+                prog.onFree.append { for (site, key) in sites { key.key.unregister(site) } }
+            }
+        }
         for case let a as ProgArray in unique { a.claimOwner(type: type, jited: attr.jited, frags: prog.hasFrags) }
         if let image {
             for (desc, arr) in image.pokes { arr.trackPoke(desc, owner: prog) }  // prog_array_map_poke_track
@@ -303,6 +408,51 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         kernel.log("prog", prog.name, prog.serial, prog.id, .created)
         kernel.log("prog", prog.name, prog.serial, prog.id, .published)
         return prog
+    }
+
+    /// bpf_check_attach_target, in brief: what an extension or tracing program may attach
+    /// to. Returns the index of the target function.
+    private static func checkAttachTarget(_ attr: ProgLoadAttr, type: ProgType, target: BPFProg?) throws -> Int {
+        switch type {
+        case .ext, .tracing:
+            guard let target else {
+                throw fail(.EINVAL, "\(type.name) programs need attach_prog_fd (the program they attach to)")
+            }
+            if target.type == type {
+                throw fail(.EINVAL, "cannot attach a \(type.name) program to another \(type.name) program ('\(target.name)')")
+            }
+            if type == .ext {
+                if attr.expectedAttachType != AttachType.unspecified.rawValue {
+                    throw fail(.EINVAL, "extension programs take no expected attach type")
+                }
+                guard let fname = attr.attachFunc else {
+                    throw fail(.EINVAL, "an extension names the global function it replaces")
+                }
+                guard let i = target.functionIndex(fname), i > 0 else {
+                    throw fail(.EINVAL, "'\(target.name)' has no global function '\(fname)' to replace")
+                }
+                return i
+            }
+            let kinds: [UInt32] = [AttachType.traceFentry.rawValue, AttachType.traceFexit.rawValue, AttachType.modifyReturn.rawValue]
+            guard kinds.contains(attr.expectedAttachType) else {
+                throw fail(.EINVAL, "tracing programs attach as fentry, fexit or fmod_ret (expected_attach_type \(attr.expectedAttachType))")
+            }
+            guard let fname = attr.attachFunc else { return 0 }
+            guard let i = target.functionIndex(fname) else {
+                throw fail(.EINVAL, "'\(target.name)' has no function '\(fname)'")
+            }
+            return i
+        default:
+            if target != nil || attr.attachFunc != nil {
+                throw fail(.EINVAL, "only extension and tracing programs take attach_prog_fd")
+            }
+            return 0
+        }
+    }
+
+    /// The index of function `name` (0 for the main function's own name).
+    public func functionIndex(_ name: String) -> Int? {
+        functions.firstIndex { $0.name == name }
     }
 
     /// The program whose hot record is `p`. `p` must be live (the caller holds a
@@ -416,7 +566,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     private func releaseRecords() {
         stepImage?.release(kernel: kernel)
         kernel.freeRecord(UnsafeMutableRawPointer(stats), bytes: MemoryLayout<cbpf_prog_stats>.stride * Int(CBPF_NR_CPUS))
-        kernel.freeRecord(dataBlock, bytes: (dataBytes + 63) & ~63)
+        functionImage?.release(kernel: kernel)
+        kernel.freeRecord(textBlock, bytes: textBlockBytes(dataBytes))
         kernel.freeRecord(UnsafeMutableRawPointer(aux), bytes: MemoryLayout<cbpf_prog_aux>.stride)
         kernel.freeRecord(UnsafeMutableRawPointer(raw), bytes: MemoryLayout<cbpf_prog>.stride)
     }
@@ -453,4 +604,16 @@ extension String {
         let d = Array("0123456789abcdef")
         self = String([d[Int(b >> 4)], d[Int(b & 15)]])
     }
+}
+
+/// Bytes of a data block of `dataBytes` with its text header in front.
+func textBlockBytes(_ dataBytes: Int) -> Int { MemoryLayout<cbpf_text_hdr>.size + ((dataBytes + 63) & ~63) }
+
+/// Fills the text header at the start of `block`; returns the data block behind it.
+func initTextHeader(_ block: UnsafeMutableRawPointer, orig: cbpf_func_t) -> UnsafeMutableRawPointer {
+    let h = block.bindMemory(to: cbpf_text_hdr.self, capacity: 1)
+    h.initialize(to: cbpf_text_hdr())
+    h.pointee.orig = orig
+    h.pointee.magic = CBPF_TEXT_MAGIC
+    return block + MemoryLayout<cbpf_text_hdr>.size
 }

@@ -148,15 +148,19 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         precondition(index < maxEntries)
         let old: UnsafeMutablePointer<cbpf_prog>? = try slotsLock.withLock {
             try checkCompatibleLocked(prog)
-            if prog.extensionAttached {
-                throw fail(.EBUSY, "'\(prog.name)' is extended by a freplace program and cannot be a tail-call target")
+            // The freplace interlock: checked and counted under the program's ext lock, so
+            // an extension attaching at the same moment sees either the membership or not.
+            try prog.extLock.withLock {
+                if prog.extensionAttached {
+                    throw fail(.EBUSY, "'\(prog.name)' is extended by a freplace program and cannot be a tail-call target")
+                }
+                prog.tailCallMemberships.add(1, ordering: .releasing)
             }
             if ownerType == nil {
                 ownerType = ProgArray.effectiveType(prog)
                 ownerJited = prog.jited
                 ownerFrags = prog.hasFrags
             }
-            prog.tailCallMemberships.add(1, ordering: .relaxed)
             let old = cbpf_array_xchg(array, index, prog.raw)
             pokeRun(index: index, old: old, new: prog.raw)
             return old

@@ -13,6 +13,7 @@
 // Everything here reads fixed-layout records through raw pointers: no ARC, no lock, no
 // allocation, no existential. The functions are @inlinable so they inline into the driver.
 import CBPFShims
+import BPFPrograms
 
 public typealias ProgPtr = UnsafePointer<cbpf_prog>
 public typealias XDPContext = UnsafeMutablePointer<cbpf_xdp_md>
@@ -24,7 +25,7 @@ public typealias XDPContext = UnsafeMutablePointer<cbpf_xdp_md>
 /// Calls the program's body: `prog->bpf_func(ctx, prog->insnsi)`.
 @inlinable @inline(__always)
 public func bpfCallBody(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
-    prog.pointee.bpf_func.unsafelyUnwrapped(ctx, prog.pointee.insnsi)
+    cbpf_prog_call(prog, ctx)  // through the entry word: a trampoline may have been poked in
 }
 
 /// BPF_PROG_RUN. Returns the program's (or the chain's last program's) return value.
@@ -138,6 +139,29 @@ public func bpfProgRunChecked(_ first: ProgPtr, _ ctx: XDPContext,
         budget -= 1
     } while budget > 0
     return ret
+}
+
+/// BPF_PROG_RUN through the kernel's bpf_dispatcher (bpf_prog_run_xdp with
+/// BPF_DISPATCHER_FUNC(xdp)): a known program is found by binary search and called
+/// "directly"; any other program falls back to the indirect call and still runs.
+@inlinable @inline(__always)
+public func bpfProgRunDispatched(_ d: UnsafePointer<cbpf_dispatcher>, _ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    ctx.pointee.tail_call_cnt = 0
+    if _slowPath(cbpf_bpf_stats_enabled()) {
+        return bpfProgRunWithStats(prog, ctx)
+    }
+    if let h = cbpf_rcu_dereference(UnsafeRawPointer(d).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)),
+       cbpf_dispatcher_find(h.assumingMemoryBound(to: cbpf_dispatcher_half.self), prog) {
+        return bpfCallBody(prog, ctx)  // the image's direct call
+    }
+    return bpfCallBody(prog, ctx)  // bpf_dispatcher_nop_func: the indirect call
+}
+
+/// BPF_PROG_RUN_ARRAY over a run array's current items (every program runs).
+@inlinable @inline(__always)
+public func bpfProgRunArray(_ slot: UnsafePointer<UnsafeMutableRawPointer?>, _ ctx: XDPContext) -> UInt32 {
+    let a = cbpf_rcu_dereference(UnsafeRawPointer(slot).assumingMemoryBound(to: UnsafeMutableRawPointer?.self))
+    return bpfp_run_array(a.map { UnsafePointer($0.assumingMemoryBound(to: cbpf_run_array.self)) }, ctx)
 }
 
 /// A run through the tracing entry (__bpf_prog_enter / __bpf_prog_exit): if this CPU is

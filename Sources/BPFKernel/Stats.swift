@@ -21,7 +21,7 @@ public final class StatsEnable: @unchecked Sendable {
     private let lock = KLock()
 
     init() {
-        _ = cbpf_bpf_stats_key_inc()  // static_key_slow_inc
+        StaticKey.bpfStats.inc()  // static_key_slow_inc
     }
 
     /// bpf_stats_release: the fd closed.
@@ -29,10 +29,10 @@ public final class StatsEnable: @unchecked Sendable {
         lock.withLock {
             guard !released else { return }
             released = true
-            _ = cbpf_bpf_stats_key_dec()  // static_key_slow_dec
+            try? StaticKey.bpfStats.dec()  // static_key_slow_dec
         }
     }
 
     /// How many enables are outstanding in this process (0 = stats off).
-    public static var enableCount: UInt32 { cbpf_bpf_stats_key_count() }
+    public static var enableCount: UInt32 { UInt32(StaticKey.bpfStats.enableCount) }
 }

@@ -36,6 +36,27 @@ public enum Step: Sendable, Equatable {
     case returnLast
     /// Return (u32)vars[n].
     case returnVar(Int)
+    /// A NULL-checked indirect call through a prog array used as a function table (the
+    /// review's "debugpoints"): if the slot holds a program, call it; its value becomes
+    /// "the last value". Control comes back, unlike a tail call.
+    case indirectCall(arrayFD: Int32, index: TailIndex)
+    /// if (static_branch_unlikely(key)) last = subprogram n — a branch site of the static
+    /// key behind `keyFD` (a static-key map).
+    case staticBranch(keyFD: Int32, call: Int)
+    /// The kfunc that flips a static key from a program (the program's one counted enable).
+    case staticKeySet(keyFD: Int32, on: Bool)
+    /// vars[n] = bpf_get_attach_cookie(ctx).
+    case storeCookie(Int)
+    /// vars[n] = the traced function's return value (an fexit program's view).
+    case storeFuncRet(Int)
+
+    /// The subprogram this step may call.
+    var callee: Int? {
+        switch self {
+        case let .call(n), let .staticBranch(_, n): return n
+        default: return nil
+        }
+    }
 
     var isReturn: Bool {
         switch self {
@@ -60,19 +81,41 @@ public struct StepProgram: Sendable, Equatable {
     public var vars: Int
     /// Constant-index tail calls become direct jumps (JIT only).
     public var directTailCalls: Bool
+    /// Names of the subprograms (all are global functions: extensions and trampolines
+    /// can attach to them). Default "sub0", "sub1", …
+    public var subprogNames: [String]
 
-    public init(_ main: [Step], subprogs: [[Step]] = [], vars: Int = 8, directTailCalls: Bool = false) {
+    public init(_ main: [Step], subprogs: [[Step]] = [], vars: Int = 8, directTailCalls: Bool = false,
+                subprogNames: [String] = []) {
         self.main = main
         self.subprogs = subprogs
         self.vars = vars
         self.directTailCalls = directTailCalls
+        self.subprogNames = subprogNames
     }
 
-    /// The prog-array fds its tail calls use.
+    /// The name of subprogram `i`.
+    public func subprogName(_ i: Int) -> String { i < subprogNames.count ? subprogNames[i] : "sub\(i)" }
+
+    private var allSteps: [Step] { main + subprogs.flatMap { $0 } }
+
+    /// The prog-array fds its tail calls and indirect calls use.
     var arrayFDs: [Int32] {
-        (main + subprogs.flatMap { $0 }).compactMap {
-            if case let .tailCall(fd, _) = $0 { return fd }
-            return nil
+        allSteps.compactMap {
+            switch $0 {
+            case let .tailCall(fd, _), let .indirectCall(fd, _): return fd
+            default: return nil
+            }
+        }
+    }
+
+    /// The static-key map fds it uses.
+    var keyFDs: [Int32] {
+        allSteps.compactMap {
+            switch $0 {
+            case let .staticBranch(fd, _), let .staticKeySet(fd, _): return fd
+            default: return nil
+            }
         }
     }
 }
@@ -83,13 +126,17 @@ public let stepProgramMaxSteps = 4096
 public let stepProgramMaxSubprogs = 256
 
 /// The memory a step program's body reads: blocks, variables, pokes. Freed with the program.
-final class StepImage: @unchecked Sendable {
+final class ProgImage: @unchecked Sendable {
     var allocations: [(UnsafeMutableRawPointer, Int)] = []
     var mainBlock: [UInt8] = []
     var vars: UnsafeMutablePointer<UInt64>!
     var varCount = 0
     /// Direct tail calls to register with their arrays once the program is published.
     var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, array: ProgArray)] = []
+    /// Static branch sites to register with their keys once the program is published.
+    var staticSites: [(site: UnsafeMutablePointer<cbpf_static_site>, key: StaticKeyMap)] = []
+    /// The global functions' texts (name, entry record), in order.
+    var functions: [(name: String, text: UnsafeMutablePointer<cbpf_text>)] = []
     /// A specialised native body the "JIT" chose for this program, if any.
     var specialised: ProgBody?
 
@@ -100,6 +147,17 @@ final class StepImage: @unchecked Sendable {
         return p
     }
 
+    /// A function's text: a data block with its text header in front, and the entry record
+    /// callers go through.
+    func allocFunction(body: cbpf_func_t, data: [UInt8]) -> UnsafeMutablePointer<cbpf_text> {
+        let block = alloc(textBlockBytes(max(16, data.count)))
+        let d = initTextHeader(block, orig: body)
+        data.withUnsafeBytes { if let b = $0.baseAddress { d.copyMemory(from: b, byteCount: data.count) } }
+        let t = alloc(MemoryLayout<cbpf_text>.size).bindMemory(to: cbpf_text.self, capacity: 1)
+        t.initialize(to: cbpf_text(func: body, data: UnsafeRawPointer(d)))
+        return t
+    }
+
     /// Frees the image with the program (poisoned and quarantined in checked mode).
     func release(kernel: Kernel) {
         for (p, n) in allocations { kernel.freeRecord(p, bytes: n) }
@@ -108,9 +166,10 @@ final class StepImage: @unchecked Sendable {
     }
 
     /// Verifies and builds. `arrays` maps each tail-call fd to its (resolved) prog array.
-    static func build(_ sp: StepProgram, kernel: Kernel, arrays: [Int32: ProgArray], jited: Bool) throws -> StepImage {
+    static func build(_ sp: StepProgram, kernel: Kernel, arrays: [Int32: ProgArray], keys: [Int32: StaticKeyMap] = [:],
+                      jited: Bool) throws -> ProgImage {
         try verify(sp)
-        let img = StepImage()
+        let img = ProgImage()
         img.varCount = max(1, sp.vars)
         img.vars = img.alloc(img.varCount * 8).bindMemory(to: UInt64.self, capacity: img.varCount)
         img.vars.initialize(repeating: 0, count: img.varCount)
@@ -118,15 +177,17 @@ final class StepImage: @unchecked Sendable {
         for s in sp.main + sp.subprogs.flatMap({ $0 }) {
             if case let .count(name) = s, counterIDs[name] == nil { counterIDs[name] = try kernel.counterIndex(name) }
         }
-        // Subprogram blocks first, so the pointer table can be filled in.
+        // Subprogram texts first, so the pointer table can be filled in.
         let table = img.alloc(max(1, sp.subprogs.count) * 8).bindMemory(to: UnsafeRawPointer?.self, capacity: max(1, sp.subprogs.count))
+        let engine: cbpf_func_t = jited ? bpfp_step_jit : bpfp_step_interp
+        let enc = Encoder(kernel: kernel, counters: counterIDs, arrays: arrays, keys: keys, jited: jited,
+                          direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
         for (i, steps) in sp.subprogs.enumerated() {
-            let bytes = img.encode(steps, kernel: kernel, counters: counterIDs, arrays: arrays, jited: jited, direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
-            let p = img.alloc(bytes.count)
-            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-            table[i] = UnsafeRawPointer(p)
+            let t = img.allocFunction(body: engine, data: try img.encode(steps, enc))
+            img.functions.append((sp.subprogName(i), t))
+            table[i] = UnsafeRawPointer(t)
         }
-        img.mainBlock = img.encode(sp.main, kernel: kernel, counters: counterIDs, arrays: arrays, jited: jited, direct: sp.directTailCalls, table: table, nsub: sp.subprogs.count)
+        img.mainBlock = try img.encode(sp.main, enc)
         // What a JIT emits for "bpf_tail_call(ctx, array, K); return R": no step loop, just
         // the tail-call sequence (indirect, or through the patched jump).
         if jited, sp.subprogs.isEmpty, sp.main.count == 2,
@@ -170,6 +231,12 @@ final class StepImage: @unchecked Sendable {
                     throw fail(.EINVAL, "\(name) uses variable \(n); the program has \(sp.vars)")
                 case let .count(c) where c.isEmpty || c.utf8.count > 63:
                     throw fail(.EINVAL, "counter name '\(c)' must be 1 to 63 bytes")
+                case let .staticBranch(_, n) where n < 0 || n >= sp.subprogs.count:
+                    throw fail(.EINVAL, "\(name)'s static branch calls subprogram \(n), which does not exist")
+                case let .storeCookie(n) where n < 0 || n >= sp.vars,
+                     let .storeFuncRet(n) where n < 0 || n >= sp.vars,
+                     let .indirectCall(_, .variable(n)) where n < 0 || n >= sp.vars:
+                    throw fail(.EINVAL, "\(name) uses variable \(n); the program has \(sp.vars)")
                 default: break
                 }
             }
@@ -180,14 +247,29 @@ final class StepImage: @unchecked Sendable {
             if state[i] == 1 { throw fail(.EINVAL, "recursive call to subprogram \(i)") }
             if state[i] == 2 { return }
             state[i] = 1
-            for s in sp.subprogs[i] { if case let .call(n) = s { try visit(n) } }
+            for s in sp.subprogs[i] { if let n = s.callee { try visit(n) } }
             state[i] = 2
         }
-        for s in sp.main { if case let .call(n) = s { try visit(n) } }
+        for s in sp.main { if let n = s.callee { try visit(n) } }
+        let names = (0..<sp.subprogs.count).map(sp.subprogName)
+        for n in names { try checkObjName(n) }
+        if Set(names).count != names.count { throw fail(.EINVAL, "two subprograms share a name") }
     }
 
-    private func encode(_ steps: [Step], kernel: Kernel, counters: [String: UInt32], arrays: [Int32: ProgArray],
-                        jited: Bool, direct: Bool, table: UnsafeMutablePointer<UnsafeRawPointer?>, nsub: Int) -> [UInt8] {
+    /// What encoding a block needs to know.
+    struct Encoder {
+        let kernel: Kernel
+        let counters: [String: UInt32]
+        let arrays: [Int32: ProgArray]
+        let keys: [Int32: StaticKeyMap]
+        let jited: Bool
+        let direct: Bool
+        let table: UnsafeMutablePointer<UnsafeRawPointer?>
+        let nsub: Int
+    }
+
+    private func encode(_ steps: [Step], _ x: Encoder) throws -> [UInt8] {
+        let (kernel, counters, arrays, jited, direct, table, nsub) = (x.kernel, x.counters, x.arrays, x.jited, x.direct, x.table, x.nsub)
         let header = MemoryLayout<bpfp_step_block>.size
         let stride = MemoryLayout<bpfp_step>.stride
         var bytes = [UInt8](repeating: 0, count: header + stride * steps.count)
@@ -232,6 +314,30 @@ final class StepImage: @unchecked Sendable {
                     e.op = UInt32(BPFP_OP_RET_LAST)
                 case let .returnVar(n):
                     e.op = UInt32(BPFP_OP_RET_VAR); e.a = UInt32(n)
+                case let .indirectCall(fd, idx):
+                    e.op = UInt32(BPFP_OP_INDIRECT_CALL)
+                    e.array = UnsafePointer(arrays[fd]!.array)
+                    switch idx {
+                    case let .constant(v): e.b = v
+                    case let .variable(n): e.b = UInt64(n); e.flags = BPFP_STEP_F_INDEX_FROM_VAR
+                    }
+                case let .staticBranch(fd, n):
+                    e.op = UInt32(BPFP_OP_STATIC_BRANCH); e.a = UInt32(n)
+                    let site = alloc(MemoryLayout<cbpf_static_site>.size).bindMemory(to: cbpf_static_site.self, capacity: 1)
+                    site.initialize(to: cbpf_static_site(enabled: 0))
+                    e.ptr = UnsafeRawPointer(site)
+                    staticSites.append((site, x.keys[fd]!))
+                case let .staticKeySet(fd, on):
+                    e.op = UInt32(BPFP_OP_KFUNC)
+                    e.ptr = unsafeBitCast(staticKeySetKfunc, to: UnsafeRawPointer.self)
+                    let arg = alloc(16).bindMemory(to: UInt.self, capacity: 2)
+                    arg[0] = UInt(bitPattern: Unmanaged.passUnretained(x.keys[fd]!).toOpaque())
+                    arg[1] = on ? 1 : 0
+                    e.arg = UnsafeMutableRawPointer(arg)
+                case let .storeCookie(n):
+                    e.op = UInt32(BPFP_OP_STORE_COOKIE); e.a = UInt32(n)
+                case let .storeFuncRet(n):
+                    e.op = UInt32(BPFP_OP_STORE_FUNC_RET); e.a = UInt32(n)
                 }
                 st[i] = e
             }

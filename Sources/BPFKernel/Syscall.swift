@@ -99,8 +99,19 @@ public final class BPF: @unchecked Sendable {
             }
             arrays[fd] = a
         }
+        var keys: [Int32: StaticKeyMap] = [:]
+        for fd in attr.steps?.keyFDs ?? [] where keys[fd] == nil {
+            let m = try fds.getMap(fd)
+            maps.append(m)
+            guard let k = m as? StaticKeyMap else {
+                throw fail(.EINVAL, "fd \(fd) is a \(m.type.name) map; a static branch needs a static-key map")
+            }
+            keys[fd] = k
+        }
+        let target = attr.attachProgFD >= 0 ? try fds.getProg(attr.attachProgFD) : nil
+        defer { target?.put() }  // getProg (the new program takes its own reference)
         return try fds.installNew {
-            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps, arrays: arrays))  // the fd takes load's reference
+            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps, arrays: arrays, target: target, keys: keys))  // the fd takes load's reference
         }
     }
 

@@ -27,6 +27,30 @@ void bpfp_poke_clear_target(bpfp_poke_desc *d) {
     if (cbpf_load_acquire_u32(&d->bypass)) cbpf_store_release_ptr((void **)&d->target, NULL);
 }
 
+/* The ops both engines run the same way. */
+#define COMMON_OPS                                                                        \
+        case BPFP_OP_INDIRECT_CALL: {                                                    \
+            uint32_t i = step_index(blk, s);                                             \
+            if (i >= s->array->max_entries) break;                                       \
+            i = (uint32_t)cbpf_array_index_nospec(i, s->array->max_entries);             \
+            const cbpf_prog *p = cbpf_array_slot(s->array, i);                           \
+            if (p) last = cbpf_prog_call(p, ctx);                                        \
+            break;                                                                       \
+        }                                                                                \
+        case BPFP_OP_STATIC_BRANCH:                                                      \
+            if (cbpf_static_branch_unlikely((const cbpf_static_site *)s->ptr))           \
+                last = cbpf_text_call(blk->subprogs[s->a], ctx);                         \
+            break;                                                                       \
+        case BPFP_OP_KFUNC:                                                              \
+            last = ((bpfp_helper_fn)s->ptr)(ctx, s->arg);                                \
+            break;                                                                       \
+        case BPFP_OP_STORE_COOKIE:                                                       \
+            cbpf_write_once_u64(&blk->vars[s->a], ((const cbpf_xdp_md *)ctx)->bpf_cookie); \
+            break;                                                                       \
+        case BPFP_OP_STORE_FUNC_RET:                                                     \
+            cbpf_write_once_u64(&blk->vars[s->a], ((const cbpf_xdp_md *)ctx)->func_ret);  \
+            break;
+
 static inline uint32_t step_index(const bpfp_step_block *blk, const bpfp_step *s) {
     uint64_t idx = (s->flags & BPFP_STEP_F_INDEX_FROM_VAR) ? cbpf_read_once_u64(&blk->vars[s->b]) : s->b;
     return (uint32_t)idx;  /* the helper's index argument is a u32: truncate */
@@ -52,13 +76,12 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
             cbpf_write_once_u64(&blk->vars[s->a], s->b);
             break;
         case BPFP_OP_CALL:
-            last = bpfp_step_jit(ctx, blk->subprogs[s->a]);
+            last = cbpf_text_call(blk->subprogs[s->a], ctx);  /* through its (pokeable) entry */
             break;
-        case BPFP_OP_RUN_PROG: {
-            const cbpf_prog *p = (const cbpf_prog *)s->array;
-            last = p->bpf_func(ctx, p->insnsi);
+        case BPFP_OP_RUN_PROG:
+            last = cbpf_prog_call((const cbpf_prog *)s->array, ctx);
             break;
-        }
+        COMMON_OPS
         case BPFP_OP_TAIL_CALL: {
             if (s->poke) {
                 /* Direct: count first, then the patched jump. */
@@ -68,7 +91,7 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
                 if (cbpf_load_acquire_u32(&d->bypass)) break;
                 const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&d->target);
                 if (!t) break;
-                __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+                __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
             }
             const cbpf_array *arr = s->array;
             uint32_t index = step_index(blk, s);
@@ -78,7 +101,7 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
             const cbpf_prog *t = cbpf_array_slot(arr, index);
             if (!t) break;                       /* empty slot: not counted (x86 JIT) */
             md->tail_call_cnt++;
-            __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+            __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
         }
         default:
             return CBPF_XDP_ABORTED;
@@ -109,13 +132,12 @@ select_insn:
             cbpf_write_once_u64(&blk->vars[s->a], s->b);
             break;
         case BPFP_OP_CALL:
-            last = bpfp_step_interp(ctx, blk->subprogs[s->a]);
+            last = cbpf_text_call(blk->subprogs[s->a], ctx);  /* through its (pokeable) entry */
             break;
-        case BPFP_OP_RUN_PROG: {
-            const cbpf_prog *p = (const cbpf_prog *)s->array;
-            last = p->bpf_func(ctx, p->insnsi);
+        case BPFP_OP_RUN_PROG:
+            last = cbpf_prog_call((const cbpf_prog *)s->array, ctx);
             break;
-        }
+        COMMON_OPS
         case BPFP_OP_TAIL_CALL: {
             const cbpf_array *arr = s->array;
             uint32_t index = step_index(blk, s);
@@ -125,14 +147,14 @@ select_insn:
             index = (uint32_t)cbpf_array_index_nospec(index, arr->max_entries);
             const cbpf_prog *t = cbpf_array_slot(arr, index);
             if (!t) break;
-            if (t->bpf_func == bpfp_step_interp) {
+            if (cbpf_text_func(cbpf_prog_text(t)) == bpfp_step_interp) {
                 /* goto select_insn: continue in the target's steps, same frame */
                 blk = (const bpfp_step_block *)t->insnsi;
                 pc = 0;
                 last = 0;
                 goto select_insn;
             }
-            return t->bpf_func(ctx, t->insnsi);  /* a native target: run it, its value is ours */
+            return cbpf_prog_call(t, ctx);  /* a native (or patched) target: run it, its value is ours */
         }
         default:
             return CBPF_XDP_ABORTED;
@@ -152,7 +174,7 @@ uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi) {
     const cbpf_prog *t = cbpf_array_slot(arr, index);
     if (!t) return d->fallback;
     md->tail_call_cnt++;
-    __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+    __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
 }
 
 uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
@@ -164,5 +186,5 @@ uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
     if (cbpf_load_acquire_u32(&pk->bypass)) return d->fallback;
     const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&pk->target);
     if (!t) return d->fallback;
-    __attribute__((musttail)) return t->bpf_func(ctx, t->insnsi);
+    __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
 }

@@ -74,6 +74,11 @@ enum {
     BPFP_OP_CALL = 5,        /* last = subprogs[a](ctx) */
     BPFP_OP_SET_VAR = 6,     /* vars[a] = b */
     BPFP_OP_RUN_PROG = 7,    /* last = run the program `prog` (a helper-style call) */
+    BPFP_OP_INDIRECT_CALL = 8, /* p = array[b]; if p: last = p(ctx) (NULL-checked indirect call) */
+    BPFP_OP_STATIC_BRANCH = 9, /* if static_branch_unlikely(ptr): last = subprogs[a](ctx) */
+    BPFP_OP_KFUNC = 10,      /* last = ((bpfp_helper_fn)ptr)(ctx, arg) */
+    BPFP_OP_STORE_COOKIE = 11, /* vars[a] = ctx->bpf_cookie */
+    BPFP_OP_STORE_FUNC_RET = 12, /* vars[a] = ctx->func_ret (fexit: the traced function's value) */
 };
 /// Tail-call step: the index is vars[b] (64-bit, truncated to u32) instead of b.
 #define BPFP_STEP_F_INDEX_FROM_VAR 1u
@@ -84,14 +89,16 @@ typedef struct bpfp_step {
     uint64_t b;
     uint32_t flags;
     uint32_t _pad;
-    const cbpf_array *array;  /* tail call: the array */
+    const cbpf_array *array;  /* tail call / indirect call: the array */
     bpfp_poke_desc *poke;     /* tail call: direct-jump descriptor, or NULL for indirect */
+    const void *ptr;          /* static branch: its site; kfunc: the function */
+    void *arg;                /* kfunc: its argument */
 } bpfp_step;
 
 typedef struct bpfp_step_block {
     uint64_t *counters;                             /* named counters (kernel-wide) */
     uint64_t *vars;                                 /* the program's variables */
-    const struct bpfp_step_block *const *subprogs;  /* this program's subprograms */
+    const cbpf_text *const *subprogs;               /* this program's global subprograms */
     uint32_t nsubprogs;
     uint32_t nsteps;
     bpfp_step steps[];
@@ -112,5 +119,43 @@ typedef struct bpfp_tc_data {
 uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi);
 /// Direct tail call through the poke descriptor (count, then the patched jump).
 uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi);
+
+
+// ---------------------------------------------------------------------------------------
+// Trampolines, extensions, dispatchers, run arrays (dispatch.c): the code the kernel
+// generates at attach time (arch_prepare_bpf_trampoline, bpf_dispatcher_prepare) and the
+// libxdp dispatcher program.
+
+/// A patched entry for a function with a trampoline image: runs fentry programs, then
+/// fmod_ret programs (the first non-zero value skips the function and becomes its value),
+/// then the function itself, then fexit programs (which see the value in ctx->func_ret).
+/// Each attached program runs under the recursion guard (a miss skips it and is counted)
+/// with its link's cookie in ctx->bpf_cookie and a tail-call counter of its own; the
+/// function's counter is restored before it runs (it survives the trampoline).
+uint32_t bpfp_tramp_entry(const void *ctx, const void *insnsi);
+/// A patched entry for a function replaced by an extension (freplace): jumps to it.
+uint32_t bpfp_ext_entry(const void *ctx, const void *insnsi);
+
+/// BPF_PROG_RUN_ARRAY: every program runs, in order, with its cookie; the verdict is the
+/// first one that is not XDP_PASS (XDP_PASS if all pass).
+uint32_t bpfp_run_array(const cbpf_run_array *arr, const void *ctx);
+
+/// libxdp's dispatcher (xdp-dispatcher.c): XDP_DISPATCHER_MAX_PROGS placeholders.
+#define BPFP_XDP_DISPATCHER_SLOTS 10
+/// What an empty placeholder returns; every slot's mask includes it, so it continues.
+#define BPFP_XDP_DISPATCHER_RETVAL 31
+typedef struct bpfp_xdp_dispatcher_config {
+    uint32_t num_progs_enabled;
+    uint32_t chain_call_actions[BPFP_XDP_DISPATCHER_SLOTS];
+    uint32_t run_prios[BPFP_XDP_DISPATCHER_SLOTS];
+    uint32_t _pad;
+    const cbpf_text *slots[BPFP_XDP_DISPATCHER_SLOTS];  /* prog0 … prog9 */
+} bpfp_xdp_dispatcher_config;
+/// The dispatcher's main function: for each enabled slot, call it; go on if the bit for
+/// its value is set in the slot's chain_call_actions, else return the value. After the
+/// last slot, XDP_PASS.
+uint32_t bpfp_xdp_dispatcher(const void *ctx, const void *insnsi);
+/// An empty placeholder slot (prog0 … prog9 before an extension replaces it).
+uint32_t bpfp_xdp_dispatcher_stub(const void *ctx, const void *insnsi);
 
 #endif

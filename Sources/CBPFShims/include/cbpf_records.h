@@ -60,12 +60,53 @@ typedef struct cbpf_xdp_md {
     uint32_t rx_queue_index;
     uint32_t tail_call_cnt;     /* per top-level run; shared with subprograms */
     uint32_t redirect_ifindex;  /* set by a redirect body */
-    uint64_t bpf_cookie;        /* the attaching link's cookie */
+    uint64_t bpf_cookie;        /* the attaching link's cookie (bpf_get_attach_cookie) */
     void *run_ctx;              /* opaque per-run state for step programs */
+    uint64_t func_ret;          /* what an fexit program sees: the traced function's return value */
 } cbpf_xdp_md;
 
 /// The kernel's bpf_func(ctx, insnsi) shape. `insnsi` is the program's data block.
 typedef uint32_t (*cbpf_func_t)(const void *ctx, const void *insnsi);
+
+/// A function's text, as far as its callers and bpf_arch_text_poke are concerned: the
+/// entry word every call goes through, and the function's data block. A program's main
+/// function is its cbpf_prog (same first two fields); each global subprogram has one.
+/// `func` is the only word of a function that is ever patched after load — the stand-in
+/// for the 5-byte nop the x86 JIT leaves at every function's entry. Read it with
+/// cbpf_text_func (acquire: whatever was published before the poke is visible).
+typedef struct cbpf_text {
+    cbpf_func_t func;
+    const void *data;
+} cbpf_text;
+
+/// The 64 bytes in front of every function's data block: the writable "text" beside the
+/// code, where a trampoline or extension entry finds its image (the kernel's trampoline
+/// image is generated for one function, so it knows it; ours looks it up here).
+typedef struct cbpf_text_hdr {
+    void *image;                 /* rcu: the function's trampoline image, NULL if none */
+    cbpf_func_t orig;            /* the function's own body (what detach restores) */
+    uint64_t magic;              /* CBPF_TEXT_MAGIC */
+    uint64_t _pad[5];
+} cbpf_text_hdr;
+#define CBPF_TEXT_MAGIC 0x4250462d54455854ULL /* "BPF-TEXT" */
+_Static_assert(sizeof(cbpf_text_hdr) == 64, "text header is one cache line");
+
+CBPF_INLINE cbpf_text_hdr *cbpf_text_hdr_of(const void *data) {
+    return (cbpf_text_hdr *)((char *)data - sizeof(cbpf_text_hdr));
+}
+CBPF_INLINE cbpf_func_t cbpf_text_func(const cbpf_text *t) {
+    return (cbpf_func_t)cbpf_load_acquire_ptr((void *const *)&t->func);
+}
+/// Calls a function through its entry word.
+CBPF_INLINE uint32_t cbpf_text_call(const cbpf_text *t, const void *ctx) {
+    return cbpf_text_func(t)(ctx, t->data);
+}
+/// bpf_arch_text_poke: replace the entry `old` by `new_` if the site still holds `old`.
+/// Returns what the site held (== old on success). Threads executing the function see
+/// either the old or the new entry, never a torn one.
+CBPF_INLINE cbpf_func_t cbpf_text_poke(cbpf_text *t, cbpf_func_t old, cbpf_func_t new_) {
+    return (cbpf_func_t)cbpf_cmpxchg_ptr((void **)&t->func, (void *)old, (void *)new_);
+}
 
 /// struct bpf_prog_stats: one per CPU, one cache line each so CPUs never share a line.
 /// (Records are allocated cache-line aligned; Swift cannot import over-aligned C types, so
@@ -112,19 +153,35 @@ typedef struct cbpf_prog_aux {
 } cbpf_prog_aux;
 
 _Static_assert(offsetof(cbpf_prog, magic) < CBPF_CACHELINE, "hot prog fields fit one cache line");
+_Static_assert(offsetof(cbpf_prog, bpf_func) == offsetof(cbpf_text, func) &&
+               offsetof(cbpf_prog, insnsi) == offsetof(cbpf_text, data), "a program is its main function's text");
+
+CBPF_INLINE const cbpf_text *cbpf_prog_text(const cbpf_prog *p) { return (const cbpf_text *)(const void *)p; }
+/// prog->bpf_func(ctx, prog->insnsi), through the (pokeable) entry word.
+CBPF_INLINE uint32_t cbpf_prog_call(const cbpf_prog *p, const void *ctx) {
+    return cbpf_text_call(cbpf_prog_text(p), ctx);
+}
 _Static_assert(sizeof(cbpf_prog_stats) == CBPF_CACHELINE, "one stats line per CPU");
 
-/// BPF_PROG_RUN's stats switch (kernel: the bpf_stats_enabled_key static key; enables are
-/// counted, like BPF_ENABLE_STATS file descriptors). Non-zero = on.
-extern uint32_t cbpf_bpf_stats_enabled_key;
-
-/// static_key_slow_inc / static_key_slow_dec on the stats key; the new enable count.
-CBPF_INLINE uint32_t cbpf_bpf_stats_key_inc(void) { return cbpf_atomic32_add_return(&cbpf_bpf_stats_enabled_key, 1); }
-CBPF_INLINE uint32_t cbpf_bpf_stats_key_dec(void) { return cbpf_atomic32_sub_return(&cbpf_bpf_stats_enabled_key, 1); }
-CBPF_INLINE uint32_t cbpf_bpf_stats_key_count(void) { return cbpf_read_once_u32(&cbpf_bpf_stats_enabled_key); }
-CBPF_INLINE bool cbpf_bpf_stats_enabled(void) {
-    return __builtin_expect(cbpf_read_once_u32(&cbpf_bpf_stats_enabled_key) != 0, 0);
+/// A static branch site (include/linux/jump_label.h): one word the code tests with
+/// static_branch_unlikely. The kernel patches a nop into a jmp; the lab flips a word that
+/// the compiler keeps as a predicted-not-taken test. Sites are flipped one by one by their
+/// key (StaticKey.swift); the key counts enables.
+typedef struct cbpf_static_site { uint32_t enabled; } cbpf_static_site;
+CBPF_INLINE bool cbpf_static_branch_unlikely(const cbpf_static_site *s) {
+    return __builtin_expect(cbpf_read_once_u32(&s->enabled) != 0, 0);
 }
+CBPF_INLINE void cbpf_static_site_set(cbpf_static_site *s, uint32_t on) { cbpf_store_release_u32(&s->enabled, on); }
+
+/// The branch sites of the bpf_stats_enabled_key static key: the stats branch of
+/// BPF_PROG_RUN and the one in the trampoline's __bpf_prog_enter. The key itself (its
+/// counted enables) is Swift's (StaticKey.bpfStats).
+extern cbpf_static_site cbpf_stats_site_prog_run;
+extern cbpf_static_site cbpf_stats_site_tracing;
+cbpf_static_site *cbpf_stats_site_prog_run_ptr(void);
+cbpf_static_site *cbpf_stats_site_tracing_ptr(void);
+CBPF_INLINE bool cbpf_bpf_stats_enabled(void) { return cbpf_static_branch_unlikely(&cbpf_stats_site_prog_run); }
+CBPF_INLINE bool cbpf_bpf_stats_enabled_tracing(void) { return cbpf_static_branch_unlikely(&cbpf_stats_site_tracing); }
 
 /// The current thread's CPU slot for per-CPU data (this_cpu_ptr). A packet worker pinned
 /// to CPU n sets n; other threads get their CPU from sched_getcpu() on first use.
@@ -204,6 +261,62 @@ CBPF_INLINE bool cbpf_prog_enter_guard(const cbpf_prog *p) {
 /// __bpf_prog_exit: undoes the guard (called whether or not the enter succeeded).
 CBPF_INLINE void cbpf_prog_exit_guard(const cbpf_prog *p) {
     cbpf_atomic32_fetch_sub_relaxed(&cbpf_this_cpu_stats(p)->active, 1);
+}
+
+// ---- Trampolines, dispatchers, run arrays (kernel/bpf/trampoline.c, dispatcher.c, core.c).
+
+/// include/linux/bpf.h: BPF_MAX_TRAMP_LINKS.
+#define CBPF_MAX_TRAMP_LINKS 38
+/// include/linux/bpf.h: BPF_DISPATCHER_MAX.
+#define CBPF_DISPATCHER_MAX 48
+
+/// One program attached to a trampoline or a run array, with its link's cookie.
+typedef struct cbpf_tramp_item {
+    const cbpf_prog *prog;
+    uint64_t cookie;
+} cbpf_tramp_item;
+
+/// A trampoline image (arch_prepare_bpf_trampoline's output): immutable once published;
+/// a change builds a new one. Items: fentry first, then fmod_ret, then fexit.
+typedef struct cbpf_tramp_image {
+    uint64_t magic;              /* CBPF_TRAMP_MAGIC while live */
+    const cbpf_prog *ext;        /* freplace: the extension replacing the function, or NULL */
+    uint32_t nfentry, nmodret, nfexit, _pad;
+    cbpf_tramp_item items[];
+} cbpf_tramp_image;
+#define CBPF_TRAMP_MAGIC 0x4250462d5452414dULL /* "BPF-TRAM" */
+
+/// bpf_prog_array (include/linux/bpf.h): an RCU-replaced, NULL-terminated list of
+/// programs that all run (BPF_PROG_RUN_ARRAY).
+typedef struct cbpf_run_array {
+    uint32_t count;
+    uint32_t _pad;
+    cbpf_tramp_item items[];
+} cbpf_run_array;
+
+/// One half of a bpf_dispatcher image: its known targets sorted by address.
+typedef struct cbpf_dispatcher_half {
+    uint32_t num;
+    uint32_t _pad;
+    const cbpf_prog *progs[CBPF_DISPATCHER_MAX];
+} cbpf_dispatcher_half;
+
+/// struct bpf_dispatcher: the active half (rcu) — readers search it; updates fill the
+/// other half and switch.
+typedef struct cbpf_dispatcher {
+    cbpf_dispatcher_half *active;
+} cbpf_dispatcher;
+
+/// Binary search for `p` among the active half's targets.
+CBPF_INLINE bool cbpf_dispatcher_find(const cbpf_dispatcher_half *h, const cbpf_prog *p) {
+    uint32_t lo = 0, hi = h->num;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) >> 1;
+        const cbpf_prog *m = h->progs[mid];
+        if (m == p) return true;
+        if ((uintptr_t)m < (uintptr_t)p) lo = mid + 1; else hi = mid;
+    }
+    return false;
 }
 
 #endif

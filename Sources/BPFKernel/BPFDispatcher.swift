@@ -1,0 +1,115 @@
+// BPFDispatcher.swift — the kernel's bpf_dispatcher: direct calls for known programs.
+//
+// Mirrors: kernel/bpf/dispatcher.c (bpf_dispatcher_change_prog, bpf_dispatcher_update:
+// fill the inactive half of the image, switch, synchronize_rcu before the old half is
+// reused; bpf_dispatcher_add_prog/remove_prog with their per-program counts),
+// include/linux/bpf.h (BPF_DISPATCHER_MAX = 48, DEFINE_BPF_DISPATCHER(xdp),
+// bpf_dispatcher_nop_func: the fallback indirect call), arch/x86/net/bpf_jit_comp.c
+// (arch_prepare_bpf_dispatcher: a binary search over sorted targets ending in direct jumps).
+//
+// With retpolines on (this lab's VM: "spectre_v2: Mitigation: Retpolines"), every
+// indirect call in the kernel goes through a thunk; the dispatcher turns the call for up to
+// 48 known programs into compare-and-jump. Here the image is a sorted array searched in C;
+// a hit calls the program it found, anything else falls back to the plain indirect call,
+// so every program still runs. (User-space C has no retpolines, so the lab measures the
+// search, not the thunk it saves — see Perf/RESULTS.md.)
+//
+// The dispatcher holds a reference on each target so an address in the table can never
+// be reused by a different program while it is listed.
+import CBPFShims
+
+public final class BPFDispatcher: @unchecked Sendable {
+    public unowned let kernel: Kernel
+    public let name: String
+    /// struct bpf_dispatcher (its `active` pointer is what readers follow).
+    public let raw: UnsafeMutablePointer<cbpf_dispatcher>
+    private let halves: UnsafeMutablePointer<cbpf_dispatcher_half>
+    private let lock = KLock()  // d->mutex
+    private var targets: [(prog: BPFProg, users: Int)] = []
+    private var activeHalf = 0
+    /// Image switches so far (each followed by a grace period).
+    public private(set) var updates = 0
+
+    init(kernel: Kernel, name: String) {
+        self.kernel = kernel
+        self.name = name
+        raw = allocRecord(bytes: 64).bindMemory(to: cbpf_dispatcher.self, capacity: 1)
+        raw.initialize(to: cbpf_dispatcher(active: nil))
+        let bytes = MemoryLayout<cbpf_dispatcher_half>.stride * 2
+        halves = allocRecord(bytes: (bytes + 63) & ~63).bindMemory(to: cbpf_dispatcher_half.self, capacity: 2)
+        halves.initialize(repeating: cbpf_dispatcher_half(), count: 2)
+    }
+
+    deinit {
+        raw.deallocate()
+        halves.deallocate()
+    }
+
+    /// bpf_dispatcher_change_prog(from, to): `to` becomes a known target (if there is
+    /// room; otherwise it is simply called indirectly), `from` loses one use.
+    /// Returns whether `to` is now directly called.
+    @discardableResult
+    public func change(from: BPFProg?, to: BPFProg?) -> Bool {
+        lock.withLock {
+            var changed = false
+            var dropped: BPFProg?
+            if let from, let i = targets.firstIndex(where: { $0.prog === from }) {
+                targets[i].users -= 1
+                if targets[i].users == 0 {
+                    dropped = targets.remove(at: i).prog
+                    changed = true
+                }
+            }
+            var hit = false
+            if let to { hit = add(to, &changed) }
+            if changed { update() }
+            dropped?.put()  // the table's reference, after the switch and its grace period
+            return hit
+        }
+    }
+
+    private func add(_ p: BPFProg, _ changed: inout Bool) -> Bool {
+        if let i = targets.firstIndex(where: { $0.prog === p }) {
+            targets[i].users += 1
+            return true
+        }
+        guard targets.count < Int(CBPF_DISPATCHER_MAX) else { return false }
+        p.inc()  // the table's reference
+        targets.append((p, 1))
+        changed = true
+        return true
+    }
+
+    /// bpf_dispatcher_update: fill the inactive half, switch, wait for readers of the old.
+    private func update() {
+        let next = 1 - activeHalf
+        let h = halves + next
+        let sorted = targets.map { UInt(bitPattern: $0.prog.raw) }.sorted()
+        h.pointee.num = UInt32(sorted.count)
+        withUnsafeMutableBytes(of: &h.pointee.progs) { buf in
+            let slots = buf.bindMemory(to: UInt.self)
+            for i in 0..<slots.count { slots[i] = i < sorted.count ? sorted[i] : 0 }
+        }
+        cbpf_rcu_assign_pointer(UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UnsafeMutableRawPointer?.self),
+                                targets.isEmpty ? nil : UnsafeMutableRawPointer(h))
+        activeHalf = next
+        updates += 1
+        kernel.rcu.synchronize()  // the old half may be rewritten only when no reader is in it
+    }
+
+    /// The programs called directly, sorted by address.
+    public var knownTargets: [BPFProg] { lock.withLock { targets.map(\.prog) } }
+    /// Whether `prog` is a known target.
+    public func isKnown(_ prog: BPFProg) -> Bool { lock.withLock { targets.contains { $0.prog === prog } } }
+
+    /// Drops every target (the lab's teardown; the kernel's dispatcher lives forever).
+    public func reset() {
+        let old: [BPFProg] = lock.withLock {
+            let o = targets.map(\.prog)
+            targets.removeAll()
+            update()
+            return o
+        }
+        for p in old { p.put() }
+    }
+}

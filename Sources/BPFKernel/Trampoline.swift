@@ -1,0 +1,217 @@
+// Trampoline.swift — trampolines and program extensions, and the text poking under them.
+//
+// Mirrors: kernel/bpf/trampoline.c (bpf_trampoline_lookup, bpf_trampoline_link_prog /
+// unlink_prog with their EBUSY/E2BIG rules, bpf_trampoline_update: build a new image,
+// switch, free the old one after the readers are gone), include/linux/bpf.h
+// (BPF_MAX_TRAMP_LINKS, enum bpf_tramp_prog_type), arch/x86/net/bpf_jit_comp.c
+// (bpf_arch_text_poke: patch only if the site holds the expected old target, else EBUSY).
+//
+// Every function (a program's main function or one of its global functions) has an entry
+// word callers go through (cbpf_text.func) and a text header in front of its data block.
+// A trampoline on that function publishes an immutable image in the header, then pokes
+// the entry from the function's own body to bpfp_tramp_entry (or, for an extension, to
+// bpfp_ext_entry). Each change builds a whole new image and exchanges it; the old one is
+// freed after a grace period, so a packet sees one complete configuration. Removing the
+// last program pokes the entry back before the image goes.
+//
+// References: a link holds its program; an extension or tracing program holds its target
+// (dst_prog) from load to free. The trampoline holds no references — it exists while it
+// has links, and every link's program keeps the target alive.
+import CBPFShims
+import BPFPrograms
+
+/// enum bpf_tramp_prog_type.
+public enum TrampolineKind: Int, Sendable, CaseIterable {
+    case fentry, modifyReturn, fexit, replace
+
+    init?(_ t: AttachType) {
+        switch t {
+        case .traceFentry: self = .fentry
+        case .traceFexit: self = .fexit
+        case .modifyReturn: self = .modifyReturn
+        default: return nil
+        }
+    }
+
+    var attachType: AttachType {
+        switch self {
+        case .fentry: return .traceFentry
+        case .fexit: return .traceFexit
+        case .modifyReturn: return .modifyReturn
+        case .replace: return .unspecified
+        }
+    }
+}
+
+/// BPF_MAX_TRAMP_LINKS.
+public let maxTrampolineLinks = Int(CBPF_MAX_TRAMP_LINKS)
+
+struct TrampolineKey: Hashable {
+    let target: ObjectIdentifier
+    let function: Int
+}
+
+func sameFunc(_ a: cbpf_func_t?, _ b: cbpf_func_t?) -> Bool {
+    unsafeBitCast(a, to: UInt.self) == unsafeBitCast(b, to: UInt.self)
+}
+
+/// bpf_arch_text_poke: patch `site` from `expected` to `new`. EBUSY (and nothing changes)
+/// when the site does not hold `expected`.
+func textPoke(_ site: UnsafeMutablePointer<cbpf_text>, expected: cbpf_func_t?, new: cbpf_func_t?, what: String) throws {
+    let found = cbpf_text_poke(site, expected, new)
+    if !sameFunc(found, expected) {
+        throw fail(.EBUSY, "\(what): the call site does not hold the expected target")
+    }
+}
+
+final class Trampoline: @unchecked Sendable {
+    let kernel: Kernel
+    let target: BPFProg
+    let function: Int
+    let text: UnsafeMutablePointer<cbpf_text>
+    let header: UnsafeMutablePointer<cbpf_text_hdr>
+    private var links: [TrampolineKind: [TracingLink]] = [:]
+    private var image: (ptr: UnsafeMutablePointer<cbpf_tramp_image>, bytes: Int)?
+    /// What this trampoline last poked the entry to (the function's own body at first).
+    private var pokedTo: cbpf_func_t?
+
+    init(kernel: Kernel, target: BPFProg, function: Int) {
+        self.kernel = kernel
+        self.target = target
+        self.function = function
+        text = target.functions[function].text
+        header = cbpf_text_hdr_of(text.pointee.data)
+        pokedTo = header.pointee.orig
+    }
+
+    private var tracingCount: Int {
+        (links[.fentry]?.count ?? 0) + (links[.fexit]?.count ?? 0) + (links[.modifyReturn]?.count ?? 0)
+    }
+    var isEmpty: Bool { tracingCount == 0 && (links[.replace]?.isEmpty ?? true) }
+    var functionName: String { target.functions[function].name }
+
+    /// bpf_trampoline_link_prog. Called under kernel.trampolineLock.
+    func link(_ l: TracingLink) throws {
+        let prog = l.tracedProg
+        let ext = links[.replace]?.first
+        if l.kind == .replace {
+            if let ext { throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' is already replaced by '\(ext.tracedProg.name)'") }
+            if tracingCount > 0 {
+                throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' has fentry/fexit programs; an extension cannot replace it")
+            }
+            try target.extLock.withLock {
+                if target.tailCallMemberships.load(ordering: .acquiring) > 0 {
+                    throw fail(.EBUSY, "'\(target.name)' is in a prog array; a tail-call target cannot be extended")
+                }
+                target.extensionCount.add(1, ordering: .releasing)
+            }
+            links[.replace] = [l]
+            do {
+                try publish()
+            } catch {
+                links[.replace] = []
+                target.extensionCount.subtract(1, ordering: .releasing)
+                throw error
+            }
+            return
+        }
+        if ext != nil {
+            throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' is replaced by an extension; fentry/fexit cannot attach")
+        }
+        if links.values.joined().contains(where: { $0.tracedProg === prog }) {
+            throw fail(.EBUSY, "'\(prog.name)' is already attached to this trampoline")
+        }
+        if tracingCount >= maxTrampolineLinks {
+            throw fail(.E2BIG, "the trampoline of '\(functionName)' already has \(maxTrampolineLinks) programs (BPF_MAX_TRAMP_LINKS)")
+        }
+        links[l.kind, default: []].append(l)
+        do {
+            try publish()
+        } catch {
+            links[l.kind]!.removeLast()
+            throw error
+        }
+    }
+
+    /// bpf_trampoline_unlink_prog. Called with the link's lock held; takes the trampoline lock.
+    func unlink(_ l: TracingLink) {
+        kernel.trampolineLock.withLock {
+            links[l.kind]?.removeAll { $0 === l }
+            try? publish()  // removing never fails: the entry holds what this trampoline put there
+            if l.kind == .replace { target.extensionCount.subtract(1, ordering: .releasing) }
+            if isEmpty { kernel.trampolines[TrampolineKey(target: ObjectIdentifier(target), function: function)] = nil }
+        }
+    }
+
+    /// bpf_trampoline_update: build the image for the current links, exchange it, poke the
+    /// entry if it changes, free the old image after a grace period.
+    private func publish() throws {
+        let ext = links[.replace]?.first?.tracedProg
+        let entries = TrampolineKind.allCases.filter { $0 != .replace }.flatMap { k in links[k] ?? [] }
+        let wanted: cbpf_func_t? = ext != nil ? bpfp_ext_entry : (entries.isEmpty ? header.pointee.orig : bpfp_tramp_entry)
+        var new: (ptr: UnsafeMutablePointer<cbpf_tramp_image>, bytes: Int)?
+        if ext != nil || !entries.isEmpty {
+            let bytes = MemoryLayout<cbpf_tramp_image>.size + MemoryLayout<cbpf_tramp_item>.stride * entries.count
+            let im = allocRecord(bytes: (bytes + 63) & ~63).bindMemory(to: cbpf_tramp_image.self, capacity: 1)
+            im.pointee.magic = CBPF_TRAMP_MAGIC
+            im.pointee.ext = ext.map { UnsafePointer($0.raw) }
+            im.pointee.nfentry = UInt32(links[.fentry]?.count ?? 0)
+            im.pointee.nmodret = UInt32(links[.modifyReturn]?.count ?? 0)
+            im.pointee.nfexit = UInt32(links[.fexit]?.count ?? 0)
+            let items = UnsafeMutableRawPointer(im).advanced(by: MemoryLayout<cbpf_tramp_image>.size)
+                .bindMemory(to: cbpf_tramp_item.self, capacity: entries.count)
+            for (i, l) in entries.enumerated() {
+                items[i] = cbpf_tramp_item(prog: UnsafePointer(l.tracedProg.raw), cookie: l.cookie)
+            }
+            new = (im, (bytes + 63) & ~63)
+        }
+        let imageSlot = UnsafeMutableRawPointer(header).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        if !sameFunc(pokedTo, wanted) {
+            // The entry changes. A new image must be in place before the poke makes it
+            // reachable; the poke must find what this trampoline last left there.
+            let old = imageSlot.pointee
+            if let n = new { cbpf_rcu_assign_pointer(imageSlot, UnsafeMutableRawPointer(n.ptr)) }
+            do {
+                try textPoke(text, expected: pokedTo, new: wanted, what: "poking '\(functionName)' of '\(target.name)'")
+            } catch {
+                cbpf_rcu_assign_pointer(imageSlot, old)
+                if let n = new { kernel.freeRecord(UnsafeMutableRawPointer(n.ptr), bytes: n.bytes) }
+                throw error
+            }
+            pokedTo = wanted
+            // Back to the function's own body: readers that still enter the trampoline
+            // find no image and call the body (bpfp_tramp_entry's NULL case).
+            if new == nil { cbpf_rcu_assign_pointer(imageSlot, nil) }
+        } else if let n = new {
+            cbpf_rcu_assign_pointer(imageSlot, UnsafeMutableRawPointer(n.ptr))
+        }
+        if let o = image {
+            let k = kernel
+            kernel.rcu.callRCU { k.freeRecord(UnsafeMutableRawPointer(o.ptr), bytes: o.bytes) }  // after readers leave it
+        }
+        image = new
+    }
+
+    /// The image's counts, for tests and `prog show`: (fentry, fmod_ret, fexit, extension).
+    var shape: (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool) {
+        (links[.fentry]?.count ?? 0, links[.modifyReturn]?.count ?? 0, links[.fexit]?.count ?? 0, !(links[.replace]?.isEmpty ?? true))
+    }
+}
+
+extension Kernel {
+    /// bpf_trampoline_get: the trampoline of (target, function), created on first use;
+    /// `body` runs under the trampoline lock. A trampoline left empty is dropped.
+    func withTrampoline<T>(target: BPFProg, function: Int, _ body: (Trampoline) throws -> T) throws -> T {
+        try trampolineLock.withLock {
+            let key = TrampolineKey(target: ObjectIdentifier(target), function: function)
+            let tr = trampolines[key] ?? Trampoline(kernel: self, target: target, function: function)
+            defer { trampolines[key] = tr.isEmpty ? nil : tr }
+            return try body(tr)
+        }
+    }
+
+    /// The shape of the trampoline on (target, function), if it has one.
+    public func trampolineShape(target: BPFProg, function: Int = 0) -> (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool)? {
+        trampolineLock.withLock { trampolines[TrampolineKey(target: ObjectIdentifier(target), function: function)]?.shape }
+    }
+}
