@@ -51,6 +51,13 @@ void bpfp_poke_clear_target(bpfp_poke_desc *d) {
             cbpf_write_once_u64(&blk->vars[s->a], ((const cbpf_xdp_md *)ctx)->func_ret);  \
             break;
 
+/* Where a tail call lands: past the target's entry word (the x86 JIT jumps to
+ * bpf_func + X86_TAIL_CALL_OFFSET, skipping the patchable nop), so a trampoline attached
+ * to the target does not run for tail calls — only for calls. */
+static inline cbpf_func_t tail_entry(const cbpf_prog *t) {
+    return cbpf_text_hdr_of(t->insnsi)->orig;
+}
+
 static inline uint32_t step_index(const bpfp_step_block *blk, const bpfp_step *s) {
     uint64_t idx = (s->flags & BPFP_STEP_F_INDEX_FROM_VAR) ? cbpf_read_once_u64(&blk->vars[s->b]) : s->b;
     return (uint32_t)idx;  /* the helper's index argument is a u32: truncate */
@@ -91,7 +98,7 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
                 if (cbpf_load_acquire_u32(&d->bypass)) break;
                 const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&d->target);
                 if (!t) break;
-                __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
+                __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
             }
             const cbpf_array *arr = s->array;
             uint32_t index = step_index(blk, s);
@@ -101,7 +108,7 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
             const cbpf_prog *t = cbpf_array_slot(arr, index);
             if (!t) break;                       /* empty slot: not counted (x86 JIT) */
             md->tail_call_cnt++;
-            __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
+            __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
         }
         default:
             return CBPF_XDP_ABORTED;
@@ -147,14 +154,14 @@ select_insn:
             index = (uint32_t)cbpf_array_index_nospec(index, arr->max_entries);
             const cbpf_prog *t = cbpf_array_slot(arr, index);
             if (!t) break;
-            if (cbpf_text_func(cbpf_prog_text(t)) == bpfp_step_interp) {
+            if (tail_entry(t) == bpfp_step_interp) {
                 /* goto select_insn: continue in the target's steps, same frame */
                 blk = (const bpfp_step_block *)t->insnsi;
                 pc = 0;
                 last = 0;
                 goto select_insn;
             }
-            return cbpf_prog_call(t, ctx);  /* a native (or patched) target: run it, its value is ours */
+            return tail_entry(t)(ctx, t->insnsi);  /* a native target: run it, its value is ours */
         }
         default:
             return CBPF_XDP_ABORTED;
@@ -174,7 +181,7 @@ uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi) {
     const cbpf_prog *t = cbpf_array_slot(arr, index);
     if (!t) return d->fallback;
     md->tail_call_cnt++;
-    __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
+    __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
 }
 
 uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
@@ -186,5 +193,5 @@ uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
     if (cbpf_load_acquire_u32(&pk->bypass)) return d->fallback;
     const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&pk->target);
     if (!t) return d->fallback;
-    __attribute__((musttail)) return cbpf_text_func(cbpf_prog_text(t))(ctx, t->insnsi);
+    __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
 }

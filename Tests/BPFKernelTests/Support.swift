@@ -15,6 +15,8 @@ struct KernelSnapshot: Equatable {
     var chainSlots: [UInt32: [UInt32]]
     var arraySlots: [UInt32: [UInt32]]
     var live: Int
+    var links: [UInt32: LinkInfo]
+    var pins: [String]
 
     init(_ bpf: BPF) {
         let k = bpf.kernel
@@ -45,6 +47,10 @@ struct KernelSnapshot: Equatable {
         self.mapRefs = mapRefs
         self.arraySlots = arraySlots
         self.live = k.liveObjects
+        var links: [UInt32: LinkInfo] = [:]
+        for id in k.linkIDR.ids { k.linkIDR.lookup(id) { l in if let l { links[id] = l.info() } } }
+        self.links = links
+        self.pins = bpf.pinnedPaths
     }
 }
 
@@ -62,7 +68,9 @@ class KernelTestCase: XCTestCase {
         bpf.closeAll()
         kernel.unpinAll()
         kernel.quiesce()  // including frees queued by frees (chain slots, flushes)
-        XCTAssertEqual(kernel.liveObjects, 0, "objects leaked: \(kernel.liveProgs.load(ordering: .relaxed)) progs, \(kernel.liveMaps.load(ordering: .relaxed)) maps")
+        kernel.xdpDispatcher.reset()
+        kernel.quiesce()
+        XCTAssertEqual(kernel.liveObjects, 0, "objects leaked: \(kernel.liveProgs.load(ordering: .relaxed)) progs, \(kernel.liveMaps.load(ordering: .relaxed)) maps, \(kernel.liveLinks.load(ordering: .relaxed)) links")
         XCTAssertEqual(kernel.violations, [], "refcount rules broken")
         XCTAssertEqual(StatsEnable.enableCount, 0, "a test left stats enabled")
         bpf = nil

@@ -27,10 +27,11 @@ final class XDPAttachTests: KernelTestCase {
         XCTAssertEqual(try refs(a), 1, "the replaced program was put")
         var md = cbpf_xdp_md()
         XCTAssertEqual(dev.runXDP(&md), XDP_DROP)
-        dev.withLock { dev.linkOwned = true }
-        assertErrno(.EBUSY, "legacy attach over an active link") { try bpf.xdpAttach(dev, fd: a) }
-        dev.withLock { dev.linkOwned = false }
         try bpf.xdpAttach(dev, fd: -1)
+        let link = try bpf.linkCreate(LinkCreateAttr(progFD: a, device: dev, attachType: .xdp))
+        assertErrno(.EBUSY, "legacy attach over an active link") { try bpf.xdpAttach(dev, fd: b) }
+        assertErrno(.EBUSY, "legacy detach under an active link") { try bpf.xdpAttach(dev, fd: -1) }
+        try bpf.objClose(link)
         XCTAssertNil(dev.program)
         XCTAssertEqual(dev.runXDP(&md), XDP_PASS, "no program: the driver passes")
     }
