@@ -117,6 +117,7 @@ final class FacadeErrnoTests: KernelTestCase {
         XCTAssertEqual(try bpf.mapGetInfo(a2).usercnt, 2, "an fd from an ID holds a user reference")
         try bpf.objClose(a)
         try bpf.objClose(a2)
+        settle()
         assertErrno(.ENOENT, "closed map's ID") { try bpf.mapGetFdById(ida) }
     }
 
@@ -151,7 +152,8 @@ final class TestRunTests: KernelTestCase {
         }
         assertErrno(.EINVAL, "unknown flags") { try bpf.progTestRun(TestRunAttr(progFD: fd, data: testPacket, flags: 2)) }
         assertErrno(.EINVAL, "cpu without flag") { try bpf.progTestRun(TestRunAttr(progFD: fd, data: testPacket, cpu: 1)) }
-        let tfd = try bpf.progLoad(.returning(0, type: .tracing))
+        let traced = try bpf.progLoad(.returning(0, name: "traced"))
+        let tfd = try bpf.progLoad(.tracing(.traceFentry, on: traced, body: .xdpPass))
         assertErrno(.ENOTSUPP, "tracing has no test_run") { try bpf.progTestRun(TestRunAttr(progFD: tfd, data: testPacket)) }
     }
 

@@ -161,7 +161,8 @@ final class TailCallTests: KernelTestCase {
         assertErrno(.ENOENT, "delete of an empty slot") { try bpf.mapDeleteElem(jmp, key: key(1)) }
         assertErrno(.ENOENT, "lookup of an empty slot") { try bpf.mapLookupElem(jmp, key: key(1)) }
         XCTAssertEqual(u32(try bpf.mapLookupElem(jmp, key: key(0))), try id(p), "lookup returns the program ID")
-        let ext = try bpf.progLoad(.returning(0, type: .ext))
+        let target = try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.call(0), .returnLast], subprogs: [[.returnConst(0)]]), name: "target"))
+        let ext = try bpf.progLoad(.extension(of: target, function: "sub0", body: .xdpDrop))
         assertErrno(.EINVAL, "extension program") { try setSlot(jmp, 1, ext) }
     }
 
