@@ -196,8 +196,15 @@ public final class LibXDP: @unchecked Sendable {
         try? bpf.objClose(b.fd)
     }
 
-    /// The replaced dispatcher: its links' pins go (detaching its components).
+    /// The replaced dispatcher: its links' pins go (detaching its components) — after a
+    /// grace period. Packets that entered the old dispatcher before the swap may still be
+    /// running it; detaching a component pokes its slot back to the placeholder, and such
+    /// a packet would then get 31 from that slot and go on: a mix of two configurations.
+    /// (libxdp unpins at once — user space cannot wait for a grace period — so the kernel
+    /// has this window; the lab's libxdp closes it by waiting. The test that found it is
+    /// ConcurrencyAttachTests.)
     private func retire(_ old: BPFProg, dev: NetDevice) {
+        bpf.kernel.rcu.synchronize()
         let dir = pinDir(dev, old.id)
         for p in bpf.pinnedPaths where p.hasPrefix(dir) { try? bpf.unpin(path: p) }
         LibXDP.registryLock.withLock { _ = LibXDP.registry.removeValue(forKey: ObjectIdentifier(old)) }
