@@ -205,6 +205,32 @@ final class ProgImage: @unchecked Sendable {
             }
             img.mainBlock = withUnsafeBytes(of: &d) { Array($0) }
         }
+        // The other two-step shapes a JIT turns into straight-line code.
+        if jited, sp.main.count == 2 {
+            var d = bpfp_small_data()
+            var body: ProgBody?
+            switch (sp.main[0], sp.main[1]) {
+            case let (.call(n), .returnLast):
+                d.callee = UnsafePointer(img.functions[n].text)
+                body = ProgBody(symbol: "bpfp_call_ret", fn: bpfp_call_ret)
+            case let (.staticBranch(_, n), .returnConst(r)):
+                d.callee = UnsafePointer(img.functions[n].text)
+                d.site = UnsafePointer(img.staticSites.last!.site)
+                d.fallback = r
+                body = ProgBody(symbol: "bpfp_static_branch_ret", fn: bpfp_static_branch_ret)
+            case let (.indirectCall(fd, .constant(k)), .returnConst(r)):
+                d.array = UnsafePointer(arrays[fd]!.array)
+                d.index = UInt32(truncatingIfNeeded: k)
+                d.fallback = r
+                body = ProgBody(symbol: "bpfp_indirect_call_ret", fn: bpfp_indirect_call_ret)
+            default:
+                break
+            }
+            if let body {
+                img.specialised = body
+                img.mainBlock = withUnsafeBytes(of: &d) { Array($0) }
+            }
+        }
         return img
     }
 

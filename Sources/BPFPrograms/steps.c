@@ -195,3 +195,26 @@ uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
     if (!t) return d->fallback;
     __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
 }
+
+uint32_t bpfp_call_ret(const void *ctx, const void *insnsi) {
+    const bpfp_small_data *d = (const bpfp_small_data *)insnsi;
+    return cbpf_text_call(d->callee, ctx);
+}
+
+uint32_t bpfp_static_branch_ret(const void *ctx, const void *insnsi) {
+    const bpfp_small_data *d = (const bpfp_small_data *)insnsi;
+    if (cbpf_static_branch_unlikely(d->site)) (void)cbpf_text_call(d->callee, ctx);
+    return d->fallback;
+}
+
+uint32_t bpfp_indirect_call_ret(const void *ctx, const void *insnsi) {
+    const bpfp_small_data *d = (const bpfp_small_data *)insnsi;
+    const cbpf_array *arr = d->array;
+    uint32_t i = d->index;
+    if (i < arr->max_entries) {
+        i = (uint32_t)cbpf_array_index_nospec(i, arr->max_entries);
+        const cbpf_prog *p = cbpf_array_slot(arr, i);
+        if (p) (void)cbpf_prog_call(p, ctx);
+    }
+    return d->fallback;
+}

@@ -120,6 +120,21 @@ uint32_t bpfp_tc_jit(const void *ctx, const void *insnsi);
 /// Direct tail call through the poke descriptor (count, then the patched jump).
 uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi);
 
+/// Data block of the other specialised bodies (what a JIT emits for two-step programs).
+typedef struct bpfp_small_data {
+    const cbpf_text *callee;        /* call: the global function called */
+    const cbpf_static_site *site;   /* static branch: its site */
+    const cbpf_array *array;        /* indirect call: the function table */
+    uint32_t index;
+    uint32_t fallback;              /* the constant returned after the call/branch */
+} bpfp_small_data;
+/// "return subprog()" — a call through the function's (pokeable) entry.
+uint32_t bpfp_call_ret(const void *ctx, const void *insnsi);
+/// "if (static_branch_unlikely(site)) subprog(); return fallback".
+uint32_t bpfp_static_branch_ret(const void *ctx, const void *insnsi);
+/// "p = array[index]; if (p) p(ctx); return fallback" — a NULL-checked indirect call.
+uint32_t bpfp_indirect_call_ret(const void *ctx, const void *insnsi);
+
 
 // ---------------------------------------------------------------------------------------
 // Trampolines, extensions, dispatchers, run arrays (dispatch.c): the code the kernel
