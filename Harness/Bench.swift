@@ -140,7 +140,7 @@ public final class Bench {
                     md.data_hard_start = md.data
                     md.data_end = b.baseAddress! + b.count
                     md.ingress_ifindex = device.ifindex
-                    return device.runXDP(&md)
+                    return s.runOnce(device, &md)
                 }
                 verdicts.append(v)
             }
@@ -198,7 +198,7 @@ public final class Bench {
         }
         if placement.isEmpty { placement = workers.map { "queue \($0.queue) → CPU \($0.cpu), buffers on \($0.ring.placement)" } }
         let control = RunControl()
-        for w in workers { w.start(dev: device, control: control, beforePatch: s.id.beforePatch) }
+        for w in workers { w.start(dev: device, control: control, runner: s.runner) }
         while control.ready.load(ordering: .acquiring) < workers.count { cbpf_usleep(200) }
 
         let churner = config.churn.map { Churner(spec: $0, setup: s, bpf: bpf) }

@@ -14,6 +14,16 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     case tailJIT = "tail-jit"
     case tailInterp = "tail-interp"
     case tailDirect = "tail-direct"
+    case extSlot = "ext-slot"
+    case trampoline
+    case libxdp1 = "libxdp-1"
+    case libxdp3 = "libxdp-3"
+    case dispatcherHit = "dispatcher-hit"
+    case dispatcherMiss = "dispatcher-miss"
+    case staticKeyOff = "static-key-off"
+    case staticKeyOn = "static-key-on"
+    case indirectCall = "indirect-call"
+    case runAll = "run-all"
 
     /// The row name in the seed-shaped table.
     public var title: String {
@@ -26,6 +36,16 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .tailJIT: return "Tail call, JIT style"
         case .tailInterp: return "Tail call, interpreter style"
         case .tailDirect: return "Tail call, direct (patched)"
+        case .extSlot: return "freplace extension slot (DROP)"
+        case .trampoline: return "Trampoline, one fentry (DROP)"
+        case .libxdp1: return "libxdp dispatcher, 1 program"
+        case .libxdp3: return "libxdp dispatcher, 3 programs"
+        case .dispatcherHit: return "bpf_dispatcher, hit (48 targets)"
+        case .dispatcherMiss: return "bpf_dispatcher, miss (48 targets)"
+        case .staticKeyOff: return "Static key off (DROP)"
+        case .staticKeyOn: return "Static key on (hook + DROP)"
+        case .indirectCall: return "Indirect call table (PASS, DROP)"
+        case .runAll: return "Run-all array (PASS, DROP)"
         }
     }
 
@@ -40,16 +60,30 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .tailJIT: return "program tail-calling the DROP program through a prog array (bounds, count, load, NULL check, jump)"
         case .tailInterp: return "the same, interpreted: the interpreter switches to the target's steps in its loop"
         case .tailDirect: return "the same with a constant key: a patched direct jump, re-pointed on update"
+        case .extSlot: return "a program calling its global function 'slot', replaced (freplace) by the DROP program through a link"
+        case .trampoline: return "the DROP program with one fentry program (returns 0) on its trampoline"
+        case .libxdp1: return "libxdp's dispatcher with one slot filled by the DROP program (extension)"
+        case .libxdp3: return "libxdp's dispatcher: PASS, PASS, DROP in three slots, XDP_PASS in every mask"
+        case .dispatcherHit: return "the DROP program run through the kernel's bpf_dispatcher, found among 48 known targets"
+        case .dispatcherMiss: return "the same, but the DROP program is not among the 48 targets: binary search, then the indirect call"
+        case .staticKeyOff: return "DROP after a static branch site whose key is off (the hook is not called)"
+        case .staticKeyOn: return "the same with the key on: the branch calls a hook function (returns PASS, ignored)"
+        case .indirectCall: return "the DROP program calling the PASS program through a NULL-checked function-table slot"
+        case .runAll: return "BPF_PROG_RUN_ARRAY over [PASS, DROP]: every program runs, the first non-PASS verdict wins"
         }
     }
 
-    public static let seedSuite: [DesignID] = allCases
-
-    /// Whether the driver runs this design with the pre-RFC BPF_PROG_RUN.
-    public var beforePatch: Bool { self == .beforePatch }
+    /// The seed's table: before/after patch, chain calls, tail calls.
+    public static let seedSuite: [DesignID] = [.beforePatch, .baseline, .chainUnused, .chainPass, .chainWildcard,
+                                               .tailJIT, .tailInterp, .tailDirect]
+    /// Trampolines, extensions, dispatchers, static keys, indirect calls, run-all.
+    public static let attachSuite: [DesignID] = [.baseline, .extSlot, .trampoline, .libxdp1, .libxdp3, .dispatcherHit,
+                                                 .dispatcherMiss, .staticKeyOff, .staticKeyOn, .indirectCall, .runAll]
 
     public static func parseList(_ s: String) throws -> [DesignID] {
-        if s == "all" || s == "seed" { return seedSuite }
+        if s == "all" { return allCases }
+        if s == "seed" { return seedSuite }
+        if s == "attach" { return attachSuite }
         var out: [DesignID] = []
         for part in s.split(separator: ",") {
             guard let d = DesignID(rawValue: String(part)) else {
@@ -63,46 +97,144 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     }
 }
 
-/// A design's objects: the program to attach, every fd it opened, and what churn may touch.
-public struct DesignSetup: Sendable {
+/// A design's objects: the program to attach, every fd it opened, how the driver runs it,
+/// and what churn may touch.
+public struct DesignSetup: @unchecked Sendable {
     public let id: DesignID
     public let root: Int32
     public let fds: [Int32]
     /// A chain-enabled program whose unused XDP_TX slot churn may fill and empty.
-    public let chainPrev: Int32?
+    public var chainPrev: Int32?
     /// A prog array (with a spare slot 1) that churn may update.
-    public let progArray: Int32?
+    public var progArray: Int32?
+    public var runner: RunnerKind = .patched
+    /// Undoes what closing the fds does not (scratch devices, dispatcher targets, arrays).
+    var teardown: () -> Void = {}
+
+    init(id: DesignID, root: Int32, fds: [Int32], chainPrev: Int32? = nil, progArray: Int32? = nil) {
+        self.id = id
+        self.root = root
+        self.fds = fds
+        self.chainPrev = chainPrev
+        self.progArray = progArray
+    }
 
     /// Loads the design's programs through `bpf`.
     public static func make(_ id: DesignID, bpf: BPF) throws -> DesignSetup {
         func load(_ a: ProgLoadAttr) throws -> Int32 { try bpf.progLoad(a) }
+        func fdBytes(_ fd: Int32) -> [UInt8] { withUnsafeBytes(of: UInt32(bitPattern: fd).littleEndian) { Array($0) } }
         let dropName = "xdp_drop"
+        let pass = UInt32(2), drop = UInt32(1)
         switch id {
         case .baseline, .beforePatch:
             let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
-            return DesignSetup(id: id, root: d, fds: [d], chainPrev: nil, progArray: nil)
+            var s = DesignSetup(id: id, root: d, fds: [d])
+            if id == .beforePatch { s.runner = .unpatched }
+            return s
         case .chainUnused:
             let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName, flags: .chainCalls))
-            return DesignSetup(id: id, root: d, fds: [d], chainPrev: d, progArray: nil)
+            return DesignSetup(id: id, root: d, fds: [d], chainPrev: d)
         case .chainPass, .chainWildcard:
             let p = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass", flags: .chainCalls))
             let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName, flags: .chainCalls))
             try bpf.progChainAdd(prev: p, retcode: id == .chainPass ? 2 : chainWildcard, next: d)
-            return DesignSetup(id: id, root: p, fds: [p, d], chainPrev: p, progArray: nil)
+            return DesignSetup(id: id, root: p, fds: [p, d], chainPrev: p)
         case .tailJIT, .tailInterp, .tailDirect:
             let jited = id != .tailInterp
             let jmp = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "jmp"))
             let d = jited ? try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
                           : try load(ProgLoadAttr(steps: StepProgram([.returnConst(1)]), name: dropName, jited: false))
-            try bpf.mapUpdateElem(jmp, key: [0, 0, 0, 0], value: withUnsafeBytes(of: UInt32(bitPattern: d).littleEndian) { Array($0) })
+            try bpf.mapUpdateElem(jmp, key: [0, 0, 0, 0], value: fdBytes(d))
             let t = try load(ProgLoadAttr(steps: StepProgram([.tailCall(arrayFD: jmp, index: .constant(0)), .returnConst(2)],
                                                              directTailCalls: id == .tailDirect),
                                           name: "xdp_tail", jited: jited))
-            return DesignSetup(id: id, root: t, fds: [t, d, jmp], chainPrev: nil, progArray: jmp)
+            return DesignSetup(id: id, root: t, fds: [t, d, jmp], progArray: jmp)
+        case .extSlot:
+            let t = try load(ProgLoadAttr(steps: StepProgram([.call(0), .returnLast], subprogs: [[.returnConst(pass)]],
+                                                             subprogNames: ["slot"]), name: "xdp_main"))
+            let e = try load(.extension(of: t, function: "slot", body: .xdpDrop, name: dropName))
+            let l = try bpf.linkCreate(LinkCreateAttr(progFD: e, attachType: .unspecified))
+            return DesignSetup(id: id, root: t, fds: [t, e, l])
+        case .trampoline:
+            let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
+            let f = try load(.tracing(.traceFentry, on: d, body: .retConst, data: [0, 0, 0, 0], name: "fentry"))
+            let l = try bpf.linkCreate(LinkCreateAttr(progFD: f, attachType: .traceFentry))
+            return DesignSetup(id: id, root: d, fds: [d, f, l])
+        case .libxdp1, .libxdp3:
+            // Built on a scratch device, as libxdp would on the real one; the bench device
+            // then runs the same dispatcher program.
+            let scratch = NetDevice(kernel: bpf.kernel, name: "xdpscratch", ifindex: 99)
+            let x = LibXDP(bpf: bpf)
+            let specs = id == .libxdp1
+                ? [XDPProgramSpec(name: dropName, body: .xdpDrop)]
+                : [XDPProgramSpec(name: "pass_a", body: .xdpPass, runPrio: 10), XDPProgramSpec(name: "pass_b", body: .xdpPass, runPrio: 20),
+                   XDPProgramSpec(name: dropName, body: .xdpDrop, runPrio: 30)]
+            try x.attach(specs, to: scratch)
+            let root = try bpf.progGetFdById(scratch.program!.id)
+            var s = DesignSetup(id: id, root: root, fds: [root])
+            s.teardown = { try? x.detach(specs.map(\.name), from: scratch); scratch.detachAll() }
+            return s
+        case .dispatcherHit, .dispatcherMiss:
+            let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
+            let disp = bpf.kernel.xdpDispatcher!
+            var others: [BPFProg] = []
+            for _ in 0..<(id == .dispatcherHit ? 47 : 48) {
+                let o = try load(ProgLoadAttr(body: .xdpTx, name: "other"))
+                let p = try bpf.prog(o)
+                try bpf.objClose(o)
+                disp.change(from: nil, to: p)
+                others.append(p)
+            }
+            let dp = try bpf.prog(d)
+            if id == .dispatcherHit { disp.change(from: nil, to: dp) }
+            var s = DesignSetup(id: id, root: d, fds: [d])
+            s.runner = .dispatched(UnsafePointer(disp.raw))
+            s.teardown = {
+                if id == .dispatcherHit { disp.change(from: dp, to: nil) }
+                for p in others { disp.change(from: p, to: nil); p.put() }
+                dp.put()
+            }
+            return s
+        case .staticKeyOff, .staticKeyOn:
+            let key = try bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "hook_key"))
+            let p = try load(ProgLoadAttr(steps: StepProgram([.staticBranch(keyFD: key, call: 0), .returnConst(drop)],
+                                                             subprogs: [[.returnConst(pass)]], subprogNames: ["hook"]), name: dropName))
+            if id == .staticKeyOn { try bpf.mapUpdateElem(key, key: [0, 0, 0, 0], value: [1, 0, 0, 0]) }
+            return DesignSetup(id: id, root: p, fds: [p, key])
+        case .indirectCall:
+            let table = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 4, name: "debugpoints"))
+            let hook = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass"))
+            try bpf.mapUpdateElem(table, key: [0, 0, 0, 0], value: fdBytes(hook))
+            let p = try load(ProgLoadAttr(steps: StepProgram([.indirectCall(arrayFD: table, index: .constant(0)), .returnConst(drop)]), name: dropName))
+            return DesignSetup(id: id, root: p, fds: [p, hook, table])
+        case .runAll:
+            let a = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass"))
+            let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
+            let ra = RunArray(kernel: bpf.kernel)
+            let pa = try bpf.prog(a), pd = try bpf.prog(d)
+            defer { pa.put(); pd.put() }
+            try ra.attach(pa)
+            try ra.attach(pd)
+            var s = DesignSetup(id: id, root: d, fds: [a, d])
+            s.runner = .runArray(UnsafePointer(ra.slot))
+            s.teardown = { ra.detachAll() }
+            return s
+        }
+    }
+
+    /// One packet as the driver would run it for this design (the verdict cross-check).
+    public func runOnce(_ device: NetDevice, _ ctx: XDPContext) -> UInt32 {
+        let prog = device.currentProg
+        switch runner {
+        case .patched: return PatchedProgRun().run(prog, ctx)
+        case .unpatched: return UnpatchedProgRun().run(prog, ctx)
+        case let .dispatched(d): return DispatchedProgRun(dispatcher: d).run(prog, ctx)
+        case let .runArray(slot): return RunArrayRun(slot: slot).run(prog, ctx)
         }
     }
 
     public func close(_ bpf: BPF) {
+        teardown()
         for fd in fds.reversed() { try? bpf.objClose(fd) }
     }
 }

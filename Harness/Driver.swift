@@ -141,28 +141,64 @@ public struct QueueCounters: Sendable, Equatable, Codable {
 }
 
 /// How the driver runs the device's program: BPF_PROG_RUN as patched by the RFC (the
-/// chain-calls test on every run), or as before the patch. A generic parameter, so each
-/// worker loop is specialised and the per-packet path has no existential or branch for it.
+/// chain-calls test on every run), as before the patch, through the kernel's
+/// bpf_dispatcher, or — for the run-all design — BPF_PROG_RUN_ARRAY over a run array
+/// instead of the device's program. A generic parameter, so each worker loop is
+/// specialised and the per-packet path has no existential or branch for it.
 public protocol ProgRunner {
-    static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32
+    func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32
 }
 
 /// BPF_PROG_RUN with the RFC's chain-calls test (the lab's normal path).
-public enum PatchedProgRun: ProgRunner {
+public struct PatchedProgRun: ProgRunner {
     @inlinable @inline(__always)
-    public static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 { bpfProgRun(prog, ctx) }
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        guard let prog else { return UInt32(CBPF_XDP_PASS) }
+        return bpfProgRun(prog, ctx)
+    }
 }
 
 /// BPF_PROG_RUN before the RFC: no chain-calls test.
-public enum UnpatchedProgRun: ProgRunner {
+public struct UnpatchedProgRun: ProgRunner {
     @inlinable @inline(__always)
-    public static func run(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 { bpfProgRunBeforePatch(prog, ctx) }
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        guard let prog else { return UInt32(CBPF_XDP_PASS) }
+        return bpfProgRunBeforePatch(prog, ctx)
+    }
+}
+
+/// bpf_prog_run_xdp through BPF_DISPATCHER_FUNC(xdp).
+public struct DispatchedProgRun: ProgRunner {
+    public let dispatcher: UnsafePointer<cbpf_dispatcher>
+    @inlinable @inline(__always)
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        guard let prog else { return UInt32(CBPF_XDP_PASS) }
+        return bpfProgRunDispatched(dispatcher, prog, ctx)
+    }
+}
+
+/// BPF_PROG_RUN_ARRAY over a run array (the device's own program is not used).
+public struct RunArrayRun: ProgRunner {
+    public let slot: UnsafePointer<UnsafeMutableRawPointer?>
+    @inlinable @inline(__always)
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        ctx.pointee.tail_call_cnt = 0
+        return bpfProgRunArray(slot, ctx)
+    }
+}
+
+/// Which runner a design needs.
+public enum RunnerKind: @unchecked Sendable {
+    case patched
+    case unpatched
+    case dispatched(UnsafePointer<cbpf_dispatcher>)
+    case runArray(UnsafePointer<UnsafeMutableRawPointer?>)
 }
 
 /// One NAPI poll: up to `budget` packets from the ring, starting at `*head`.
 /// Returns nothing; counts go to `counts` (slots per `verdictSlots`).
 @inlinable @inline(__always)
-public func napiPoll<R: ProgRunner>(_ runner: R.Type, ring buffers: UnsafeMutableRawPointer, lengths: UnsafeMutablePointer<Int32>, mask: Int,
+public func napiPoll<R: ProgRunner>(_ runner: R, ring buffers: UnsafeMutableRawPointer, lengths: UnsafeMutablePointer<Int32>, mask: Int,
                      head: inout Int, budget: Int, dev: NetDevice, ctx: XDPContext,
                      counts: UnsafeMutablePointer<UInt64>) {
     let prog = dev.currentProg  // rcu_dereference once per poll, as drivers do
@@ -176,7 +212,7 @@ public func napiPoll<R: ProgRunner>(_ runner: R.Type, ring buffers: UnsafeMutabl
         ctx.pointee.data_meta = data
         ctx.pointee.data_end = data + Int(lengths[i])
         let v: UInt32
-        if let prog { v = R.run(prog, ctx) } else { v = UInt32(CBPF_XDP_PASS) }
+        v = runner.run(prog, ctx)
         if _fastPath(v <= UInt32(CBPF_XDP_REDIRECT)) {
             counts[Int(v)] &+= 1
         } else {
@@ -217,19 +253,24 @@ public final class QueueWorker: @unchecked Sendable {
     /// Which quantile of the batch times a window reports (0.5 = median).
     public var quantile = 0.5
 
-    public func start(dev: NetDevice, control: RunControl, beforePatch: Bool = false, warmupPolls: Int = 2000, budget: Int = 64) {
+    public func start(dev: NetDevice, control: RunControl, runner: RunnerKind = .patched, warmupPolls: Int = 2000, budget: Int = 64) {
         let me = self
         thread = kthreadCreate(name: "rxq\(queue)") {
-            if beforePatch {
-                me.body(UnpatchedProgRun.self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
-            } else {
-                me.body(PatchedProgRun.self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            switch runner {
+            case .patched:
+                me.body(PatchedProgRun(), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            case .unpatched:
+                me.body(UnpatchedProgRun(), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            case let .dispatched(d):
+                me.body(DispatchedProgRun(dispatcher: d), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+            case let .runArray(slot):
+                me.body(RunArrayRun(slot: slot), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
             }
         }
     }
 
     /// The worker thread, specialised for one way of running programs.
-    private func body<R: ProgRunner>(_ runner: R.Type, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int) {
+    private func body<R: ProgRunner>(_ runner: R, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int) {
         let domain = dev.kernel.rcu
         let me = self
         let quantile = self.quantile
@@ -248,12 +289,12 @@ public final class QueueWorker: @unchecked Sendable {
             let buffers = me.ring.buffers, lengths = me.ring.lengths, mask = me.ring.mask
             withUnsafeMutablePointer(to: &md) { ctx in
                 for _ in 0..<warmupPolls {
-                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                    napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
                     h.quiescentState()
                 }
                 control.ready.add(1, ordering: .releasing)
                 while !control.go.load(ordering: .acquiring) {
-                    napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                    napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
                     h.quiescentState()
                 }
                 counts.update(repeating: 0, count: verdictSlots)
@@ -264,7 +305,7 @@ public final class QueueWorker: @unchecked Sendable {
                 // Time batches of `QueueWorker.batchPolls` polls, never single packets.
                 while !control.stop.load(ordering: .relaxed) {
                     for _ in 0..<QueueWorker.batchPolls {
-                        napiPoll(R.self, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                        napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
                         h.quiescentState()
                     }
                     polls &+= UInt64(QueueWorker.batchPolls)

@@ -9,10 +9,10 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure what each way of running the next program costs per packet.",
-        discussion: "With no options: the seed suite (baseline, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine), one worker, 10 interleaved trials of 0.5 s per design, printed as the seed's table."
+        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 interleaved trials of 0.3 s per design, printed as the seed's table. --designs seed or attach picks one group."
     )
 
-    @Option(help: "Comma-separated designs, or 'all' (baseline is always included). Use --list to see them.")
+    @Option(help: "Comma-separated designs, or 'all', 'seed' or 'attach' (baseline is always included). Use --list to see them.")
     var designs = "all"
 
     @Flag(help: "List the designs and exit.")
@@ -22,7 +22,7 @@ struct Bench: ParsableCommand {
     var threads = 1
 
     @Option(help: "Seconds each design is measured per trial.")
-    var duration = 0.5
+    var duration = 0.3
 
     @Option(help: "Trials (each runs every design once, interleaved).")
     var trials = 10
