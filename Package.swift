@@ -13,6 +13,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // The kernel's primitives: READ_ONCE/WRITE_ONCE, acquire/release, xchg, cmpxchg,
@@ -43,9 +44,9 @@ let package = Package(
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "CBPFShims", "CNuma"],
+            dependencies: ["BPFKernel", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
-            exclude: ["Scenarios"]
+            resources: [.copy("Scenarios")]
         ),
         .executableTarget(
             name: "bpflab",
