@@ -344,7 +344,7 @@ final class Churner: @unchecked Sendable {
                     else { try bpf.progChainDel(prev: prev!, retcode: 3) }
                 case .progArray:
                     if n % 2 == 0 {
-                        try bpf.mapUpdateElem(array!, key: [1, 0, 0, 0], value: withUnsafeBytes(of: UInt32(bitPattern: fresh).littleEndian) { Array($0) })
+                        try bpf.mapUpdateElem(array!, key: [1, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: fresh)))
                     } else {
                         try bpf.mapDeleteElem(array!, key: [1, 0, 0, 0])
                     }

@@ -122,7 +122,6 @@ public struct DesignSetup: @unchecked Sendable {
     /// Loads the design's programs through `bpf`.
     public static func make(_ id: DesignID, bpf: BPF) throws -> DesignSetup {
         func load(_ a: ProgLoadAttr) throws -> Int32 { try bpf.progLoad(a) }
-        func fdBytes(_ fd: Int32) -> [UInt8] { withUnsafeBytes(of: UInt32(bitPattern: fd).littleEndian) { Array($0) } }
         let dropName = "xdp_drop"
         let pass = UInt32(2), drop = UInt32(1)
         switch id {
@@ -144,7 +143,7 @@ public struct DesignSetup: @unchecked Sendable {
             let jmp = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "jmp"))
             let d = jited ? try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
                           : try load(ProgLoadAttr(steps: StepProgram([.returnConst(1)]), name: dropName, jited: false))
-            try bpf.mapUpdateElem(jmp, key: [0, 0, 0, 0], value: fdBytes(d))
+            try bpf.mapUpdateElem(jmp, key: [0, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: d)))
             let t = try load(ProgLoadAttr(steps: StepProgram([.tailCall(arrayFD: jmp, index: .constant(0)), .returnConst(2)],
                                                              directTailCalls: id == .tailDirect),
                                           name: "xdp_tail", jited: jited))
@@ -204,7 +203,7 @@ public struct DesignSetup: @unchecked Sendable {
         case .indirectCall:
             let table = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 4, name: "debugpoints"))
             let hook = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass"))
-            try bpf.mapUpdateElem(table, key: [0, 0, 0, 0], value: fdBytes(hook))
+            try bpf.mapUpdateElem(table, key: [0, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: hook)))
             let p = try load(ProgLoadAttr(steps: StepProgram([.indirectCall(arrayFD: table, index: .constant(0)), .returnConst(drop)]), name: dropName))
             return DesignSetup(id: id, root: p, fds: [p, hook, table])
         case .runAll:

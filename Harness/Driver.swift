@@ -182,8 +182,7 @@ public struct RunArrayRun: ProgRunner {
     public let slot: UnsafePointer<UnsafeMutableRawPointer?>
     @inlinable @inline(__always)
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
-        ctx.pointee.tail_call_cnt = 0
-        return bpfProgRunArray(slot, ctx)
+        bpfProgRunArray(slot, ctx)  // each item starts with a fresh tail-call counter
     }
 }
 

@@ -56,3 +56,6 @@ public struct HarnessError: Error, CustomStringConvertible, Sendable {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
+
+/// A u32 as the 4 little-endian bytes map keys and values are made of.
+func u32Bytes(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }

@@ -44,6 +44,8 @@ public final class ScenarioRunner {
     private var bpf: BPF!
     private var device: NetDevice!
     private var progs: [String: Int32] = [:]
+    /// How each declared program was loaded (libxdp loads components again as extensions).
+    private var declared: [String: ProgLoadAttr] = [:]
     private var maps: [String: Int32] = [:]
     private var links: [String: Int32] = [:]
     private var libxdp: LibXDP!
@@ -99,8 +101,8 @@ public final class ScenarioRunner {
             frames = FrameSpec(size: try int(p["size"], default: 64), flows: try int(p["flows"], default: 1))
             do { try frames.validate() } catch { throw ScenarioError(p, "\(error)") }
         }
-        for (k, v) in try mapping(root["maps"]) { try createMap(try key(k), v) }
-        for (k, v) in try mapping(root["programs"]) { try loadProgram(try key(k), v) }
+        for (k, v) in try mapping(root["maps"]) { try createMap(try str(k), v) }
+        for (k, v) in try mapping(root["programs"]) { try loadProgram(try str(k), v) }
         for (k, v) in try mapping(root["slots"]) {
             let m = try lookup(maps, k, "map")
             for (i, p) in try mapping(v) {
@@ -173,6 +175,7 @@ public final class ScenarioRunner {
             attr.attachFunc = t["function"]?.string
         }
         do { progs[name] = try bpf.progLoad(attr) } catch { throw ScenarioError(v, "program '\(name)': \(error)") }
+        declared[name] = attr
     }
 
     private func steps(_ n: Node) throws -> [Step] {
@@ -400,14 +403,9 @@ public final class ScenarioRunner {
     // MARK: node helpers
 
     private func programAttr(_ name: String, _ n: Node) throws -> ProgLoadAttr {
-        guard let decl = root["programs"]?[name] else { throw ScenarioError(n, "no program '\(name)' is declared") }
-        if let b = decl["builtin"]?.string {
-            let bodies: [String: ProgBody] = ["pass": .xdpPass, "drop": .xdpDrop, "tx": .xdpTx, "aborted": .xdpAborted]
-            if let body = bodies[b] { return ProgLoadAttr(body: body, name: name) }
-        }
-        if let r = decl["returns"] { return .returning(UInt32(try int(r)), name: name) }
-        if let s = decl["steps"] { return ProgLoadAttr(steps: StepProgram(try steps(s)), name: name) }
-        throw ScenarioError(decl, "libxdp components are builtin:, returns: or steps: programs")
+        guard let attr = declared[name] else { throw ScenarioError(n, "no program '\(name)' is declared") }
+        guard attr.progType == ProgType.xdp.rawValue else { throw ScenarioError(n, "libxdp components are xdp programs") }
+        return attr
     }
 
     private func actions(_ n: Node?) throws -> UInt32 {
@@ -446,8 +444,6 @@ public final class ScenarioRunner {
         return Array(s)
     }
 
-    private func key(_ n: Node) throws -> String { try str(n) }
-
     private func str(_ n: Node?) throws -> String {
         guard let s = n?.string, !s.isEmpty else { throw ScenarioError(n, "expected a name") }
         return s
@@ -470,7 +466,6 @@ public final class ScenarioRunner {
         return fd
     }
 
-    private func u32Bytes(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
 }
 
 extension ScenarioError {

@@ -71,7 +71,6 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
 
     public var id: UInt32 { _id.load(ordering: .acquiring) }
     public var prog: BPFProg? { lock.withLock { progRef } }
-    public var refCount: UInt64 { Refcount64(refcnt).value }
     public var description: String { "link \(id) \(type.name) prog '\(prog?.name ?? "-")'" }
     /// Whether the attachment is gone (LINK_DETACH, or the target went away).
     public var isDetached: Bool { lock.withLock { detachedLocked } }

@@ -35,9 +35,6 @@ public final class NetDevice: @unchecked Sendable {
     private var attached: BPFProg?
     /// The XDP link that owns the attachment, if any (legacy attach is then refused).
     private var link: XDPLink?
-    /// Whether an XDP link owns the attachment.
-    public var hasLink: Bool { lock.withLock { link != nil } }
-    var linkOwned: Bool { link != nil }
 
     public init(kernel: Kernel, name: String, ifindex: UInt32 = 1, queues: Int = 1) {
         self.kernel = kernel
@@ -80,7 +77,7 @@ public final class NetDevice: @unchecked Sendable {
             throw fail(.EINVAL, "'\(prog.name)' is a \(prog.type.name) program, not xdp")
         }
         let old: BPFProg? = try lock.withLock {
-            if linkOwned {
+            if link != nil {
                 throw fail(.EBUSY, "\(name) has an XDP link attached; update or detach the link instead")
             }
             if f.contains(.replace) && attached !== expected {

@@ -150,11 +150,7 @@ public func bpfProgRunDispatched(_ d: UnsafePointer<cbpf_dispatcher>, _ prog: Pr
     if _slowPath(cbpf_bpf_stats_enabled()) {
         return bpfProgRunWithStats(prog, ctx)
     }
-    if let h = cbpf_rcu_dereference(UnsafeRawPointer(d).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)),
-       cbpf_dispatcher_find(h.assumingMemoryBound(to: cbpf_dispatcher_half.self), prog) {
-        return bpfCallBody(prog, ctx)  // the image's direct call
-    }
-    return bpfCallBody(prog, ctx)  // bpf_dispatcher_nop_func: the indirect call
+    return cbpf_dispatcher_call(d, prog, ctx)
 }
 
 /// BPF_PROG_RUN_ARRAY over a run array's current items (every program runs).

@@ -90,24 +90,20 @@ public final class BPF: @unchecked Sendable {
         var maps: [BPFMap] = []
         defer { for m in maps { m.put() } }  // fds.getMap's references
         for fd in attr.mapFDs { maps.append(try fds.getMap(fd)) }
-        var arrays: [Int32: ProgArray] = [:]
-        for fd in attr.steps?.arrayFDs ?? [] where arrays[fd] == nil {
-            let m = try fds.getMap(fd)
-            maps.append(m)
-            guard let a = m as? ProgArray else {
-                throw fail(.EINVAL, "fd \(fd) is a \(m.type.name) map; bpf_tail_call needs a prog array")
+        /// The step program's map fds of one kind, each looked up once (its reference goes
+        /// in `maps`, put on return). EINVAL for a map of another kind.
+        func resolve<M: BPFMap>(_ fdList: [Int32], _ use: String) throws -> [Int32: M] {
+            var out: [Int32: M] = [:]
+            for fd in fdList where out[fd] == nil {
+                let m = try fds.getMap(fd)
+                maps.append(m)
+                guard let typed = m as? M else { throw fail(.EINVAL, "fd \(fd) is a \(m.type.name) map; \(use)") }
+                out[fd] = typed
             }
-            arrays[fd] = a
+            return out
         }
-        var keys: [Int32: StaticKeyMap] = [:]
-        for fd in attr.steps?.keyFDs ?? [] where keys[fd] == nil {
-            let m = try fds.getMap(fd)
-            maps.append(m)
-            guard let k = m as? StaticKeyMap else {
-                throw fail(.EINVAL, "fd \(fd) is a \(m.type.name) map; a static branch needs a static-key map")
-            }
-            keys[fd] = k
-        }
+        let arrays: [Int32: ProgArray] = try resolve(attr.steps?.arrayFDs ?? [], "bpf_tail_call needs a prog array")
+        let keys: [Int32: StaticKeyMap] = try resolve(attr.steps?.keyFDs ?? [], "a static branch needs a static-key map")
         let target = attr.attachProgFD >= 0 ? try fds.getProg(attr.attachProgFD) : nil
         defer { target?.put() }  // getProg (the new program takes its own reference)
         return try fds.installNew {

@@ -86,7 +86,6 @@ final class DispatcherTests: KernelTestCase {
         XCTAssertEqual((0..<10).map { kernel.counter("p\($0)") }, Array(repeating: 1, count: 10))
         assertErrno(.E2BIG, "an 11th program") { try x.attach([spec("p10", returns: XDP_DROP)], to: dev) }
         try x.detach(["p0"], from: dev)
-        settle()  // the replaced dispatcher finishes its grace period
         assertErrno(.EEXIST, "a name already running") { try x.attach([spec("p1", returns: XDP_DROP)], to: dev) }
         assertErrno(.ENOENT, "detaching a name not running") { try x.detach(["p0"], from: dev) }
         try x.detach((1..<10).map { "p\($0)" }, from: dev)
@@ -137,9 +136,11 @@ final class DispatcherTests: KernelTestCase {
         var md = cbpf_xdp_md()
         for p in progs.prefix(48) { XCTAssertEqual(bpfProgRunDispatched(d.raw, p.raw, &md), XDP_DROP) }
         XCTAssertEqual(bpfProgRunDispatched(d.raw, progs[48].raw, &md), XDP_TX, "a miss falls back to the indirect call")
+        let gp0 = kernel.rcu.gracePeriods.load(ordering: .relaxed)
         XCTAssertTrue(d.change(from: progs[0], to: progs[48]), "replacing one makes room")
         XCTAssertFalse(d.isKnown(progs[0]))
         XCTAssertEqual(d.updates, before + 1, "one switch of halves")
+        XCTAssertGreaterThan(kernel.rcu.gracePeriods.load(ordering: .relaxed), gp0, "the switch waited a grace period before the old half can be reused")
         d.reset()
         XCTAssertEqual(d.knownTargets.count, 0)
     }

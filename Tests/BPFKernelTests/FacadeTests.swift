@@ -117,7 +117,6 @@ final class FacadeErrnoTests: KernelTestCase {
         XCTAssertEqual(try bpf.mapGetInfo(a2).usercnt, 2, "an fd from an ID holds a user reference")
         try bpf.objClose(a)
         try bpf.objClose(a2)
-        settle()
         assertErrno(.ENOENT, "closed map's ID") { try bpf.mapGetFdById(ida) }
     }
 

@@ -71,6 +71,25 @@ final class TrampolineTests: KernelTestCase {
         XCTAssertNil(kernel.trampolineShape(target: try bpf.prog(t).also { $0.put() }), "the empty trampoline is gone")
     }
 
+    func testReplacedImageIsFreedOnlyAfterReadersAreGone() throws {
+        let t = try load(ProgLoadAttr(body: .xdpDrop, name: "t"))
+        let header = cbpf_text_hdr_of(try bpf.prog(t).also { $0.put() }.raw.pointee.insnsi)!
+        let a = try tracing(.traceFentry, on: t, [.returnConst(0)])
+        let la = try link(a, .traceFentry)
+        let first = header.pointee.image!.assumingMemoryBound(to: cbpf_tramp_image.self)
+        // A reader that has not passed a quiescent state holds the grace period open.
+        let reader = kernel.rcu.registerThread(name: "held")
+        let b = try tracing(.traceFentry, on: t, [.returnConst(0)])
+        let lb = try link(b, .traceFentry)
+        XCTAssertNotEqual(UnsafeMutableRawPointer(first), header.pointee.image, "a change builds a new image")
+        cbpf_usleep(20_000)
+        XCTAssertEqual(first.pointee.magic, CBPF_TRAMP_MAGIC, "the old image stays intact while a reader may be in it")
+        kernel.rcu.unregisterThread(reader)
+        settle()
+        XCTAssertEqual(first.pointee.magic, CBPF_POISON_MAGIC, "after the grace period it is freed (poisoned in checked mode)")
+        try bpf.objClose(la); try bpf.objClose(lb)
+    }
+
     func testSameProgramTwiceOnOneTrampolineIsEBUSY() throws {
         let t = try loadTarget()
         let p = try tracing(.traceFentry, on: t, [.returnConst(0)])

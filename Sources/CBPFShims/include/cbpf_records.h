@@ -307,16 +307,26 @@ typedef struct cbpf_dispatcher {
     cbpf_dispatcher_half *active;
 } cbpf_dispatcher;
 
-/// Binary search for `p` among the active half's targets.
-CBPF_INLINE bool cbpf_dispatcher_find(const cbpf_dispatcher_half *h, const cbpf_prog *p) {
-    uint32_t lo = 0, hi = h->num;
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) >> 1;
-        const cbpf_prog *m = h->progs[mid];
-        if (m == p) return true;
-        if ((uintptr_t)m < (uintptr_t)p) lo = mid + 1; else hi = mid;
+/// bpf_dispatcher_xdp_func: a binary search of the active half for `p`. A hit calls the
+/// target the search found — the image's direct call; anything else takes the indirect
+/// call (bpf_dispatcher_nop_func), so every program still runs. The empty asm hides from
+/// the compiler that the found target equals `p`; without it the two calls are merged and
+/// the equality exit disappears, making a hit cost exactly what a miss costs.
+CBPF_INLINE uint32_t cbpf_dispatcher_call(const cbpf_dispatcher *d, const cbpf_prog *p, const void *ctx) {
+    const cbpf_dispatcher_half *h = (const cbpf_dispatcher_half *)cbpf_rcu_dereference((void *const *)&d->active);
+    if (h) {
+        uint32_t lo = 0, hi = h->num;
+        while (lo < hi) {
+            uint32_t mid = (lo + hi) >> 1;
+            const cbpf_prog *m = h->progs[mid];
+            if (m == p) {
+                __asm__("" : "+r"(m));
+                return cbpf_prog_call(m, ctx);
+            }
+            if ((uintptr_t)m < (uintptr_t)p) lo = mid + 1; else hi = mid;
+        }
     }
-    return false;
+    return cbpf_prog_call(p, ctx);
 }
 
 #endif
