@@ -15,6 +15,9 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
     public enum Kind: String, Sendable, Codable, CaseIterable {
         case chain          // CHAIN_ADD / CHAIN_DEL on the root's unused XDP_TX slot
         case progArray = "prog_array"  // prog-array update / delete of a spare slot
+        case link           // BPF_LINK_UPDATE of an XDP link (on a second device)
+        case dispatcher     // bpf_dispatcher change: image rebuilt, switched, grace period
+        case staticKey = "static_key"  // static-key map flipped (the design's own key if any)
     }
     public var kind: Kind
     public var rate: Double
@@ -282,7 +285,11 @@ public func studentT975(_ dof: Int) -> Double {
     return 1.960
 }
 
-/// The control-plane churn thread: one update kind at a steady rate.
+/// The control-plane churn thread: one update kind at a steady rate. Each kind works on
+/// the design's own objects when it has them (so packets cross the update), otherwise on
+/// side objects of the same kind (so the cost is the shared machinery: fd table, ID
+/// registry, locks, grace periods, deferred frees). Every update leaves the design's
+/// verdicts unchanged, and the design is left as it was found.
 final class Churner: @unchecked Sendable {
     let spec: ChurnSpec
     let setup: DesignSetup
@@ -306,50 +313,138 @@ final class Churner: @unchecked Sendable {
         thread = kthreadCreate(name: "churn") { me.loop() }
     }
 
+    /// Updates done so far.
+    var updates: UInt64 { count.load(ordering: .relaxed) }
+
     /// Stops; returns the achieved rate (updates per second).
     func stop() throws -> Double {
         stopFlag.store(true, ordering: .relaxed)
         if let t = thread { kthreadJoin(t) }
         let secs = Double(cbpf_ktime_get_ns() - started) / 1e9
-        for fd in sideFDs { try? bpf.objClose(fd) }
+        for fd in sideFDs.reversed() { try? bpf.objClose(fd) }
         if let error { throw error }
         return Double(count.load(ordering: .relaxed)) / secs
     }
 
+    /// One kind of update: `step(n)` performs update n (even and odd undo each other),
+    /// `finish(n)` restores the design after n updates.
+    private struct Op {
+        var step: (UInt64) throws -> Void
+        var finish: (UInt64) -> Void = { _ in }
+    }
+
+    /// A freshly loaded program, as a control plane would load a new version each time.
+    private func fresh() throws -> Int32 {
+        setup.id == .tailInterp
+            ? try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.returnConst(3)]), name: "churn", jited: false))
+            : try bpf.progLoad(ProgLoadAttr(body: .xdpTx, name: "churn"))
+    }
+
+    private func side(_ fd: Int32) -> Int32 {
+        sideFDs.append(fd)
+        return fd
+    }
+
+    private func makeOp() throws -> Op {
+        let zero: [UInt8] = [0, 0, 0, 0]
+        switch spec.kind {
+        case .chain:
+            // CHAIN_ADD / CHAIN_DEL of the XDP_TX slot (unused by every design).
+            let prev = try setup.chainPrev ?? side(bpf.progLoad(ProgLoadAttr(body: .xdpPass, name: "churn_prev", flags: .chainCalls)))
+            return Op(step: { [self] n in
+                if n % 2 == 0 {
+                    let p = try fresh()
+                    defer { try? bpf.objClose(p) }
+                    try bpf.progChainAdd(prev: prev, retcode: 3, next: p)
+                } else {
+                    try bpf.progChainDel(prev: prev, retcode: 3)
+                }
+            }, finish: { [self] n in if n % 2 == 1 { try? bpf.progChainDel(prev: prev, retcode: 3) } })
+        case .progArray:
+            // Update / delete of slot 1 (the designs only ever jump through slot 0).
+            let array = try setup.progArray ?? side(bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "churn_jmp")))
+            let key: [UInt8] = [1, 0, 0, 0]
+            return Op(step: { [self] n in
+                if n % 2 == 0 {
+                    let p = try fresh()
+                    defer { try? bpf.objClose(p) }
+                    try bpf.mapUpdateElem(array, key: key, value: u32Bytes(UInt32(bitPattern: p)))
+                } else {
+                    try bpf.mapDeleteElem(array, key: key)
+                }
+            }, finish: { [self] n in if n % 2 == 1 { try? bpf.mapDeleteElem(array, key: key) } })
+        case .link:
+            // BPF_LINK_UPDATE of an XDP link on a second device, to a newly loaded program
+            // each time (the old one is freed after a grace period). The bench device keeps
+            // its legacy attachment, so every design's packets run unchanged.
+            let dev = NetDevice(kernel: bpf.kernel, name: "churn0", ifindex: 98)
+            let first = try side(bpf.progLoad(ProgLoadAttr(body: .xdpDrop, name: "churn_link")))
+            let link = try side(bpf.linkCreate(LinkCreateAttr(progFD: first, device: dev, attachType: .xdp)))
+            return Op(step: { [self] _ in
+                let p = try bpf.progLoad(ProgLoadAttr(body: .xdpDrop, name: "churn_link"))
+                defer { try? bpf.objClose(p) }
+                try bpf.linkUpdate(link, newProgFD: p)
+            })
+        case .dispatcher:
+            // bpf_dispatcher_change_prog on the kernel's XDP dispatcher: a new program in,
+            // then out again; each change rebuilds the inactive half and waits a grace
+            // period. When the table is full, a known target other than the design's own is
+            // swapped out for the new program and back, so a hit stays a hit.
+            let disp = bpf.kernel.xdpDispatcher!
+            let own = try bpf.prog(setup.root)
+            defer { own.put() }
+            let known = disp.knownTargets
+            let victim = known.count >= Int(CBPF_DISPATCHER_MAX) ? known.first { $0 !== own } : nil
+            victim?.inc()  // the churner's own reference while it may be out of the table
+            var current: BPFProg?
+            return Op(step: { [self] n in
+                if n % 2 == 0 {
+                    let fd = try fresh()
+                    defer { try? bpf.objClose(fd) }
+                    let p = try bpf.prog(fd)
+                    current = p
+                    disp.change(from: victim, to: p)
+                } else {
+                    disp.change(from: current, to: victim)
+                    current?.put()
+                    current = nil
+                }
+            }, finish: { _ in
+                if let p = current {
+                    disp.change(from: p, to: victim)
+                    p.put()
+                }
+                victim?.put()
+            })
+        case .staticKey:
+            // Static-key map updates: the design's key flipped and back (the hook it
+            // guards returns PASS, which the DROP after it ignores), or a side key whose
+            // one branch site sits in a side program.
+            var key = setup.staticKey ?? -1
+            if key < 0 {
+                key = try side(bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "churn_key")))
+                _ = try side(bpf.progLoad(ProgLoadAttr(steps: StepProgram([.staticBranch(keyFD: key, call: 0), .returnConst(1)],
+                                                                       subprogs: [[.returnConst(2)]], subprogNames: ["hook"]),
+                                                     name: "churn_site")))
+            }
+            let initial: UInt8 = setup.id == .staticKeyOn ? 1 : 0
+            return Op(step: { [self] n in
+                try bpf.mapUpdateElem(key, key: zero, value: [n % 2 == 0 ? 1 - initial : initial, 0, 0, 0])
+            }, finish: { [self] n in
+                if n % 2 == 1 { try? bpf.mapUpdateElem(key, key: zero, value: [initial, 0, 0, 0]) }
+            })
+        }
+    }
+
     private func loop() {
+        var n: UInt64 = 0
+        var op: Op?
         do {
-            // Where to churn: the design's own objects if it has them, else side objects.
-            var prev = setup.chainPrev
-            var array = setup.progArray
-            if spec.kind == .chain && prev == nil {
-                let p = try bpf.progLoad(ProgLoadAttr(body: .xdpPass, name: "churn_prev", flags: .chainCalls))
-                sideFDs.append(p)
-                prev = p
-            }
-            if spec.kind == .progArray && array == nil {
-                let a = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "churn_jmp"))
-                sideFDs.append(a)
-                array = a
-            }
-            let jited = setup.id != .tailInterp
+            op = try makeOp()
             let interval = UInt64(1e9 / spec.rate)
             var next = cbpf_ktime_get_ns()
-            var n: UInt64 = 0
             while !stopFlag.load(ordering: .relaxed) {
-                let fresh = jited ? try bpf.progLoad(ProgLoadAttr(body: .xdpTx, name: "churn"))
-                                  : try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.returnConst(3)]), name: "churn", jited: false))
-                switch spec.kind {
-                case .chain:
-                    if n % 2 == 0 { try bpf.progChainAdd(prev: prev!, retcode: 3, next: fresh) }
-                    else { try bpf.progChainDel(prev: prev!, retcode: 3) }
-                case .progArray:
-                    if n % 2 == 0 {
-                        try bpf.mapUpdateElem(array!, key: [1, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: fresh)))
-                    } else {
-                        try bpf.mapDeleteElem(array!, key: [1, 0, 0, 0])
-                    }
-                }
-                try bpf.objClose(fresh)
+                try op!.step(n)
                 n += 1
                 count.store(n, ordering: .relaxed)
                 next += interval
@@ -360,11 +455,9 @@ final class Churner: @unchecked Sendable {
                     if left > 200_000 { cbpf_usleep(UInt32(left / 2000)) } else { cbpf_sched_yield() }
                 }
             }
-            // Leave the design as it was.
-            if let prev, setup.chainPrev == prev { try? bpf.progChainDel(prev: prev, retcode: 3) }
-            if let array, setup.progArray == array { try? bpf.mapDeleteElem(array, key: [1, 0, 0, 0]) }
         } catch {
             self.error = error
         }
+        op?.finish(n)  // leave the design as it was
     }
 }

@@ -107,6 +107,8 @@ public struct DesignSetup: @unchecked Sendable {
     public var chainPrev: Int32?
     /// A prog array (with a spare slot 1) that churn may update.
     public var progArray: Int32?
+    /// A static-key map whose flips leave the verdicts unchanged.
+    public var staticKey: Int32?
     public var runner: RunnerKind = .patched
     /// Undoes what closing the fds does not (scratch devices, dispatcher targets, arrays).
     var teardown: () -> Void = {}
@@ -199,7 +201,9 @@ public struct DesignSetup: @unchecked Sendable {
             let p = try load(ProgLoadAttr(steps: StepProgram([.staticBranch(keyFD: key, call: 0), .returnConst(drop)],
                                                              subprogs: [[.returnConst(pass)]], subprogNames: ["hook"]), name: dropName))
             if id == .staticKeyOn { try bpf.mapUpdateElem(key, key: [0, 0, 0, 0], value: [1, 0, 0, 0]) }
-            return DesignSetup(id: id, root: p, fds: [p, key])
+            var s = DesignSetup(id: id, root: p, fds: [p, key])
+            s.staticKey = key
+            return s
         case .indirectCall:
             let table = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 4, name: "debugpoints"))
             let hook = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass"))

@@ -27,7 +27,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Trials (each runs every design once, interleaved).")
     var trials = 10
 
-    @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog_array), e.g. chain:10000.")
+    @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog_array, link, dispatcher, static_key), e.g. chain:10000.")
     var churn: String?
 
     @Option(name: .customLong("packet-size"), help: "Frame size in bytes (60–1514).")

@@ -120,13 +120,13 @@ final class ConcurrencyBenchTests: XCTestCase {
     func testBenchAccountingHoldsUnderChurn() throws {
         for kind in ChurnSpec.Kind.allCases {
             var c = BenchConfig()
-            c.designs = [.baseline, .chainPass, .tailDirect]
+            c.designs = [.baseline, .chainPass, .tailDirect, .dispatcherHit, .staticKeyOn]
             c.trials = 2
             c.duration = 0.05
             c.churn = ChurnSpec(kind: kind, rate: 2000)
             let bench = try Bench(c)
             let report = try bench.run()
-            XCTAssertEqual(report.results.count, 6)
+            XCTAssertEqual(report.results.count, 10)
             for r in report.results {
                 XCTAssertTrue(r.counters.balanced, "\(r.design) trial \(r.trial)")
                 XCTAssertEqual(r.counters.verdicts[1], r.counters.received, "\(r.design): every packet dropped")
@@ -137,6 +137,57 @@ final class ConcurrencyBenchTests: XCTestCase {
             XCTAssertTrue(report.table().contains("After patch (XDP DROP program)"))
             XCTAssertTrue(report.csv().hasPrefix("design,trial,"))
             XCTAssertTrue(report.svg().hasPrefix("<svg"))
+        }
+    }
+
+    /// Each churn kind's updates undo each other: after any number of them the design's
+    /// objects are as they were (dispatcher table, static key, chain slot, array slot), a
+    /// full bpf_dispatcher keeps the design's program a hit, and every packet meanwhile
+    /// got the design's verdict.
+    func testChurnLeavesTheDesignAsItFoundIt() throws {
+        let cases: [(ChurnSpec.Kind, DesignID)] = [(.dispatcher, .dispatcherHit), (.dispatcher, .baseline),
+                                                   (.staticKey, .staticKeyOn), (.staticKey, .staticKeyOff),
+                                                   (.chain, .chainPass), (.progArray, .tailJIT), (.link, .baseline)]
+        for (kind, design) in cases {
+            let kernel = Kernel(.fast)
+            let bpf = BPF(kernel: kernel)
+            let dev = NetDevice(kernel: kernel, name: "t0", ifindex: 1)
+            let s = try DesignSetup.make(design, bpf: bpf)
+            let disp = kernel.xdpDispatcher!
+            let targetsBefore = Set(disp.knownTargets.map(ObjectIdentifier.init))
+            let keyBefore = try s.staticKey.map { try bpf.mapLookupElem($0, key: [0, 0, 0, 0]) }
+            let root = try bpf.prog(s.root)
+            let slotsBefore = (0..<Int(CBPF_NUM_CHAIN_SLOTS)).map { root.chainSlot($0).map(ObjectIdentifier.init) }
+            let updatesBefore = disp.updates
+            try bpf.xdpAttach(dev, fd: s.root)
+            for rounds in [1, 2, 5] {  // odd counts leave an update to undo
+                let ch = Churner(spec: ChurnSpec(kind: kind, rate: 1_000_000), setup: s, bpf: bpf)
+                ch.start()
+                var f = FrameSpec().frame(flow: 0)
+                while ch.updates < rounds {
+                    XCTAssertEqual(f.withUnsafeMutableBufferPointer { b in
+                        var md = cbpf_xdp_md()
+                        md.data = b.baseAddress!
+                        md.data_end = b.baseAddress! + b.count
+                        return s.runOnce(dev, &md)
+                    }, UInt32(1), "\(kind) on \(design): DROP while churning")
+                    if design == .dispatcherHit { XCTAssertTrue(disp.isKnown(root), "\(kind): the design's program stays a hit") }
+                }
+                XCTAssertGreaterThan(try ch.stop(), 0)
+                XCTAssertEqual(Set(disp.knownTargets.map(ObjectIdentifier.init)), targetsBefore, "\(kind) on \(design): dispatcher table restored")
+                XCTAssertEqual(try s.staticKey.map { try bpf.mapLookupElem($0, key: [0, 0, 0, 0]) }, keyBefore, "\(kind) on \(design): key restored")
+                XCTAssertEqual((0..<Int(CBPF_NUM_CHAIN_SLOTS)).map { root.chainSlot($0).map(ObjectIdentifier.init) }, slotsBefore, "\(kind) on \(design): chain slots restored")
+                if let a = s.progArray {
+                    XCTAssertThrowsError(try bpf.mapLookupElem(a, key: [1, 0, 0, 0]), "\(kind) on \(design): spare slot empty again")
+                }
+            }
+            if kind == .dispatcher { XCTAssertGreaterThan(disp.updates, updatesBefore + 3, "every dispatcher update rebuilt the image") }
+            root.put()
+            try bpf.xdpAttach(dev, fd: -1)
+            s.close(bpf)
+            bpf.closeAll()
+            kernel.quiesce()
+            XCTAssertEqual(kernel.liveObjects, 0, "\(kind) on \(design): nothing leaked")
         }
     }
 
