@@ -1,8 +1,14 @@
-// Bench.swift — the measurement: designs interleaved within one process (A B … A B …)
-// over repeated trials after warm-up; Mpps per design; overhead = 1000/Mpps(design) −
-// 1000/Mpps(baseline) in ns per packet per core, paired within each trial, with a 95%
-// confidence interval; cycles per packet from the TSC. Workers time whole windows of
+// Bench.swift — the measurement: designs interleaved within one process over repeated
+// trials after warm-up, each design's window bracketed by baseline windows
+// (B d1 B d2 B … B); Mpps per design; overhead = 1000/Mpps(design) − 1000/Mpps(baseline)
+// in ns per packet per core, paired with the mean of the two baseline windows around it,
+// with a 95% confidence interval; cycles per packet from the TSC. Workers time batches of
 // polls, never single packets.
+//
+// Why brackets and short windows: this VM runs in two speed modes (the baseline at
+// 2.3 ns or at ~4 ns per packet, switching every 0.5–3 s — see Perf/RESULTS.md). A design
+// compared with a baseline measured seconds earlier mixes the modes; one measured 10 ms
+// before and after almost never does.
 import CBPFShims
 import BPFKernel
 import Synchronization
@@ -40,9 +46,17 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
 public struct BenchConfig: Sendable {
     public var designs: [DesignID] = DesignID.seedSuite
     public var threads: Int = 1
-    /// Seconds each design is measured per trial.
-    public var duration: Double = 0.5
-    public var trials: Int = 10
+    /// Seconds each design is measured per trial (each baseline window too).
+    public var duration: Double = 0.01
+    /// Trials every design gets.
+    public var trials: Int = 30
+    /// After `trials`, further rounds measure only the designs whose overhead CI
+    /// half-width is still above this (ns); 0 = exactly `trials` trials.
+    public var targetCI: Double = 0.2
+    /// Seconds after which no further round starts (the minimum trials always run).
+    public var maxTime: Double = 60
+    /// Rounds at most (the minimum trials included).
+    public var maxTrials: Int = 1000
     public var churn: ChurnSpec?
     public var frames = FrameSpec()
     public var numa: NUMAPolicy = .auto
@@ -62,6 +76,8 @@ public struct BenchConfig: Sendable {
         guard duration >= 0.01 && duration <= 60 else { throw HarnessError("--duration must be between 0.01 and 60 seconds (got \(duration))") }
         guard trials >= 2 && trials <= 1000 else { throw HarnessError("--trials must be between 2 and 1000 (got \(trials)): a confidence interval needs two") }
         guard !designs.isEmpty else { throw HarnessError("no designs to run") }
+        guard targetCI >= 0 && targetCI.isFinite else { throw HarnessError("--target-ci must be 0 (off) or a positive number of ns (got \(targetCI))") }
+        guard maxTime > 0 && maxTime <= 86_400 else { throw HarnessError("--max-time must be between 0 and 86400 seconds (got \(maxTime))") }
         guard quantile > 0 && quantile < 1 else { throw HarnessError("--quantile must be strictly between 0 and 1 (got \(quantile))") }
     }
 }
@@ -70,6 +86,8 @@ public struct BenchConfig: Sendable {
 public struct TrialResult: Sendable, Codable {
     public let design: DesignID
     public let trial: Int
+    /// Position within the trial (baseline windows are the even ones).
+    public var window: Int = 0
     public let mpps: Double            // all workers
     public let mppsPerWorker: Double
     public let nsPerPacket: Double     // per core: 1000 / mppsPerWorker
@@ -78,6 +96,8 @@ public struct TrialResult: Sendable, Codable {
     public let perQueue: [QueueCounters]
     public let churnRate: Double?
     public let gracePeriodMeanNs: Double?
+    /// The mean ns per packet of the baseline windows just before and after this one.
+    public var baselineNs: Double?
 }
 
 /// A design over all trials.
@@ -90,6 +110,8 @@ public struct DesignSummary: Sendable, Codable {
     /// Paired overhead against the baseline: mean and 95% CI half-width, ns per packet.
     public let overheadNs: Double?
     public let overheadCI95: Double?
+    /// Windows measured (the baseline's include every bracket).
+    public let windows: Int
     public let churnRateMean: Double?
     public let gracePeriodMeanNs: Double?
 }
@@ -99,6 +121,11 @@ public struct BenchReport: Sendable, Codable {
     public let threads: Int
     public let duration: Double
     public let trials: Int
+    /// Rounds run in all (≥ trials when the target CI asked for more).
+    public let rounds: Int
+    public let targetCI: Double
+    /// Designs whose CI is still above the target (time or round budget spent).
+    public let targetMissed: [DesignID]
     public let packetSize: Int
     public let flows: Int
     public let numa: String
@@ -170,20 +197,59 @@ public final class Bench {
         let machine = MachineInfo.probe()
         var results: [TrialResult] = []
         var placement: [String] = []
-        let total = config.trials * setups.count
+        let base = setups.first { $0.id == .baseline }
+        let others = setups.filter { $0.id != .baseline }
+        let perTrial = base == nil ? others.count : 2 * others.count + 1
+        var total = config.trials * perTrial
         var done = 0
-        for trial in 0..<config.trials {
-            // A B C … then … C B A: no design always runs right after another.
-            let order = trial % 2 == 0 ? setups : setups.reversed()
+        let started = cbpf_ktime_get_ns()
+        func window(_ s: DesignSetup, _ trial: Int, _ w: Int) throws -> TrialResult {
+            let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
+            progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
+            var r = try measure(s, trial: trial, tscGHz: machine.tscGHz, placement: &placement)
+            r.window = w
+            done += 1
+            return r
+        }
+        var open = others
+        var trial = 0
+        var missed: [DesignID] = []
+        while !open.isEmpty {
+            // B d1 B d2 … B, then B … d2 B d1 B: no design always runs right after another.
+            let order = trial % 2 == 0 ? open : open.reversed()
+            var w = 0
+            var before = try base.map { try window($0, trial, 0) }
+            if let b = before { results.append(b); w = 1 }
             for s in order {
-                progress(done, total, "trial \(trial + 1)/\(config.trials) \(s.id.rawValue)")
-                let r = try measure(s, trial: trial, tscGHz: machine.tscGHz, placement: &placement)
-                results.append(r)
-                done += 1
+                var r = try window(s, trial, w)
+                if let base, let b0 = before {
+                    let b1 = try window(base, trial, w + 1)
+                    r.baselineNs = (b0.nsPerPacket + b1.nsPerPacket) / 2
+                    results.append(r)
+                    results.append(b1)
+                    before = b1
+                    w += 2
+                } else {
+                    results.append(r)
+                    w += 1
+                }
             }
+            trial += 1
+            if trial < config.trials { continue }
+            // Sequential phase: only designs whose interval is still wider than the target.
+            guard config.targetCI > 0, base != nil else { break }
+            let summaries = Bench.summarize(results, designs: open.map(\.id))
+            open = open.filter { s in summaries.first { $0.design == s.id }.map { ($0.overheadCI95 ?? .infinity) > config.targetCI } ?? false }
+            let elapsed = Double(cbpf_ktime_get_ns() - started) / 1e9
+            if !open.isEmpty && (elapsed >= config.maxTime || trial >= config.maxTrials) {
+                missed = open.map(\.id)
+                break
+            }
+            total = done + (base == nil ? open.count : 2 * open.count + 1)
         }
         progress(total, total, "done")
         return BenchReport(machine: machine, threads: config.threads, duration: config.duration, trials: config.trials,
+                           rounds: trial, targetCI: config.targetCI, targetMissed: missed,
                            packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
                            placement: placement, churn: config.churn, results: results,
                            summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine)
@@ -233,25 +299,20 @@ public final class Bench {
                            gracePeriodMeanNs: gps > 0 ? Double(gpn1 - gpn0) / Double(gps) : nil)
     }
 
-    /// Medians, and the paired overhead against the baseline with a 95% CI (Student's t).
+    /// Medians, and the overhead against the bracketing baseline windows with a 95% CI
+    /// (Student's t over the design's windows).
     public static func summarize(_ results: [TrialResult], designs: [DesignID]) -> [DesignSummary] {
-        let base = results.filter { $0.design == .baseline }
-        let baseByTrial = Dictionary(uniqueKeysWithValues: base.map { ($0.trial, $0.nsPerPacket) })
-        return designs.map { d in
+        designs.map { d in
             let rs = results.filter { $0.design == d }
             var overhead: Double?, ci: Double?
-            if d != .baseline, !base.isEmpty {
-                let diffs = rs.compactMap { r in baseByTrial[r.trial].map { r.nsPerPacket - $0 } }
-                let (m, h) = meanCI95(diffs)
-                overhead = m
-                ci = h
-            }
+            let diffs = rs.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
+            if !diffs.isEmpty { (overhead, ci) = meanCI95(diffs) }
             let churn = rs.compactMap(\.churnRate)
             let gp = rs.compactMap(\.gracePeriodMeanNs)
             return DesignSummary(design: d, title: d.title, mppsMedian: median(rs.map(\.mpps)),
                                  nsPerPacketMedian: median(rs.map(\.nsPerPacket)),
                                  cyclesPerPacketMedian: median(rs.map(\.cyclesPerPacket)),
-                                 overheadNs: overhead, overheadCI95: ci,
+                                 overheadNs: overhead, overheadCI95: ci, windows: rs.count,
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
                                  gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count))
         }

@@ -12,9 +12,9 @@ extension BenchReport {
             } else {
                 over = ""
             }
-            return [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1)]
+            return [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
         }
-        let header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt"]
+        let header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt", "windows"]
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {
@@ -24,7 +24,12 @@ extension BenchReport {
         s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "+") + "|\n"
         for r in rows { s += line(r) + "\n" }
         s += "\n" + machine.line(workers: threads) + "\n"
-        s += "\(trials) trials × \(String(format1: duration, digits: 2)) s per design, interleaved; \(packetSize)-byte frames, \(flows) flow\(flows == 1 ? "" : "s"); NUMA \(numa): \(placement.joined(separator: "; "))\n"
+        s += "\(trials) trials"
+        if rounds > trials { s += " + \(rounds - trials) rounds for designs still wider than ±\(String(format1: targetCI, digits: 2)) ns" }
+        s += "; \(String(format1: duration * 1000, digits: 0)) ms per window, each design between two baseline windows; \(packetSize)-byte frames, \(flows) flow\(flows == 1 ? "" : "s"); NUMA \(numa): \(placement.joined(separator: "; "))\n"
+        if !targetMissed.isEmpty {
+            s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
+        }
         s += "verdict check: \(verdictCheck)\n"
         if let c = churn {
             let rates = summaries.compactMap(\.churnRateMean)
@@ -39,10 +44,10 @@ extension BenchReport {
 
     /// Every trial, one CSV row each.
     public func csv() -> String {
-        var s = "design,trial,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate\n"
+        var s = "design,trial,window,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate,baseline_ns\n"
         for r in results {
             let v = r.counters.verdicts
-            s += "\(r.design.rawValue),\(r.trial),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? "")\n"
+            s += "\(r.design.rawValue),\(r.trial),\(r.window),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? ""),\(r.baselineNs.map { "\($0)" } ?? "")\n"
         }
         return s
     }
@@ -58,14 +63,14 @@ extension BenchReport {
         }
         let m = machine
         var s = "{\"machine\":{\"cpu\":\(str(m.cpuModel)),\"cpus\":\(m.onlineCPUs),\"tsc_ghz\":\(num(m.tscGHz)),\"spectre_v2\":\(str(m.spectreV2)),\"numa_nodes\":\(m.numaNodes.map(String.init) ?? "null"),\"swift\":\(str(m.swiftVersion))},"
-        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),"
+        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"rounds\":\(rounds),\"target_ci\":\(targetCI),\"target_missed\":[\(targetMissed.map { str($0.rawValue) }.joined(separator: ","))],\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),"
         s += "\"designs\":["
         s += summaries.map { d in
-            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"churn_rate\":\(num(d.churnRateMean))}"
+            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"windows\":\(d.windows),\"churn_rate\":\(num(d.churnRateMean))}"
         }.joined(separator: ",")
         s += "],\"trials_detail\":["
         s += results.map { r in
-            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
+            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"window\":\(r.window),\"baseline_ns\":\(num(r.baselineNs)),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
         }.joined(separator: ",")
         s += "]}"
         return s

@@ -9,7 +9,7 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure what each way of running the next program costs per packet.",
-        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 interleaved trials of 0.3 s per design, printed as the seed's table. --designs seed or attach picks one group."
+        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials, then further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table. --designs seed or attach picks one group."
     )
 
     @Option(help: "Comma-separated designs, or 'all', 'seed' or 'attach' (baseline is always included). Use --list to see them.")
@@ -21,11 +21,17 @@ struct Bench: ParsableCommand {
     @Option(help: "Worker threads, one RX queue each.")
     var threads = 1
 
-    @Option(help: "Seconds each design is measured per trial.")
-    var duration = 0.3
+    @Option(help: "Seconds per measurement window (each design, and each baseline window around it).")
+    var duration = 0.01
 
-    @Option(help: "Trials (each runs every design once, interleaved).")
-    var trials = 10
+    @Option(help: "Trials every design gets (each runs every design once, between baseline windows: B d1 B d2 … B).")
+    var trials = 30
+
+    @Option(name: .customLong("target-ci"), help: "After --trials, keep measuring the designs whose overhead 95% CI is wider than ± this many ns (0 = off).")
+    var targetCI = 0.2
+
+    @Option(name: .customLong("max-time"), help: "Seconds after which no further round starts (the --trials rounds always run).")
+    var maxTime = 60.0
 
     @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog_array, link, dispatcher, static_key), e.g. chain:10000.")
     var churn: String?
@@ -68,6 +74,8 @@ struct Bench: ParsableCommand {
             cfg.threads = threads
             cfg.duration = duration
             cfg.trials = trials
+            cfg.targetCI = targetCI
+            cfg.maxTime = maxTime
             cfg.churn = try churn.map { try ChurnSpec(parsing: $0) }
             cfg.frames = FrameSpec(size: packetSize, flows: flows)
             cfg.numa = try NUMAPolicy(parsing: numa)

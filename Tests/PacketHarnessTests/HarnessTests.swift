@@ -122,11 +122,12 @@ final class ConcurrencyBenchTests: XCTestCase {
             var c = BenchConfig()
             c.designs = [.baseline, .chainPass, .tailDirect, .dispatcherHit, .staticKeyOn]
             c.trials = 2
-            c.duration = 0.05
+            c.targetCI = 0
+            c.duration = 0.02
             c.churn = ChurnSpec(kind: kind, rate: 2000)
             let bench = try Bench(c)
             let report = try bench.run()
-            XCTAssertEqual(report.results.count, 10)
+            XCTAssertEqual(report.results.count, 2 * 9, "B d B d B d B d B per trial")
             for r in report.results {
                 XCTAssertTrue(r.counters.balanced, "\(r.design) trial \(r.trial)")
                 XCTAssertEqual(r.counters.verdicts[1], r.counters.received, "\(r.design): every packet dropped")
@@ -137,6 +138,61 @@ final class ConcurrencyBenchTests: XCTestCase {
             XCTAssertTrue(report.table().contains("After patch (XDP DROP program)"))
             XCTAssertTrue(report.csv().hasPrefix("design,trial,"))
             XCTAssertTrue(report.svg().hasPrefix("<svg"))
+        }
+    }
+
+    /// Every design window sits between two baseline windows and is compared with their
+    /// mean; the summary's overhead is the mean of those differences.
+    func testEachDesignIsComparedWithTheBaselineWindowsAroundIt() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline, .chainPass, .tailJIT]
+        c.trials = 3
+        c.targetCI = 0
+        c.duration = 0.01
+        let report = try Bench(c).run()
+        XCTAssertEqual(report.results.count, 3 * 5)
+        XCTAssertEqual(report.rounds, 3)
+        for t in 0..<3 {
+            let ws = report.results.filter { $0.trial == t }.sorted { $0.window < $1.window }
+            XCTAssertEqual(ws.map(\.window), [0, 1, 2, 3, 4])
+            XCTAssertEqual(ws.enumerated().filter { $0.offset % 2 == 0 }.map(\.element.design), [.baseline, .baseline, .baseline])
+            XCTAssertEqual(Set(ws.filter { $0.design != .baseline }.map(\.design)), [.chainPass, .tailJIT])
+            for i in [1, 3] {
+                XCTAssertEqual(ws[i].baselineNs!, (ws[i - 1].nsPerPacket + ws[i + 1].nsPerPacket) / 2, accuracy: 1e-9)
+            }
+            XCTAssertTrue(ws.filter { $0.design == .baseline }.allSatisfy { $0.baselineNs == nil })
+        }
+        // Alternate trials reverse the order.
+        let first = report.results.filter { $0.trial == 0 && $0.window == 1 }[0].design
+        let second = report.results.filter { $0.trial == 1 && $0.window == 1 }[0].design
+        XCTAssertNotEqual(first, second)
+        let cp = report.summaries.first { $0.design == .chainPass }!
+        let diffs = report.results.filter { $0.design == .chainPass }.map { $0.nsPerPacket - $0.baselineNs! }
+        XCTAssertEqual(cp.overheadNs!, diffs.reduce(0, +) / 3, accuracy: 1e-9)
+        XCTAssertEqual(cp.windows, 3)
+        XCTAssertEqual(report.summaries.first { $0.design == .baseline }!.windows, 9)
+    }
+
+    /// After the minimum trials only designs whose interval is still wider than the target
+    /// are measured again; the time budget ends the rounds and names what missed.
+    func testSequentialRoundsStopAtTheTargetOrTheTimeBudget() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline, .chainPass, .tailJIT]
+        c.trials = 2
+        c.duration = 0.01
+        c.targetCI = 1000  // met at once
+        var report = try Bench(c).run()
+        XCTAssertEqual(report.rounds, 2)
+        XCTAssertTrue(report.targetMissed.isEmpty)
+        c.targetCI = 1e-6  // never met
+        c.maxTime = 0.3
+        report = try Bench(c).run()
+        XCTAssertGreaterThan(report.rounds, 2, "rounds continued after the minimum trials")
+        XCTAssertEqual(Set(report.targetMissed), [.chainPass, .tailJIT])
+        XCTAssertTrue(report.table().contains("not reached"))
+        XCTAssertTrue(report.json().contains("\"target_missed\":[\""))
+        for s in report.summaries where s.design != .baseline {
+            XCTAssertEqual(s.windows, report.rounds, "an open design is measured every round")
         }
     }
 
@@ -212,6 +268,8 @@ final class CLITests: XCTestCase {
             ["bench", "--numa", "far"],
             ["bench", "--designs", "nope"],
             ["bench", "--packet-size", "10"],
+            ["bench", "--target-ci", "-1"],
+            ["bench", "--max-time", "0"],
             ["prog", "frobnicate"],
         ]
         for args in bad {
