@@ -9,6 +9,7 @@ let package = Package(
     name: "bpflab",
     products: [
         .library(name: "BPFKernel", targets: ["BPFKernel"]),
+        .library(name: "PacketHarness", targets: ["PacketHarness"]),
         .executable(name: "bpflab", targets: ["bpflab"]),
     ],
     dependencies: [

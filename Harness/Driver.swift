@@ -151,6 +151,7 @@ public protocol ProgRunner {
 
 /// BPF_PROG_RUN with the RFC's chain-calls test (the lab's normal path).
 public struct PatchedProgRun: ProgRunner {
+    public init() {}
     @inlinable @inline(__always)
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
         guard let prog else { return UInt32(CBPF_XDP_PASS) }
@@ -160,6 +161,7 @@ public struct PatchedProgRun: ProgRunner {
 
 /// BPF_PROG_RUN before the RFC: no chain-calls test.
 public struct UnpatchedProgRun: ProgRunner {
+    public init() {}
     @inlinable @inline(__always)
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
         guard let prog else { return UInt32(CBPF_XDP_PASS) }
@@ -170,6 +172,7 @@ public struct UnpatchedProgRun: ProgRunner {
 /// bpf_prog_run_xdp through BPF_DISPATCHER_FUNC(xdp).
 public struct DispatchedProgRun: ProgRunner {
     public let dispatcher: UnsafePointer<cbpf_dispatcher>
+    public init(dispatcher: UnsafePointer<cbpf_dispatcher>) { self.dispatcher = dispatcher }
     @inlinable @inline(__always)
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
         guard let prog else { return UInt32(CBPF_XDP_PASS) }
@@ -180,6 +183,7 @@ public struct DispatchedProgRun: ProgRunner {
 /// BPF_PROG_RUN_ARRAY over a run array (the device's own program is not used).
 public struct RunArrayRun: ProgRunner {
     public let slot: UnsafePointer<UnsafeMutableRawPointer?>
+    public init(slot: UnsafePointer<UnsafeMutableRawPointer?>) { self.slot = slot }
     @inlinable @inline(__always)
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
         bpfProgRunArray(slot, ctx)  // each item starts with a fresh tail-call counter
