@@ -98,6 +98,10 @@ public struct TrialResult: Sendable, Codable {
     public let gracePeriodMeanNs: Double?
     /// The mean ns per packet of the baseline windows just before and after this one.
     public var baselineNs: Double?
+    /// With churn: this window is the design measured without it, next to a churned one.
+    public var quiet = false
+    /// With churn: the ns per packet of the quiet window next to this one.
+    public var quietNs: Double?
 }
 
 /// A design over all trials.
@@ -112,6 +116,10 @@ public struct DesignSummary: Sendable, Codable {
     public let overheadCI95: Double?
     /// Windows measured (the baseline's include every bracket).
     public let windows: Int
+    /// With churn: the extra time per packet it caused, in % of the quiet window next to
+    /// each churned one (mean and 95% CI half-width).
+    public let churnCostPct: Double?
+    public let churnCostCI95: Double?
     public let churnRateMean: Double?
     public let gracePeriodMeanNs: Double?
 }
@@ -206,7 +214,21 @@ public final class Bench {
         func window(_ s: DesignSetup, _ trial: Int, _ w: Int) throws -> TrialResult {
             let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
             progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
-            var r = try measure(s, trial: trial, tscGHz: machine.tscGHz, placement: &placement)
+            var r: TrialResult
+            if config.churn != nil {
+                // The churn's price: the same design measured right before or after
+                // without churn (order alternating), kept apart as a quiet window.
+                let churnFirst = (trial + w) % 2 == 0
+                var q = churnFirst ? nil : try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement)
+                r = try measure(s, trial: trial, churn: true, tscGHz: machine.tscGHz, placement: &placement)
+                if q == nil { q = try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement) }
+                q!.window = w
+                q!.quiet = true
+                r.quietNs = q!.nsPerPacket
+                results.append(q!)
+            } else {
+                r = try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement)
+            }
             r.window = w
             done += 1
             return r
@@ -255,7 +277,7 @@ public final class Bench {
                            summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine)
     }
 
-    private func measure(_ s: DesignSetup, trial: Int, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
+    private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
         try bpf.xdpAttach(device, fd: s.root)
         defer { try? bpf.xdpAttach(device, fd: -1) }
         let cpus = max(1, Int(cbpf_nr_cpus_online()))
@@ -270,7 +292,7 @@ public final class Bench {
         for w in workers { w.start(dev: device, control: control, runner: s.runner) }
         while control.ready.load(ordering: .acquiring) < workers.count { cbpf_usleep(200) }
 
-        let churner = config.churn.map { Churner(spec: $0, setup: s, bpf: bpf) }
+        let churner = churn ? config.churn.map { Churner(spec: $0, setup: s, bpf: bpf) } : nil
         let gp0 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn0 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
         churner?.start()
         control.go.store(true, ordering: .releasing)
@@ -303,16 +325,20 @@ public final class Bench {
     /// (Student's t over the design's windows).
     public static func summarize(_ results: [TrialResult], designs: [DesignID]) -> [DesignSummary] {
         designs.map { d in
-            let rs = results.filter { $0.design == d }
+            let rs = results.filter { $0.design == d && !$0.quiet }
             var overhead: Double?, ci: Double?
             let diffs = rs.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
             if !diffs.isEmpty { (overhead, ci) = meanCI95(diffs) }
+            var cost: Double?, costCI: Double?
+            let costs = rs.compactMap { r in r.quietNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
+            if !costs.isEmpty { (cost, costCI) = meanCI95(costs) }
             let churn = rs.compactMap(\.churnRate)
             let gp = rs.compactMap(\.gracePeriodMeanNs)
             return DesignSummary(design: d, title: d.title, mppsMedian: median(rs.map(\.mpps)),
                                  nsPerPacketMedian: median(rs.map(\.nsPerPacket)),
                                  cyclesPerPacketMedian: median(rs.map(\.cyclesPerPacket)),
                                  overheadNs: overhead, overheadCI95: ci, windows: rs.count,
+                                 churnCostPct: cost, churnCostCI95: costCI,
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
                                  gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count))
         }

@@ -12,9 +12,14 @@ extension BenchReport {
             } else {
                 over = ""
             }
-            return [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
+            var row = [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
+            if churn != nil {
+                row.append(s.churnCostPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.churnCostCI95 ?? .nan, digits: 1) + " %" } ?? "")
+            }
+            return row
         }
-        let header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt", "windows"]
+        var header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt", "windows"]
+        if churn != nil { header.append("churn cost (95% CI)") }
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {
@@ -44,10 +49,10 @@ extension BenchReport {
 
     /// Every trial, one CSV row each.
     public func csv() -> String {
-        var s = "design,trial,window,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate,baseline_ns\n"
+        var s = "design,trial,window,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate,baseline_ns,quiet,quiet_ns\n"
         for r in results {
             let v = r.counters.verdicts
-            s += "\(r.design.rawValue),\(r.trial),\(r.window),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? ""),\(r.baselineNs.map { "\($0)" } ?? "")\n"
+            s += "\(r.design.rawValue),\(r.trial),\(r.window),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? ""),\(r.baselineNs.map { "\($0)" } ?? ""),\(r.quiet),\(r.quietNs.map { "\($0)" } ?? "")\n"
         }
         return s
     }
@@ -66,11 +71,11 @@ extension BenchReport {
         s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"rounds\":\(rounds),\"target_ci\":\(targetCI),\"target_missed\":[\(targetMissed.map { str($0.rawValue) }.joined(separator: ","))],\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),"
         s += "\"designs\":["
         s += summaries.map { d in
-            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"windows\":\(d.windows),\"churn_rate\":\(num(d.churnRateMean))}"
+            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"windows\":\(d.windows),\"churn_cost_pct\":\(num(d.churnCostPct)),\"churn_cost_ci95\":\(num(d.churnCostCI95)),\"churn_rate\":\(num(d.churnRateMean))}"
         }.joined(separator: ",")
         s += "],\"trials_detail\":["
         s += results.map { r in
-            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"window\":\(r.window),\"baseline_ns\":\(num(r.baselineNs)),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
+            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"window\":\(r.window),\"baseline_ns\":\(num(r.baselineNs)),\"quiet\":\(r.quiet),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
         }.joined(separator: ",")
         s += "]}"
         return s

@@ -127,12 +127,22 @@ final class ConcurrencyBenchTests: XCTestCase {
             c.churn = ChurnSpec(kind: kind, rate: 2000)
             let bench = try Bench(c)
             let report = try bench.run()
-            XCTAssertEqual(report.results.count, 2 * 9, "B d B d B d B d B per trial")
+            XCTAssertEqual(report.results.count, 2 * 9 * 2, "B d B d B d B d B per trial, each window also measured quiet")
+            // Each churned window sits next to a quiet one of the same design, trial and
+            // position; the churn's price is computed from those pairs.
+            let quiet = report.results.filter(\.quiet)
+            XCTAssertEqual(quiet.count, 18)
+            for r in report.results where !r.quiet {
+                let q = quiet.first { $0.design == r.design && $0.trial == r.trial && $0.window == r.window }
+                XCTAssertEqual(r.quietNs, q?.nsPerPacket, "\(kind): \(r.design) trial \(r.trial) window \(r.window)")
+                XCTAssertNil(q?.churnRate, "the quiet window ran no churn")
+            }
+            XCTAssertTrue(report.summaries.allSatisfy { $0.churnCostPct != nil && $0.windows == ($0.design == .baseline ? 10 : 2) })
             for r in report.results {
                 XCTAssertTrue(r.counters.balanced, "\(r.design) trial \(r.trial)")
                 XCTAssertEqual(r.counters.verdicts[1], r.counters.received, "\(r.design): every packet dropped")
                 XCTAssertGreaterThan(r.counters.received, 0)
-                XCTAssertGreaterThan(r.churnRate ?? 0, 0, "\(kind): churn ran")
+                if !r.quiet { XCTAssertGreaterThan(r.churnRate ?? 0, 0, "\(kind): churn ran") }
             }
             XCTAssertEqual(bench.kernel.liveObjects, 0, "designs and churn programs all released")
             XCTAssertTrue(report.table().contains("After patch (XDP DROP program)"))
