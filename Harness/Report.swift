@@ -36,6 +36,13 @@ extension BenchReport {
             s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
+        let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()
+        if base.count >= 10 {
+            func q(_ f: Double) -> String { String(format1: base[Int(Double(base.count - 1) * f)], digits: 2) }
+            s += "machine speed: baseline windows p10 / p50 / p90 = \(q(0.1)) / \(q(0.5)) / \(q(0.9)) ns per packet"
+            s += base[Int(Double(base.count - 1) * 0.9)] > 1.25 * base[Int(Double(base.count - 1) * 0.1)]
+                ? " (the VM changed speed during the run; overheads scale with it)\n" : "\n"
+        }
         if let c = churn {
             let rates = summaries.compactMap(\.churnRateMean)
             let gps = summaries.compactMap(\.gracePeriodMeanNs)

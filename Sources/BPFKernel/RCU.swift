@@ -293,8 +293,13 @@ public final class RCUDomain: @unchecked Sendable {
                     let c = cbpf_load_acquire_u64(r.handle.rec)  // pairs with the report's store-release
                     if c == 0 || c >= newgp { break }
                     spins += 1
-                    if spins < 256 {
-                        cbpf_cpu_relax()
+                    if spins < 128 {
+                        // Look again only after ~0.5 µs: every look pulls the reader's
+                        // counter line away from it, and the reader writes that line on
+                        // every poll — polling it back to back made each of the reader's
+                        // reports a cache miss while a grace period waited.
+                        let until = cbpf_rdtsc() &+ 1024
+                        while cbpf_rdtsc() < until { cbpf_cpu_relax() }
                     } else if spins < 1024 {
                         cbpf_sched_yield()
                     } else {
@@ -323,9 +328,8 @@ public final class RCUDomain: @unchecked Sendable {
             enqueued += 1
             if reclaimer == nil && !stopping {
                 let me = Unmanaged.passUnretained(self)
-                nonisolated(unsafe) let unmanaged = me
                 reclaimer = kthreadCreate(name: "rcu-reclaim") {
-                    unmanaged.takeUnretainedValue().reclaimerLoop()
+                    me.takeUnretainedValue().reclaimerLoop()
                 }
             }
             queueLock.broadcast()
