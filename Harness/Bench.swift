@@ -205,8 +205,12 @@ public final class Bench {
         let machine = MachineInfo.probe()
         var results: [TrialResult] = []
         var placement: [String] = []
-        let base = setups.first { $0.id == .baseline }
-        let others = setups.filter { $0.id != .baseline }
+        var base = setups.first { $0.id == .baseline }
+        var others = setups.filter { $0.id != .baseline }
+        if others.isEmpty {  // the baseline alone (e.g. a scaling run): plain windows, no overheads
+            others = setups
+            base = nil
+        }
         let perTrial = base == nil ? others.count : 2 * others.count + 1
         var total = config.trials * perTrial
         var done = 0

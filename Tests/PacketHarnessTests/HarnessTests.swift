@@ -183,6 +183,19 @@ final class ConcurrencyBenchTests: XCTestCase {
         XCTAssertEqual(report.summaries.first { $0.design == .baseline }!.windows, 9)
     }
 
+    /// The baseline alone (a scaling run) is measured in plain windows, one per trial.
+    func testTheBaselineAloneIsMeasured() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline]
+        c.trials = 3
+        c.duration = 0.01
+        let report = try Bench(c).run()
+        XCTAssertEqual(report.results.count, 3)
+        XCTAssertTrue(report.results.allSatisfy { $0.design == .baseline && $0.counters.received > 0 && $0.baselineNs == nil })
+        XCTAssertEqual(report.rounds, 3)
+        XCTAssertNil(report.summaries[0].overheadNs)
+    }
+
     /// After the minimum trials only designs whose interval is still wider than the target
     /// are measured again; the time budget ends the rounds and names what missed.
     func testSequentialRoundsStopAtTheTargetOrTheTimeBudget() throws {
