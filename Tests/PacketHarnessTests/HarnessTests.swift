@@ -203,20 +203,25 @@ final class ConcurrencyBenchTests: XCTestCase {
         c.designs = [.baseline, .chainPass, .tailJIT]
         c.trials = 2
         c.duration = 0.01
-        c.targetCI = 1000  // met at once
+        c.targetCI = 1e9  // met at once
         var report = try Bench(c).run()
         XCTAssertEqual(report.rounds, 2)
         XCTAssertTrue(report.targetMissed.isEmpty)
-        c.targetCI = 1e-6  // never met
-        c.maxTime = 0.3
+        c.targetCI = 1e-6  // never met: the round limit ends it
+        c.maxTrials = 4
         report = try Bench(c).run()
-        XCTAssertGreaterThan(report.rounds, 2, "rounds continued after the minimum trials")
+        XCTAssertEqual(report.rounds, 4, "rounds continued after the minimum trials, up to the limit")
         XCTAssertEqual(Set(report.targetMissed), [.chainPass, .tailJIT])
         XCTAssertTrue(report.table().contains("not reached"))
         XCTAssertTrue(report.json().contains("\"target_missed\":[\""))
         for s in report.summaries where s.design != .baseline {
-            XCTAssertEqual(s.windows, report.rounds, "an open design is measured every round")
+            XCTAssertEqual(s.windows, 4, "an open design is measured every round")
         }
+        c.maxTrials = 1000
+        c.maxTime = 0.001  // spent before the first check: only the minimum trials run
+        report = try Bench(c).run()
+        XCTAssertEqual(report.rounds, 2)
+        XCTAssertEqual(Set(report.targetMissed), [.chainPass, .tailJIT])
     }
 
     /// Each churn kind's updates undo each other: after any number of them the design's
@@ -241,18 +246,30 @@ final class ConcurrencyBenchTests: XCTestCase {
             try bpf.xdpAttach(dev, fd: s.root)
             for rounds in [1, 2, 5] {  // odd counts leave an update to undo
                 let ch = Churner(spec: ChurnSpec(kind: kind, rate: 1_000_000), setup: s, bpf: bpf)
+                // This thread runs packets while the churner updates: it must be an RCU
+                // reader reporting quiescent states, as the driver's workers are.
+                let reader = kernel.rcu.registerThread(name: "test")
                 ch.start()
                 var f = FrameSpec().frame(flow: 0)
                 while ch.updates < rounds {
+                    reader.quiescentState()
                     XCTAssertEqual(f.withUnsafeMutableBufferPointer { b in
                         var md = cbpf_xdp_md()
                         md.data = b.baseAddress!
                         md.data_end = b.baseAddress! + b.count
                         return s.runOnce(dev, &md)
                     }, UInt32(1), "\(kind) on \(design): DROP while churning")
-                    if design == .dispatcherHit { XCTAssertTrue(disp.isKnown(root), "\(kind): the design's program stays a hit") }
+                    if design == .dispatcherHit {
+                        // isKnown takes the dispatcher's mutex, which an update holds while it
+                        // waits a grace period: a reader must not block online.
+                        reader.handle.offline()
+                        XCTAssertTrue(disp.isKnown(root), "\(kind): the design's program stays a hit")
+                        reader.handle.online()
+                    }
                 }
+                reader.handle.offline()  // before waiting for a churner that may be waiting for us
                 XCTAssertGreaterThan(try ch.stop(), 0)
+                kernel.rcu.unregisterThread(reader)
                 XCTAssertEqual(Set(disp.knownTargets.map(ObjectIdentifier.init)), targetsBefore, "\(kind) on \(design): dispatcher table restored")
                 XCTAssertEqual(try s.staticKey.map { try bpf.mapLookupElem($0, key: [0, 0, 0, 0]) }, keyBefore, "\(kind) on \(design): key restored")
                 XCTAssertEqual((0..<Int(CBPF_NUM_CHAIN_SLOTS)).map { root.chainSlot($0).map(ObjectIdentifier.init) }, slotsBefore, "\(kind) on \(design): chain slots restored")
