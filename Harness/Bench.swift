@@ -218,20 +218,27 @@ public final class Bench {
         func window(_ s: DesignSetup, _ trial: Int, _ w: Int) throws -> TrialResult {
             let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
             progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
+            func one(churn: Bool) throws -> TrialResult {
+                try measure(s, trial: trial, churn: churn, tscGHz: machine.tscGHz, placement: &placement)
+            }
             var r: TrialResult
             if config.churn != nil {
                 // The churn's price: the same design measured right before or after
                 // without churn (order alternating), kept apart as a quiet window.
-                let churnFirst = (trial + w) % 2 == 0
-                var q = churnFirst ? nil : try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement)
-                r = try measure(s, trial: trial, churn: true, tscGHz: machine.tscGHz, placement: &placement)
-                if q == nil { q = try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement) }
-                q!.window = w
-                q!.quiet = true
-                r.quietNs = q!.nsPerPacket
-                results.append(q!)
+                var q: TrialResult
+                if (trial + w) % 2 == 0 {
+                    r = try one(churn: true)
+                    q = try one(churn: false)
+                } else {
+                    q = try one(churn: false)
+                    r = try one(churn: true)
+                }
+                q.window = w
+                q.quiet = true
+                r.quietNs = q.nsPerPacket
+                results.append(q)
             } else {
-                r = try measure(s, trial: trial, churn: false, tscGHz: machine.tscGHz, placement: &placement)
+                r = try one(churn: false)
             }
             r.window = w
             done += 1

@@ -33,15 +33,14 @@ extension BenchReport {
         if rounds > trials { s += " + \(rounds - trials) rounds for designs still wider than ±\(String(format1: targetCI, digits: 2)) ns" }
         s += "; \(String(format1: duration * 1000, digits: 0)) ms per window, each design between two baseline windows; \(packetSize)-byte frames, \(flows) flow\(flows == 1 ? "" : "s"); NUMA \(numa): \(placement.joined(separator: "; "))\n"
         if !targetMissed.isEmpty {
-            s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
+            s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time or round budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
         let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()
         if base.count >= 10 {
-            func q(_ f: Double) -> String { String(format1: base[Int(Double(base.count - 1) * f)], digits: 2) }
-            s += "machine speed: baseline windows p10 / p50 / p90 = \(q(0.1)) / \(q(0.5)) / \(q(0.9)) ns per packet"
-            s += base[Int(Double(base.count - 1) * 0.9)] > 1.25 * base[Int(Double(base.count - 1) * 0.1)]
-                ? " (the VM changed speed during the run; overheads scale with it)\n" : "\n"
+            let (p10, p50, p90) = (base[(base.count - 1) / 10], base[(base.count - 1) / 2], base[(base.count - 1) * 9 / 10])
+            s += "machine speed: baseline windows p10 / p50 / p90 = " + [p10, p50, p90].map { String(format1: $0, digits: 2) }.joined(separator: " / ") + " ns per packet"
+            s += p90 > 1.25 * p10 ? " (the VM changed speed during the run; overheads scale with it)\n" : "\n"
         }
         if let c = churn {
             let rates = summaries.compactMap(\.churnRateMean)
