@@ -27,6 +27,8 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
     }
     public var kind: Kind
     public var rate: Double
+    public static let minRate = 1.0
+    public static let maxRate = 10_000_000.0
 
     public init(kind: Kind, rate: Double) {
         self.kind = kind
@@ -35,8 +37,14 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
 
     public init(parsing s: String) throws {
         let parts = s.split(separator: ":")
-        guard parts.count == 2, let k = Kind(rawValue: String(parts[0])), let r = Double(parts[1]), r > 0, r <= 10_000_000 else {
-            throw HarnessError("--churn takes KIND:RATE with KIND one of \(Kind.allCases.map(\.rawValue).joined(separator: ", ")) and 0 < RATE ≤ 1e7 (got '\(s)')")
+        let kinds = Kind.allCases.map(\.rawValue).joined(separator: ", ")
+        guard parts.count == 2, let k = Kind(rawValue: String(parts[0])) else {
+            throw HarnessError("--churn takes KIND:RATE with KIND one of \(kinds) (got '\(s)')")
+        }
+        // At least one update per second: a window lasts milliseconds, and a slower rate
+        // would give no update at all in most windows (and intervals past any timer's range).
+        guard let r = Double(parts[1]), r.isFinite, r >= ChurnSpec.minRate, r <= ChurnSpec.maxRate else {
+            throw HarnessError("--churn \(k.rawValue):RATE takes \(Int(ChurnSpec.minRate)) ≤ RATE ≤ 1e7 updates per second (got '\(parts[1])')")
         }
         kind = k
         rate = r
@@ -142,6 +150,8 @@ public struct BenchReport: Sendable, Codable {
     public let results: [TrialResult]
     public let summaries: [DesignSummary]
     public let verdictCheck: String
+    /// The run was interrupted (SIGINT): these are the windows measured until then.
+    public var partial: Bool = false
 }
 
 public final class Bench {
@@ -190,8 +200,12 @@ public final class Bench {
         return table
     }
 
-    /// Runs the whole benchmark. `progress` receives (done, total, message).
-    public func run(progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
+    private struct Interrupted: Error {}
+
+    /// Runs the whole benchmark. `progress` receives (done, total, message). `shouldStop`
+    /// is asked before every window; once it answers true no further window starts and
+    /// the report of what was measured is returned, marked partial.
+    public func run(shouldStop: () -> Bool = { false }, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
         var setups: [DesignSetup] = []
         defer {
             try? bpf.xdpAttach(device, fd: -1)
@@ -216,6 +230,7 @@ public final class Bench {
         var done = 0
         let started = cbpf_ktime_get_ns()
         func window(_ s: DesignSetup, _ trial: Int, _ w: Int) throws -> TrialResult {
+            if shouldStop() { throw Interrupted() }
             let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
             progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
             func one(churn: Bool) throws -> TrialResult {
@@ -247,7 +262,9 @@ public final class Bench {
         var open = others
         var trial = 0
         var missed: [DesignID] = []
-        while !open.isEmpty {
+        var partial = false
+        rounds: while !open.isEmpty {
+          do {
             // B d1 B d2 … B, then B … d2 B d1 B: no design always runs right after another.
             let order = trial % 2 == 0 ? open : open.reversed()
             var w = 0
@@ -279,13 +296,18 @@ public final class Bench {
                 break
             }
             total = done + (base == nil ? open.count : 2 * open.count + 1)
+          } catch is Interrupted {
+            partial = true
+            break rounds
+          }
         }
         progress(total, total, "done")
         return BenchReport(machine: machine, threads: config.threads, duration: config.duration, trials: config.trials,
                            rounds: trial, targetCI: config.targetCI, targetMissed: missed,
                            packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
                            placement: placement, churn: config.churn, results: results,
-                           summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine)
+                           summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine,
+                           partial: partial)
     }
 
     private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
@@ -300,12 +322,25 @@ public final class Bench {
         }
         if placement.isEmpty { placement = workers.map { "queue \($0.queue) → CPU \($0.cpu), buffers on \($0.ring.placement)" } }
         let control = RunControl()
-        for w in workers { w.start(dev: device, control: control, runner: s.runner) }
+        var started: [QueueWorker] = []
+        /// A thread that cannot be created (EAGAIN) stops the workers already running.
+        func abandon(_ error: Error) -> Error {
+            control.go.store(true, ordering: .releasing)
+            control.stop.store(true, ordering: .relaxed)
+            for w in started { w.join() }
+            return error
+        }
+        do {
+            for w in workers {
+                try w.start(dev: device, control: control, runner: s.runner)
+                started.append(w)
+            }
+        } catch { throw abandon(error) }
         while control.ready.load(ordering: .acquiring) < workers.count { cbpf_usleep(200) }
 
         let churner = churn ? config.churn.map { Churner(spec: $0, setup: s, bpf: bpf) } : nil
         let gp0 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn0 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
-        churner?.start()
+        do { try churner?.start() } catch { throw abandon(error) }
         control.go.store(true, ordering: .releasing)
         cbpf_usleep(UInt32(config.duration * 1_000_000))
         control.stop.store(true, ordering: .relaxed)
@@ -405,10 +440,10 @@ final class Churner: @unchecked Sendable {
         self.bpf = bpf
     }
 
-    func start() {
+    func start() throws {
         let me = self
         started = cbpf_ktime_get_ns()
-        thread = kthreadCreate(name: "churn") { me.loop() }
+        thread = try kthreadCreate(name: "churn") { me.loop() }
     }
 
     /// Updates done so far.
@@ -539,7 +574,7 @@ final class Churner: @unchecked Sendable {
         var op: Op?
         do {
             op = try makeOp()
-            let interval = UInt64(1e9 / spec.rate)
+            let interval = UInt64(1e9 / min(ChurnSpec.maxRate, max(ChurnSpec.minRate, spec.rate)))
             var next = cbpf_ktime_get_ns()
             while !stopFlag.load(ordering: .relaxed) {
                 try op!.step(n)
@@ -550,7 +585,9 @@ final class Churner: @unchecked Sendable {
                     let now = cbpf_ktime_get_ns()
                     if now >= next { break }
                     let left = next - now
-                    if left > 200_000 { cbpf_usleep(UInt32(left / 2000)) } else { cbpf_sched_yield() }
+                    // Sleep in slices of at most 1 ms, so stop() is seen within 1 ms
+                    // however slow the rate.
+                    if left > 200_000 { cbpf_usleep(UInt32(min(1000, left / 2000))) } else { cbpf_sched_yield() }
                 }
             }
         } catch {

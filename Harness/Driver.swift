@@ -256,9 +256,9 @@ public final class QueueWorker: @unchecked Sendable {
     /// Which quantile of the batch times a window reports (0.5 = median).
     public var quantile = 0.5
 
-    public func start(dev: NetDevice, control: RunControl, runner: RunnerKind = .patched, warmupPolls: Int = 500, budget: Int = 64) {
+    public func start(dev: NetDevice, control: RunControl, runner: RunnerKind = .patched, warmupPolls: Int = 500, budget: Int = 64) throws {
         let me = self
-        thread = kthreadCreate(name: "rxq\(queue)") {
+        thread = try kthreadCreate(name: "rxq\(queue)") {
             switch runner {
             case .patched:
                 me.body(PatchedProgRun(), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)

@@ -36,6 +36,7 @@ extension BenchReport {
             s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time or round budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
+        if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }
         let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()
         if base.count >= 10 {
             let (p10, p50, p90) = (base[(base.count - 1) / 10], base[(base.count - 1) / 2], base[(base.count - 1) * 9 / 10])
@@ -74,7 +75,7 @@ extension BenchReport {
         }
         let m = machine
         var s = "{\"machine\":{\"cpu\":\(str(m.cpuModel)),\"cpus\":\(m.onlineCPUs),\"tsc_ghz\":\(num(m.tscGHz)),\"spectre_v2\":\(str(m.spectreV2)),\"numa_nodes\":\(m.numaNodes.map(String.init) ?? "null"),\"swift\":\(str(m.swiftVersion))},"
-        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"rounds\":\(rounds),\"target_ci\":\(targetCI),\"target_missed\":[\(targetMissed.map { str($0.rawValue) }.joined(separator: ","))],\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),"
+        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"rounds\":\(rounds),\"target_ci\":\(targetCI),\"target_missed\":[\(targetMissed.map { str($0.rawValue) }.joined(separator: ","))],\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),\"partial\":\(partial),"
         s += "\"designs\":["
         s += summaries.map { d in
             "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"windows\":\(d.windows),\"churn_cost_pct\":\(num(d.churnCostPct)),\"churn_cost_ci95\":\(num(d.churnCostCI95)),\"churn_rate\":\(num(d.churnRateMean))}"

@@ -20,7 +20,11 @@
 // closed. The lab refuses an ADD that would close a cycle with ELOOP — the errno the
 // kernel uses for "too many levels of links" and for attach-graph loops — and changes
 // nothing. Additions are serialised by one lock so two concurrent ADDs cannot close a
-// cycle between them. Review fix (Alexei Starovoitov): each chained program keeps its own
+// cycle between them. The cycle check follows every strong reference between programs
+// (chain slots and an extension's or tracing program's dst_prog), and ADD refuses a next
+// program of another type (EINVAL): the RFC took any program, so an fentry program on
+// `prev` could be chained after it, closing a cycle through dst_prog (the lab's fix; an
+// audit's random operations found the leak). Review fix (Alexei Starovoitov): each chained program keeps its own
 // stats (ProgRun.swift, the stats branch).
 import CBPFShims
 
@@ -56,16 +60,25 @@ extension BPFProg {
         cbpf_prog_chain_slot(raw, UInt(index)).map { BPFProg.fromRaw($0) }
     }
 
-    /// Every program reachable from this one through chain slots, this one included.
+    /// The programs this one holds a reference on that no user action can drop while it
+    /// lives: its chain slots and its `dst_prog` (an extension's or tracing program's
+    /// target). Prog-array members are not among them: the uref flush breaks those.
+    func strongProgRefs() -> [BPFProg] {
+        var out: [BPFProg] = []
+        for i in 0..<Int(CBPF_NUM_CHAIN_SLOTS) { if let n = chainSlot(i) { out.append(n) } }
+        if let d = dstProg { out.append(d) }
+        return out
+    }
+
+    /// Every program reachable from this one through strong program references (chain
+    /// slots, dst_prog), this one included.
     func chainReachable() -> [BPFProg] {
         var seen: [ObjectIdentifier: BPFProg] = [ObjectIdentifier(self): self]
         var stack = [self]
         while let p = stack.popLast() {
-            for i in 0..<Int(CBPF_NUM_CHAIN_SLOTS) {
-                if let n = p.chainSlot(i), seen[ObjectIdentifier(n)] == nil {
-                    seen[ObjectIdentifier(n)] = n
-                    stack.append(n)
-                }
+            for n in p.strongProgRefs() where seen[ObjectIdentifier(n)] == nil {
+                seen[ObjectIdentifier(n)] = n
+                stack.append(n)
             }
         }
         return Array(seen.values)
@@ -112,6 +125,13 @@ extension BPF {
             let next = try fds.getProg(Int32(bitPattern: attr.nextProgFD))  // the slot's reference
             let old: BPFProg?
             do {
+                // The lab's fix beside ELOOP: the RFC's ADD took any program (bpf_prog_get,
+                // no type check), so a tracing program on `prev` could be chained after it —
+                // a cycle through dst_prog the slot-only check never saw. A chained program
+                // runs on the same context as `prev`: it must be of the same type.
+                if next.type != prev.type {
+                    throw fail(.EINVAL, "'\(next.name)' is a \(next.type.name) program; the chain of '\(prev.name)' runs \(prev.type.name) programs")
+                }
                 old = try kernel.chainExchange(prev: prev, index: index, next: next)
             } catch {
                 next.put()  // getProg: refused, nothing changed

@@ -110,12 +110,26 @@ public final class FDTable: @unchecked Sendable {
         for o in all { o.release() }
     }
 
-    /// fdget: what `fd` refers to, with no new reference (valid while the fd is open).
-    public func object(_ fd: Int32) throws -> FDObject {
+    /// fdget + bpf_any_get: what `fd` refers to, with a new reference of the kind the fd
+    /// itself holds (a program or link: +1; a map: +1 and a user reference), taken under
+    /// the table's lock so a concurrent `close` cannot free the object in between.
+    /// Balance with `release()`. EINVAL for a stats fd, which holds no object.
+    public func getObject(_ fd: Int32) throws -> FDObject {
         try lock.withLock {
             guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            switch o {
+            case let .prog(p): p.inc()          // the fd still holds its reference: cannot be 0
+            case let .map(m): m.incWithUref()
+            case let .link(l): l.inc()
+            case .stats: throw fail(.EINVAL, "fd \(fd) is a stats fd; it holds no object")
+            }
             return o
         }
+    }
+
+    /// The kind of object behind `fd` (for messages; no reference taken).
+    public func kindName(_ fd: Int32) -> String? {
+        lock.withLock { table[fd]?.kindName }
     }
 
     /// bpf_prog_get: the program behind `fd` with a new reference (+1: balance with

@@ -100,6 +100,9 @@ public final class Kernel: @unchecked Sendable {
     var counterNames: [String: UInt32] = [:]
     /// bpffs: pinned objects.
     let pinTable = PinTable()
+    /// libxdp's dispatcher registry (LibXDP.swift): user-space state, by program ID.
+    let libxdpLock = KLock()
+    var libxdpDispatchers: [UInt32: [XDPProgramSpec]] = [:]
     /// Serialises chain-slot changes so the cycle check and the exchange are one step.
     let chainLock = KLock()
     private let bookLock = KLock()
@@ -116,6 +119,7 @@ public final class Kernel: @unchecked Sendable {
         mapIDR = IDR(range: config.idRange)
         linkIDR = IDR(range: config.idRange)
         counters = allocRecord(bytes: kernelCounterSlots * 8).bindMemory(to: UInt64.self, capacity: kernelCounterSlots)
+        counterNames[faultCallDepthCounter] = 0  // counter 0: bodies count call-depth faults there
         xdpDispatcher = BPFDispatcher(kernel: self, name: "xdp")
     }
 
@@ -181,6 +185,9 @@ public final class Kernel: @unchecked Sendable {
         }
     }
 }
+
+/// The counter a run's call-depth fault is counted in (slot 0 of the kernel's counters).
+public let faultCallDepthCounter = "fault.call_depth"
 
 /// Allocates zeroed, cache-line-aligned memory for a record.
 func allocRecord(bytes: Int) -> UnsafeMutableRawPointer {

@@ -59,16 +59,11 @@ public final class LibXDP: @unchecked Sendable {
 
     public init(bpf: BPF) { self.bpf = bpf }
 
-    /// What libxdp reads back from a running dispatcher (its config and pinned components),
-    /// kept per dispatcher program.
-    private static let registryLock = KLock()
-    nonisolated(unsafe) private static var registry: [ObjectIdentifier: [XDPProgramSpec]] = [:]
-
     /// The programs running on `dev` through a dispatcher, in run order; nil if `dev` runs
     /// no dispatcher.
     public func programs(on dev: NetDevice) -> [XDPProgramSpec]? {
         guard let p = dev.program else { return nil }
-        return LibXDP.registryLock.withLock { LibXDP.registry[ObjectIdentifier(p)] }
+        return bpf.kernel.libxdpDispatcher(id: p.id)
     }
 
     /// xdp_program__attach_multi: adds `specs` to what runs on `dev`.
@@ -103,7 +98,7 @@ public final class LibXDP: @unchecked Sendable {
             let old = dev.program
             let current: [XDPProgramSpec]
             if let old {
-                guard let c = LibXDP.registryLock.withLock({ LibXDP.registry[ObjectIdentifier(old)] }) else {
+                guard let c = bpf.kernel.libxdpDispatcher(id: old.id) else {
                     throw fail(.EBUSY, "\(dev.name) runs '\(old.name)', which is not a libxdp dispatcher")
                 }
                 current = c
@@ -127,7 +122,7 @@ public final class LibXDP: @unchecked Sendable {
                 continue  // somebody changed the device since we looked: start again
             }
             if let built {
-                LibXDP.registryLock.withLock { LibXDP.registry[ObjectIdentifier(built.prog)] = wanted }
+                bpf.kernel.setLibXDPDispatcher(id: built.prog.id, wanted)
                 try? bpf.objClose(built.fd)  // the device holds the dispatcher now
             }
             if let old { retire(old, dev: dev) }
@@ -207,6 +202,29 @@ public final class LibXDP: @unchecked Sendable {
         bpf.kernel.rcu.synchronize()
         let dir = pinDir(dev, old.id)
         for p in bpf.pinnedPaths where p.hasPrefix(dir) { try? bpf.unpin(path: p) }
-        LibXDP.registryLock.withLock { _ = LibXDP.registry.removeValue(forKey: ObjectIdentifier(old)) }
+        bpf.kernel.forgetLibXDPDispatcher(id: old.id)
     }
+}
+
+extension Kernel {
+    /// What libxdp reads back from a running dispatcher (its config and pinned components),
+    /// by the dispatcher program's ID — libxdp recognises its dispatcher by the program it
+    /// loaded. Kept per kernel; an entry goes when its program's ID is unpublished, so a
+    /// later program (even one reusing the ID) is never taken for a dispatcher.
+    func libxdpDispatcher(id: UInt32) -> [XDPProgramSpec]? {
+        guard id != 0 else { return nil }
+        return libxdpLock.withLock { libxdpDispatchers[id] }
+    }
+
+    func setLibXDPDispatcher(id: UInt32, _ specs: [XDPProgramSpec]) {
+        guard id != 0 else { return }
+        libxdpLock.withLock { libxdpDispatchers[id] = specs }
+    }
+
+    func forgetLibXDPDispatcher(id: UInt32) {
+        libxdpLock.withLock { _ = libxdpDispatchers.removeValue(forKey: id) }
+    }
+
+    /// Dispatchers libxdp knows of (for tests).
+    public var libxdpDispatcherCount: Int { libxdpLock.withLock { libxdpDispatchers.count } }
 }

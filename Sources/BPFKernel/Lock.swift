@@ -3,6 +3,7 @@
 import CBPFShims
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #elseif canImport(Musl)
 import Musl
 #endif
@@ -56,13 +57,24 @@ public final class KLock: @unchecked Sendable {
     public func broadcast() { pthread_cond_broadcast(cond) }
 }
 
-/// Starts a detached-or-joinable pthread running `body`. Returns the thread handle.
+/// Fault injection for thread creation (the kernel's fault-injection framework, in
+/// spirit): while positive, each `kthreadCreate` fails with EAGAIN and decrements it.
+/// Tests set it to show every caller answers with an errno instead of trapping.
+public let kthreadCreateFailures = Atomic<Int>(0)
+
+/// kthread_create: starts a joinable pthread running `body`. Returns the thread handle;
+/// throws EAGAIN (as pthread_create and the kernel's copy_process answer) when no thread
+/// can be created — e.g. under a process or memory limit.
 /// (Foundation's Thread would do, but a pthread lets the caller pin and name it.)
-public func kthreadCreate(name: String, _ body: @escaping @Sendable () -> Void) -> pthread_t {
+public func kthreadCreate(name: String, _ body: @escaping @Sendable () -> Void) throws -> pthread_t {
     final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
         let name: String
         init(_ b: @escaping @Sendable () -> Void, _ n: String) { body = b; name = n }
+    }
+    if kthreadCreateFailures.load(ordering: .relaxed) > 0 {
+        kthreadCreateFailures.subtract(1, ordering: .relaxed)
+        throw fail(.EAGAIN, "cannot create thread '\(name)' (fault injected)")
     }
     let box = Unmanaged.passRetained(Box(body, name)).toOpaque()
     var tid = pthread_t()
@@ -72,7 +84,10 @@ public func kthreadCreate(name: String, _ body: @escaping @Sendable () -> Void) 
         b.body()
         return nil
     }, box)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
+    if rc != 0 {
+        Unmanaged<AnyObject>.fromOpaque(box).release()  // the thread never started
+        throw fail(rc == ENOMEM ? .ENOMEM : .EAGAIN, "cannot create thread '\(name)': pthread_create returned \(rc)")
+    }
     return tid
 }
 

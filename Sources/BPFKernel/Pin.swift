@@ -24,17 +24,19 @@ extension BPF {
         guard path.count > bpffsRoot.count, !path.hasSuffix("/") else {
             throw fail(.ENOENT, "'\(path)' names no file")
         }
-        let obj = try fds.object(fd)
+        // bpf_obj_pin_user: bpf_prog_get / bpf_map_get_with_uref / bpf_link_get_from_fd.
+        // The reference is taken while the fd is looked up: taking it later (under the pin
+        // table's lock) raced with close(fd) and could resurrect a freed object.
+        let obj = try fds.getObject(fd)  // becomes the pin's reference
         let table = kernel.pinTable
-        try table.lock.withLock {
-            if table.pins[path] != nil { throw fail(.EEXIST, "'\(path)' is already pinned") }
-            switch obj {
-            case let .prog(p): p.inc()          // the pin's reference
-            case let .map(m): m.incWithUref()   // the pin's reference and user reference
-            case let .link(l): l.inc()          // the pin's reference
-            case .stats: throw fail(.EINVAL, "fd \(fd) (stats) cannot be pinned")
-            }
+        let taken: Bool = table.lock.withLock {
+            if table.pins[path] != nil { return false }
             table.pins[path] = obj
+            return true
+        }
+        if !taken {
+            obj.release()  // getObject: refused, nothing changed
+            throw fail(.EEXIST, "'\(path)' is already pinned")
         }
     }
 

@@ -529,6 +529,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let id = self.id
         kernel.log("prog", name, serial, id, .lastPut)
         if id != 0 {
+            kernel.forgetLibXDPDispatcher(id: id)  // libxdp's view of it goes with its ID
             kernel.progIDR.remove(id)  // bpf_prog_free_id
             cbpf_store_release_u32(cbpf_prog_aux_id(aux), 0)
             kernel.log("prog", name, serial, id, .unpublished)

@@ -31,7 +31,7 @@ public func bpfCallBody(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
 /// BPF_PROG_RUN. Returns the program's (or the chain's last program's) return value.
 @inlinable @inline(__always)
 public func bpfProgRun(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
-    ctx.pointee.tail_call_cnt = 0
+    cbpf_xdp_run_reset(ctx)
     if _slowPath(cbpf_bpf_stats_enabled()) {
         return bpfProgRunWithStats(prog, ctx)
     }
@@ -47,7 +47,7 @@ public func bpfProgRun(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
 /// can be measured against the patched path.
 @inlinable @inline(__always)
 public func bpfProgRunBeforePatch(_ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
-    ctx.pointee.tail_call_cnt = 0
+    cbpf_xdp_run_reset(ctx)
     if _slowPath(cbpf_bpf_stats_enabled()) {
         return bpfProgRunWithStats(prog, ctx)
     }
@@ -65,7 +65,7 @@ public func doChainCalls(_ first: ProgPtr, _ ctx: XDPContext) -> UInt32 {
     var budget = maxChainCalls
     var ret: UInt32
     repeat {
-        ctx.pointee.tail_call_cnt = 0
+        cbpf_xdp_run_reset(ctx)
         ret = bpfCallBody(prog, ctx)
         guard let next = chainNext(prog, ret) else { break }
         prog = UnsafePointer(next)
@@ -99,7 +99,7 @@ public func bpfProgRunWithStats(_ first: ProgPtr, _ ctx: XDPContext) -> UInt32 {
     var budget = maxChainCalls
     var ret: UInt32
     repeat {
-        ctx.pointee.tail_call_cnt = 0
+        cbpf_xdp_run_reset(ctx)
         let start = cbpf_ktime_get_ns()
         ret = bpfCallBody(prog, ctx)
         cbpf_prog_stats_account(prog, cbpf_ktime_get_ns() &- start)
@@ -116,7 +116,7 @@ public func bpfProgRunWithStats(_ first: ProgPtr, _ ctx: XDPContext) -> UInt32 {
 @inline(never)
 public func bpfProgRunChecked(_ first: ProgPtr, _ ctx: XDPContext,
                               useAfterFree: UnsafeMutablePointer<UInt64>) -> UInt32 {
-    ctx.pointee.tail_call_cnt = 0
+    cbpf_xdp_run_reset(ctx)
     guard cbpf_prog_is_live(first) else {
         useAfterFree.pointee &+= 1
         return UInt32(CBPF_XDP_ABORTED)
@@ -128,7 +128,7 @@ public func bpfProgRunChecked(_ first: ProgPtr, _ ctx: XDPContext,
     var budget = maxChainCalls
     var ret: UInt32
     repeat {
-        ctx.pointee.tail_call_cnt = 0
+        cbpf_xdp_run_reset(ctx)
         ret = bpfCallBody(prog, ctx)
         guard let next = chainNext(prog, ret) else { break }
         guard cbpf_prog_is_live(next) else {
@@ -146,7 +146,7 @@ public func bpfProgRunChecked(_ first: ProgPtr, _ ctx: XDPContext,
 /// "directly"; any other program falls back to the indirect call and still runs.
 @inlinable @inline(__always)
 public func bpfProgRunDispatched(_ d: UnsafePointer<cbpf_dispatcher>, _ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
-    ctx.pointee.tail_call_cnt = 0
+    cbpf_xdp_run_reset(ctx)
     if _slowPath(cbpf_bpf_stats_enabled()) {
         return bpfProgRunWithStats(prog, ctx)
     }

@@ -328,9 +328,13 @@ public final class RCUDomain: @unchecked Sendable {
             enqueued += 1
             if reclaimer == nil && !stopping {
                 let me = Unmanaged.passUnretained(self)
-                reclaimer = kthreadCreate(name: "rcu-reclaim") {
+                // No thread (EAGAIN/ENOMEM): the callback stays queued; the next callRCU
+                // tries again, and barrier() runs the queue itself when there is no
+                // reclaimer. Never a trap with the queue lock held.
+                reclaimer = try? kthreadCreate(name: "rcu-reclaim") {
                     me.takeUnretainedValue().reclaimerLoop()
                 }
+                if reclaimer == nil { reclaimerCreateFailures += 1 }
             }
             queueLock.broadcast()
         }
@@ -361,6 +365,11 @@ public final class RCUDomain: @unchecked Sendable {
             }
         }
     }
+
+    /// Times the reclaimer thread could not be created (its callbacks waited for the next
+    /// attempt or a barrier). Read under the queue lock.
+    private var reclaimerCreateFailures = 0
+    public var reclaimerFailures: Int { queueLock.withLock { reclaimerCreateFailures } }
 
     /// Callbacks queued and not yet run.
     public var pendingCallbacks: UInt64 { queueLock.withLock { enqueued - completed } }

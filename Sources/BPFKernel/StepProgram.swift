@@ -208,6 +208,7 @@ final class ProgImage: @unchecked Sendable {
         // The other two-step shapes a JIT turns into straight-line code.
         if jited, sp.main.count == 2 {
             var d = bpfp_small_data()
+            d.counters = kernel.counters
             var body: ProgBody?
             switch (sp.main[0], sp.main[1]) {
             case let (.call(n), .returnLast):

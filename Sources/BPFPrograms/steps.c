@@ -34,7 +34,7 @@ void bpfp_poke_clear_target(bpfp_poke_desc *d) {
             if (i >= s->array->max_entries) break;                                       \
             i = (uint32_t)cbpf_array_index_nospec(i, s->array->max_entries);             \
             const cbpf_prog *p = cbpf_array_slot(s->array, i);                           \
-            if (p) last = cbpf_prog_call(p, ctx);                                        \
+            if (p && indirect_call(p, md, blk->counters, &last)) return CBPF_XDP_ABORTED; \
             break;                                                                       \
         }                                                                                \
         case BPFP_OP_STATIC_BRANCH:                                                      \
@@ -50,6 +50,28 @@ void bpfp_poke_clear_target(bpfp_poke_desc *d) {
         case BPFP_OP_STORE_FUNC_RET:                                                     \
             cbpf_write_once_u64(&blk->vars[s->a], ((const cbpf_xdp_md *)ctx)->func_ret);  \
             break;
+
+/* An indirect call runs its callee in a new frame. The verifier bounds bpf-to-bpf calls
+ * at MAX_CALL_FRAMES; a call through a prog array cannot be bounded at load (a slot may
+ * come to hold the caller itself), so the bound is checked here: the call that would open
+ * frame 9 faults the run — CBPF_FAULT_CALL_DEPTH is set in md->call_depth and counted in
+ * the kernel's counter 0 ("fault.call_depth") — and every frame on the way out returns
+ * XDP_ABORTED. Returns nonzero when the run has faulted. */
+static inline int indirect_call(const cbpf_prog *p, cbpf_xdp_md *md, uint64_t *counters, uint32_t *ret) {
+    if (md->call_depth >= CBPF_MAX_CALL_FRAMES - 1) {
+        if (!(md->call_depth & CBPF_FAULT_CALL_DEPTH)) {
+            md->call_depth |= CBPF_FAULT_CALL_DEPTH;
+            cbpf_atomic64_add_relaxed(&counters[0], 1);
+        }
+        return 1;
+    }
+    md->call_depth++;
+    uint32_t r = cbpf_prog_call(p, md);
+    if (md->call_depth & CBPF_FAULT_CALL_DEPTH) return 1;
+    md->call_depth--;
+    *ret = r;
+    return 0;
+}
 
 /* Where a tail call lands: past the target's entry word (the x86 JIT jumps to
  * bpf_func + X86_TAIL_CALL_OFFSET, skipping the patchable nop), so a trampoline attached
@@ -214,7 +236,8 @@ uint32_t bpfp_indirect_call_ret(const void *ctx, const void *insnsi) {
     if (i < arr->max_entries) {
         i = (uint32_t)cbpf_array_index_nospec(i, arr->max_entries);
         const cbpf_prog *p = cbpf_array_slot(arr, i);
-        if (p) (void)cbpf_prog_call(p, ctx);
+        uint32_t ignored;
+        if (p && indirect_call(p, (cbpf_xdp_md *)ctx, d->counters, &ignored)) return CBPF_XDP_ABORTED;
     }
     return d->fallback;
 }

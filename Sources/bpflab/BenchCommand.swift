@@ -1,6 +1,7 @@
 // `bpflab bench`: the main job — the seed's table, measured here.
 import ArgumentParser
 import BPFKernel
+import Foundation
 import PacketHarness
 #if canImport(Glibc)
 import Glibc
@@ -84,34 +85,38 @@ struct Bench: ParsableCommand {
         } catch let e as HarnessError {
             throw ValidationError(e.message)
         }
+        // Every path is checked before anything is measured.
+        if let out, let why = OutputFiles.problem(directory: out) { throw optionError("--out", why) }
+        if let plot, let why = OutputFiles.problem(file: plot) { throw optionError("--plot", why) }
+        StandardOutput.ignoreSIGPIPE()
+        Interrupt.install()
         let bench = try PacketHarness.Bench(cfg)
         let tty = isatty(STDERR_FILENO) != 0
-        let report = try bench.run { done, total, msg in
+        var lineOpen = false
+        let report = try bench.run(shouldStop: { Interrupt.wasRequested }) { done, total, msg in
             let line = "[\(done)/\(total)] \(msg)"
             let text = tty ? "\r\u{1b}[K" + line + (done == total ? "\n" : "") : line + "\n"
+            lineOpen = tty && done != total
             _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
         }
-        switch format {
-        case "json": print(report.json())
-        case "csv": print(report.csv(), terminator: "")
-        default: print(report.table(), terminator: "")
+        if lineOpen { _ = write(STDERR_FILENO, "\n", 1) }  // finish the progress line
+        if report.partial {
+            FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
+        // Files first (each whole or not at all), then stdout, which may be a closed pipe.
         if let out {
-            try writeFile(out + "/bench.json", report.json() + "\n", mkdir: out)
-            try writeFile(out + "/bench.csv", report.csv(), mkdir: out)
-            try writeFile(out + "/table.txt", report.table(), mkdir: out)
+            try OutputFiles.write(report.json() + "\n", to: out + "/bench.json")
+            try OutputFiles.write(report.csv(), to: out + "/bench.csv")
+            try OutputFiles.write(report.table(), to: out + "/table.txt")
         }
-        if let plot { try writeFile(plot, report.svg(), mkdir: nil) }
+        if let plot { try OutputFiles.write(report.svg(), to: plot) }
+        switch format {
+        case "json": try StandardOutput.write(report.json() + "\n")
+        case "csv": try StandardOutput.write(report.csv())
+        default: try StandardOutput.write(report.table())
+        }
+        if report.partial { throw ExitCode(130) }
     }
-}
-
-func writeFile(_ path: String, _ text: String, mkdir dir: String?) throws {
-    if let dir { _ = Glibc.mkdir(dir, 0o755) }
-    guard let f = fopen(path, "w") else {
-        throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))")
-    }
-    defer { fclose(f) }
-    fputs(text, f)
 }
 
 extension String {

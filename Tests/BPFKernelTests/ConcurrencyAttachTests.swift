@@ -37,7 +37,7 @@ final class ConcurrencyAttachTests: KernelTestCase {
         let domain = kernel.rcu
         var workers: [pthread_t] = []
         for w in 0..<2 {
-            workers.append(kthreadCreate(name: "rx\(w)") {
+            workers.append(try kthreadCreate(name: "rx\(w)") {
                 let r = domain.registerThread(name: "rx\(w)")
                 var md = cbpf_xdp_md()
                 var bad: UInt64 = 0, n: UInt64 = 0

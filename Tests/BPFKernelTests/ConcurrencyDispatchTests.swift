@@ -25,7 +25,7 @@ final class ConcurrencyDispatchTests: KernelTestCase {
         let domain = kernel.rcu
         var workers: [pthread_t] = []
         for w in 0..<2 {
-            workers.append(kthreadCreate(name: "rx\(w)") {
+            workers.append(try kthreadCreate(name: "rx\(w)") {
                 let r = domain.registerThread(name: "rx\(w)")
                 let h = r.handle
                 var md = cbpf_xdp_md()

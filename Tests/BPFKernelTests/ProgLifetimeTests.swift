@@ -206,7 +206,7 @@ final class ConcurrencyGracePeriodTests: KernelTestCase {
         let took = KLock(), step = Atomic<Int>(0), result = Atomic<UInt32>(0), live = Atomic<Bool>(false)
         nonisolated(unsafe) let rawPtr = raw
         let domain = kernel.rcu
-        let t = kthreadCreate(name: "reader") {
+        let t = try kthreadCreate(name: "reader") {
             let r = domain.registerThread(name: "reader")
             r.readLock()
             let prog = rawPtr  // "found" the program inside the section

@@ -23,7 +23,7 @@ struct TortureResult {
 }
 
 func rcuTorture(seconds: Double, readers: Int = 2, fakeWriters: Int = 1, breakGracePeriod: Bool,
-                stopOnFailure: Bool = false) -> TortureResult {
+                stopOnFailure: Bool = false) throws -> TortureResult {
     let domain = RCUDomain(checked: true)
     domain.testOnlyBrokenGracePeriod.store(breakGracePeriod, ordering: .releasing)
     let current = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
@@ -47,7 +47,7 @@ func rcuTorture(seconds: Double, readers: Int = 2, fakeWriters: Int = 1, breakGr
     var threads: [pthread_t] = []
 
     for i in 0..<readers {
-        threads.append(kthreadCreate(name: "torture-r\(i)") {
+        threads.append(try kthreadCreate(name: "torture-r\(i)") {
             let r = domain.registerThread(name: "torture-r\(i)")
             var local = [UInt64](repeating: 0, count: Int(pipeLength) + 1)
             var poisoned: UInt64 = 0
@@ -72,14 +72,14 @@ func rcuTorture(seconds: Double, readers: Int = 2, fakeWriters: Int = 1, breakGr
         })
     }
     for i in 0..<fakeWriters {
-        threads.append(kthreadCreate(name: "torture-f\(i)") {
+        threads.append(try kthreadCreate(name: "torture-f\(i)") {
             while !stop.load(ordering: .relaxed) {
                 domain.synchronize()
                 cbpf_usleep(50)
             }
         })
     }
-    let writer = kthreadCreate(name: "torture-w") {
+    let writer = try kthreadCreate(name: "torture-w") {
         var removed: [UnsafeMutableRawPointer] = []
         var freed: [UnsafeMutableRawPointer] = []
         while !stop.load(ordering: .relaxed) {
@@ -122,8 +122,8 @@ func rcuTorture(seconds: Double, readers: Int = 2, fakeWriters: Int = 1, breakGr
 }
 
 final class ConcurrencyRCUTortureTests: XCTestCase {
-    func testTorturePipeHistogramHasOnlyBuckets0And1() {
-        let r = rcuTorture(seconds: 1.5, breakGracePeriod: false)
+    func testTorturePipeHistogramHasOnlyBuckets0And1() throws {
+        let r = try rcuTorture(seconds: 1.5, breakGracePeriod: false)
         XCTAssertGreaterThan(r.histogram[0] + r.histogram[1], 1000, "readers made progress")
         XCTAssertGreaterThan(r.updates, 10, "the writer made progress")
         XCTAssertEqual(Array(r.histogram[2...]), Array(repeating: 0, count: Int(pipeLength) - 1),
@@ -134,8 +134,8 @@ final class ConcurrencyRCUTortureTests: XCTestCase {
 
     /// Negative control: with grace periods broken (synchronize returns at once) the same
     /// test must fail — otherwise it could not catch a real bug.
-    func testTortureCatchesABrokenGracePeriod() {
-        let r = rcuTorture(seconds: 5, breakGracePeriod: true, stopOnFailure: true)
+    func testTortureCatchesABrokenGracePeriod() throws {
+        let r = try rcuTorture(seconds: 5, breakGracePeriod: true, stopOnFailure: true)
         XCTAssertTrue(r.broken, "a broken grace period went unnoticed: \(r.histogram)")
         print("rcutorture (broken grace period): pipe histogram \(r.histogram), poison reads \(r.poisonSeen)")
     }

@@ -17,7 +17,7 @@ func drive(_ attr: ProgLoadAttr, frames: FrameSpec, threads: Int = 2, ms: UInt32
     try bpf.xdpAttach(dev, fd: fd)
     let control = RunControl()
     let workers = try (0..<threads).map { try QueueWorker(queue: $0, cpu: $0 % Int(cbpf_nr_cpus_online()), frames: frames, numa: numa) }
-    for w in workers { w.start(dev: dev, control: control, warmupPolls: 10) }
+    for w in workers { try w.start(dev: dev, control: control, warmupPolls: 10) }
     while control.ready.load(ordering: .acquiring) < threads { cbpf_usleep(100) }
     control.go.store(true, ordering: .releasing)
     cbpf_usleep(ms * 1000)
@@ -249,7 +249,7 @@ final class ConcurrencyBenchTests: XCTestCase {
                 // This thread runs packets while the churner updates: it must be an RCU
                 // reader reporting quiescent states, as the driver's workers are.
                 let reader = kernel.rcu.registerThread(name: "test")
-                ch.start()
+                try ch.start()
                 var f = FrameSpec().frame(flow: 0)
                 while ch.updates < rounds {
                     reader.quiescentState()

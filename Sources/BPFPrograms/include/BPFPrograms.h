@@ -127,6 +127,7 @@ typedef struct bpfp_small_data {
     const cbpf_array *array;        /* indirect call: the function table */
     uint32_t index;
     uint32_t fallback;              /* the constant returned after the call/branch */
+    uint64_t *counters;             /* the kernel's counters ([0]: call-depth faults) */
 } bpfp_small_data;
 /// "return subprog()" — a call through the function's (pokeable) entry.
 uint32_t bpfp_call_ret(const void *ctx, const void *insnsi);

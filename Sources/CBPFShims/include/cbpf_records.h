@@ -59,11 +59,29 @@ typedef struct cbpf_xdp_md {
     uint32_t ingress_ifindex;
     uint32_t rx_queue_index;
     uint32_t tail_call_cnt;     /* per top-level run; shared with subprograms */
+    uint32_t call_depth;        /* indirect calls in progress; CBPF_FAULT_CALL_DEPTH once faulted */
     uint32_t redirect_ifindex;  /* set by a redirect body */
     uint64_t bpf_cookie;        /* the attaching link's cookie (bpf_get_attach_cookie) */
     void *run_ctx;              /* opaque per-run state for step programs */
     uint64_t func_ret;          /* what an fexit program sees: the traced function's return value */
 } cbpf_xdp_md;
+
+_Static_assert(offsetof(cbpf_xdp_md, call_depth) == offsetof(cbpf_xdp_md, tail_call_cnt) + 4,
+               "the run state is reset with one 8-byte store");
+
+/// BPF_PROG_RUN's reset of the per-run state (tail-call counter and call depth): one store.
+CBPF_INLINE void cbpf_xdp_run_reset(cbpf_xdp_md *md) {
+    uint64_t zero = 0;
+    __builtin_memcpy(&md->tail_call_cnt, &zero, sizeof zero);
+}
+
+/// include/linux/bpf.h: MAX_CALL_FRAMES. The verifier refuses bpf-to-bpf call chains deeper
+/// than this; an indirect call through a prog array (seed 001's "bpf indirect calls",
+/// not mainline) cannot be bounded at load, so the lab checks it per call.
+#define CBPF_MAX_CALL_FRAMES 8
+/// Set in call_depth when a run went past CBPF_MAX_CALL_FRAMES: every frame then returns
+/// XDP_ABORTED.
+#define CBPF_FAULT_CALL_DEPTH 0x80000000u
 
 /// The kernel's bpf_func(ctx, insnsi) shape. `insnsi` is the program's data block.
 typedef uint32_t (*cbpf_func_t)(const void *ctx, const void *insnsi);
