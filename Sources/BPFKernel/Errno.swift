@@ -14,10 +14,13 @@ public enum Errno: Int32, Sendable, CaseIterable, CustomStringConvertible {
     case EFAULT = 14
     case EBUSY = 16
     case EEXIST = 17
+    case ENOTDIR = 20
+    case EISDIR = 21
     case EINVAL = 22
     case EMFILE = 24
     case ENOSPC = 28
     case ERANGE = 34
+    case ENOTEMPTY = 39
     case ELOOP = 40
     case ENOLINK = 67
     case EOPNOTSUPP = 95
@@ -36,10 +39,13 @@ public enum Errno: Int32, Sendable, CaseIterable, CustomStringConvertible {
         case .EFAULT: return "EFAULT"
         case .EBUSY: return "EBUSY"
         case .EEXIST: return "EEXIST"
+        case .ENOTDIR: return "ENOTDIR"
+        case .EISDIR: return "EISDIR"
         case .EINVAL: return "EINVAL"
         case .EMFILE: return "EMFILE"
         case .ENOSPC: return "ENOSPC"
         case .ERANGE: return "ERANGE"
+        case .ENOTEMPTY: return "ENOTEMPTY"
         case .ELOOP: return "ELOOP"
         case .ENOLINK: return "ENOLINK"
         case .EOPNOTSUPP: return "EOPNOTSUPP"

@@ -8,6 +8,9 @@
 // each, so they never share IDs or objects.
 import CBPFShims
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A rule a caller broke on a refcount, named (the kernel would WARN or corrupt memory).
 public enum RefcountViolation: Equatable, Sendable, CustomStringConvertible {
@@ -81,6 +84,8 @@ public final class Kernel: @unchecked Sendable {
     /// Trampolines by (target program serial, function index); trampoline_mutex.
     let trampolineLock = KLock()
     var trampolines: [TrampolineKey: Trampoline] = [:]
+    /// Kernel functions trampolines can attach to, by name (KernelFunction.swift).
+    let kernelFunctions: [String: KernelFunction] = KernelFunction.standard()
     /// The kernel's XDP bpf_dispatcher.
     public private(set) var xdpDispatcher: BPFDispatcher!
 
@@ -188,6 +193,26 @@ public final class Kernel: @unchecked Sendable {
 
 /// The counter a run's call-depth fault is counted in (slot 0 of the kernel's counters).
 public let faultCallDepthCounter = "fault.call_depth"
+
+/// Fault injection for record allocation: while positive, each `allocRecordOrFail` fails
+/// with ENOMEM and decrements it (tests show every caller answers with an errno).
+public let allocRecordFailures = Atomic<Int>(0)
+
+/// Allocates zeroed, cache-line-aligned memory for a record whose size a user chose (map
+/// storage, program images): ENOMEM instead of a trap when the memory is not there
+/// (kmalloc's NULL, e.g. under `ulimit -v`). Free with `deallocate()` / `freeRecord`.
+func allocRecordOrFail(bytes: Int, what: String) throws -> UnsafeMutableRawPointer {
+    if allocRecordFailures.load(ordering: .relaxed) > 0 {
+        allocRecordFailures.subtract(1, ordering: .relaxed)
+        throw fail(.ENOMEM, "cannot allocate \(bytes) bytes for \(what) (fault injected)")
+    }
+    var p: UnsafeMutableRawPointer?
+    guard posix_memalign(&p, Int(CBPF_CACHELINE), max(bytes, 1)) == 0, let p else {
+        throw fail(.ENOMEM, "cannot allocate \(bytes) bytes for \(what)")
+    }
+    p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+    return p
+}
 
 /// Allocates zeroed, cache-line-aligned memory for a record.
 func allocRecord(bytes: Int) -> UnsafeMutableRawPointer {

@@ -117,7 +117,7 @@ public final class LibXDP: @unchecked Sendable {
                     try bpf.xdpAttach(dev, fd: built?.fd ?? -1, flags: XDPFlags.replace.rawValue, expectedFD: oldFD!)
                 }
             } catch let e as BPFError where e.errno == .EEXIST || e.errno == .EBUSY {
-                if let built { discard(built) }
+                if let built { discard(built, dev: dev) }
                 retries += 1
                 continue  // somebody changed the device since we looked: start again
             }
@@ -141,6 +141,13 @@ public final class LibXDP: @unchecked Sendable {
         "\(bpffsRoot)xdp/dispatch-\(dev.ifindex)-\(dispatcherID)/"
     }
 
+    /// libxdp's bpffs directories: xdp/ (kept) and the dispatcher's own.
+    private func makePinDir(_ dir: String) throws {
+        for d in ["\(bpffsRoot)xdp", String(dir.dropLast())] {
+            do { try bpf.bpffsMkdir(d) } catch let e as BPFError where e.errno == .EEXIST {}
+        }
+    }
+
     /// xdp_multiprog__generate: the dispatcher and its components, links pinned.
     private func build(_ specs: [XDPProgramSpec], dev: NetDevice) throws -> Built {
         var cfg = bpfp_xdp_dispatcher_config()
@@ -162,7 +169,9 @@ public final class LibXDP: @unchecked Sendable {
         let prog = try bpf.prog(fd)
         prog.put()  // keep the object, not a reference: the fd holds one
         var pins: [String] = []
+        let dir = pinDir(dev, prog.id)
         do {
+            try makePinDir(dir)
             for (i, s) in specs.enumerated() {
                 var ext = s.attr
                 ext.progType = ProgType.ext.rawValue
@@ -173,12 +182,13 @@ public final class LibXDP: @unchecked Sendable {
                 defer { try? bpf.objClose(efd) }  // the link holds the extension
                 let lfd = try bpf.linkCreate(LinkCreateAttr(progFD: efd, attachType: .unspecified))
                 defer { try? bpf.objClose(lfd) }  // the pin holds the link
-                let path = pinDir(dev, prog.id) + "prog\(i)-link"
+                let path = dir + "prog\(i)-link"
                 try bpf.objPin(lfd, path: path)
                 pins.append(path)
             }
         } catch {
             for p in pins { try? bpf.unpin(path: p) }
+            try? bpf.bpffsRmdir(dir)
             try? bpf.objClose(fd)
             throw error
         }
@@ -186,8 +196,9 @@ public final class LibXDP: @unchecked Sendable {
     }
 
     /// A built dispatcher that lost the race: unpin its links, close it.
-    private func discard(_ b: Built) {
+    private func discard(_ b: Built, dev: NetDevice) {
         for p in b.pins { try? bpf.unpin(path: p) }
+        try? bpf.bpffsRmdir(pinDir(dev, b.prog.id))
         try? bpf.objClose(b.fd)
     }
 
@@ -202,6 +213,7 @@ public final class LibXDP: @unchecked Sendable {
         bpf.kernel.rcu.synchronize()
         let dir = pinDir(dev, old.id)
         for p in bpf.pinnedPaths where p.hasPrefix(dir) { try? bpf.unpin(path: p) }
+        try? bpf.bpffsRmdir(dir)
         bpf.kernel.forgetLibXDPDispatcher(id: old.id)
     }
 }

@@ -149,9 +149,12 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
 /// An XDP link: owns the device's XDP attachment.
 public final class XDPLink: BPFLink, @unchecked Sendable {
     private(set) var device: NetDevice?
+    /// The mode slot the link owns.
+    public let mode: XDPMode
 
-    init(kernel: Kernel, prog: BPFProg, device: NetDevice) {
+    init(kernel: Kernel, prog: BPFProg, device: NetDevice, mode: XDPMode) {
         self.device = device
+        self.mode = mode
         super.init(kernel: kernel, type: .xdp, prog: prog)
     }
 
@@ -180,7 +183,7 @@ public final class XDPLink: BPFLink, @unchecked Sendable {
             throw fail(.EINVAL, "'\(new.name)' is a \(new.type.name) program; the link needs \(cur.type.name)")
         }
         new.inc()  // the device's reference on the new program
-        let oldDev = dev.withLock { dev.install(new) }
+        let oldDev = dev.withLock { dev.install(new, mode: mode) }
         oldDev?.put()  // the device's reference on the old program
         return setProgLocked(new)!
     }
@@ -191,36 +194,61 @@ public final class XDPLink: BPFLink, @unchecked Sendable {
 }
 
 /// A tracing link: one program on a trampoline (fentry, fexit, fmod_ret) or an extension
-/// replacing a function (freplace).
+/// replacing a function (freplace). It holds its target program (the reference moved from
+/// the program's dst_prog, or taken on the target the link named); a kernel-function
+/// target needs none. Tracing links have no detach (bpf_tracing_link_lops has no .detach).
 public final class TracingLink: BPFLink, @unchecked Sendable {
     let kind: TrampolineKind
     public let cookie: UInt64
     /// The program (tracing links never change it; read without the link's lock).
     let tracedProg: BPFProg
+    let target: TrampolineTarget
+    /// The target program's reference this link holds (put when the link is released).
+    private var targetRef: BPFProg?
+    /// Whether that reference came from the program's aux (its load-time dst_prog).
+    let fromAux: Bool
     private(set) var trampoline: Trampoline?
 
-    init(kernel: Kernel, prog: BPFProg, kind: TrampolineKind, cookie: UInt64) {
+    init(kernel: Kernel, prog: BPFProg, kind: TrampolineKind, cookie: UInt64, target: TrampolineTarget, targetRef: BPFProg?,
+         fromAux: Bool = false) {
+        self.fromAux = fromAux
         self.kind = kind
         self.cookie = cookie
         self.tracedProg = prog
+        self.target = target
+        self.targetRef = targetRef
         super.init(kernel: kernel, type: .tracing, prog: prog)
     }
 
     override var detachedLocked: Bool { trampoline == nil }
+    override var supportsDetach: Bool { false }
 
     func attach(_ tr: Trampoline) throws {
         try tr.link(self)
         trampoline = tr
     }
 
+    /// Gives the target reference back to the caller (a link that failed before it was
+    /// published: the reference returns to where it came from).
+    func takeTargetRef() -> BPFProg? {
+        let t = targetRef
+        targetRef = nil
+        return t
+    }
+
     override func releaseLocked() {
-        guard let tr = trampoline else { return }
-        trampoline = nil
-        tr.unlink(self)
+        if let tr = trampoline {
+            trampoline = nil
+            tr.unlink(self)
+        }
+        if let t = targetRef {
+            targetRef = nil
+            t.put()  // the link's reference on its target, after the trampoline is gone
+        }
     }
 
     override var infoLocked: (targetID: UInt32, attachType: AttachType, cookie: UInt64) {
-        (progRef?.dstProg?.id ?? 0, kind.attachType, cookie)
+        (target.prog?.id ?? 0, kind.attachType, cookie)
     }
 }
 
@@ -233,13 +261,19 @@ public struct LinkCreateAttr: Sendable {
     public var flags: UInt32
     /// Tracing: the cookie the program reads with bpf_get_attach_cookie.
     public var cookie: UInt64
+    /// target_fd + target_btf_id: a new target program and function (extensions only).
+    public var targetProgFD: Int32
+    public var targetFunc: String?
 
-    public init(progFD: Int32, device: NetDevice? = nil, attachType: AttachType, flags: UInt32 = 0, cookie: UInt64 = 0) {
+    public init(progFD: Int32, device: NetDevice? = nil, attachType: AttachType, flags: UInt32 = 0, cookie: UInt64 = 0,
+                targetProgFD: Int32 = -1, targetFunc: String? = nil) {
         self.progFD = progFD
         self.device = device
         self.attachType = attachType
         self.flags = flags
         self.cookie = cookie
+        self.targetProgFD = targetProgFD
+        self.targetFunc = targetFunc
     }
 }
 
@@ -262,13 +296,13 @@ extension BPF {
             guard attr.attachType == .xdp, let dev = attr.device else {
                 throw fail(.EINVAL, "an xdp program links to a device with attach type xdp")
             }
-            if attr.flags & ~XDPFlags.modes.rawValue != 0 || XDPFlags(rawValue: attr.flags).rawValue.nonzeroBitCount > 1 {
-                throw fail(.EINVAL, "XDP links take at most one mode flag (skb, drv or hw), got 0x\(String(attr.flags, radix: 16))")
-            }
+            // bpf_xdp_link_attach: XDP_FLAGS_MODES only (no UPDATE_IF_NOEXIST, no REPLACE).
+            try NetDevice.checkFlags(attr.flags, allowed: .modes)
             if attr.cookie != 0 { throw fail(.EINVAL, "XDP links carry no cookie") }
-            let l = XDPLink(kernel: kernel, prog: prog, device: dev)
+            if attr.targetProgFD >= 0 || attr.targetFunc != nil { throw fail(.EINVAL, "XDP links take no target program") }
+            let l = XDPLink(kernel: kernel, prog: prog, device: dev, mode: XDPMode(flags: attr.flags))
             prog.inc()  // the device's reference
-            do { try dev.attachLink(l, prog) } catch { prog.sub(1); throw error }
+            do { try dev.attachLink(l, prog, mode: l.mode) } catch { prog.sub(1); throw error }
             link = l
         case .tracing, .ext:
             let kind: TrampolineKind
@@ -286,9 +320,13 @@ extension BPF {
             if attr.device != nil || attr.flags != 0 {
                 throw fail(.EINVAL, "tracing links take no device and no flags")
             }
-            guard let target = prog.dstProg else { throw fail(.EINVAL, "'\(prog.name)' has no attach target") }
-            let l = TracingLink(kernel: kernel, prog: prog, kind: kind, cookie: attr.cookie)
-            try kernel.withTrampoline(target: target, function: prog.dstFunc) { tr in try l.attach(tr) }
+            let l = try tracingLink(prog, kind: kind, attr)
+            do {
+                try kernel.withTrampoline(target: l.target) { tr in try l.attach(tr) }
+            } catch {
+                giveBackTarget(l, prog)
+                throw error
+            }
             link = l
         default:
             throw fail(.EINVAL, "\(prog.type.name) programs cannot be linked")
@@ -296,12 +334,62 @@ extension BPF {
         do {
             try link.publish()
         } catch {
+            if let tl = link as? TracingLink { giveBackTarget(tl, prog) }
             link.lock.withLock { link.releaseLocked() }
             prog.inc()  // the caller's catch puts the getProg reference; the link never owned one
             link.put()
             throw error
         }
         return link
+    }
+
+    /// bpf_tracing_prog_attach's choice of target. A new target (target_fd + function)
+    /// may be named by extensions only (EINVAL for tracing programs); the link then takes
+    /// a reference on it. Without one, the first link takes over the load-time target and
+    /// its reference from the program's aux; after that a program attached to a BPF
+    /// program has no target left (EINVAL), while one attached to a kernel function may
+    /// link again (its target is known from its attach_btf_id).
+    private func tracingLink(_ prog: BPFProg, kind: TrampolineKind, _ attr: LinkCreateAttr) throws -> TracingLink {
+        if (attr.targetProgFD >= 0) != (attr.targetFunc != nil) {
+            throw fail(.EINVAL, "a new target needs both target_fd and target_btf_id (the function)")
+        }
+        if attr.targetProgFD >= 0 {
+            guard prog.type == .ext else {
+                throw fail(.EINVAL, "only extension programs may name a new target when linking; '\(prog.name)' is \(prog.type.name)")
+            }
+            let tgt = try fds.getProg(attr.targetProgFD)  // the link's reference on its new target
+            do {
+                guard let t = try BPFProg.checkAttachTarget(kernel: kernel, type: prog.type, expectedAttachType: prog.expectedAttachType,
+                                                            attachFunc: attr.targetFunc, target: tgt) else {
+                    throw fail(.EINVAL, "'\(prog.name)' cannot attach to '\(tgt.name)'")
+                }
+                if ProgArray.effectiveType(prog) != tgt.type {
+                    throw fail(.EINVAL, "'\(prog.name)' was loaded for \(ProgArray.effectiveType(prog).name) programs; '\(tgt.name)' is \(tgt.type.name)")
+                }
+                return TracingLink(kernel: kernel, prog: prog, kind: kind, cookie: attr.cookie, target: t, targetRef: tgt)
+            } catch {
+                tgt.put()  // getProg
+                throw error
+            }
+        }
+        if let (d, f) = prog.takeDstProg() {
+            return TracingLink(kernel: kernel, prog: prog, kind: kind, cookie: attr.cookie, target: .prog(d, function: f), targetRef: d, fromAux: true)
+        }
+        if let kf = prog.dstKernelFunc {
+            return TracingLink(kernel: kernel, prog: prog, kind: kind, cookie: attr.cookie, target: .kernel(kf), targetRef: nil)
+        }
+        throw fail(.EINVAL, "'\(prog.name)' was already attached and its load-time target went to that link; name a target (target_fd and function)")
+    }
+
+    /// A link that failed before it was published hands its target reference back: to the
+    /// program's aux if it came from there, else it is put.
+    private func giveBackTarget(_ l: TracingLink, _ prog: BPFProg) {
+        guard let t = l.lock.withLock({ l.takeTargetRef() }) else { return }
+        if l.fromAux {
+            prog.returnDstProg(t)  // the aux keeps its load-time target, as before the call
+        } else {
+            t.put()  // getProg in tracingLink
+        }
     }
 
     /// BPF_LINK_UPDATE: replace the link's program. `expectedOldFD` (with BPF_F_REPLACE)

@@ -105,10 +105,10 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
         switch type {
         case .array:
             try ArrayMap.allocCheck(attr)
-            map = ArrayMap(kernel: kernel, attr: attr)
+            map = try ArrayMap(kernel: kernel, attr: attr)
         case .progArray:
             try ProgArray.allocCheck(attr)
-            map = ProgArray(kernel: kernel, attr: attr)
+            map = try ProgArray(kernel: kernel, attr: attr)
         case .staticKey:
             try StaticKeyMap.allocCheck(attr)
             map = StaticKeyMap(kernel: kernel, attr: attr)
@@ -266,9 +266,9 @@ public final class ArrayMap: BPFMap, @unchecked Sendable {
         }
     }
 
-    init(kernel: Kernel, attr: MapCreateAttr) {
+    init(kernel: Kernel, attr: MapCreateAttr) throws {
         elemSize = Int((attr.valueSize + 7) & ~7)
-        storage = allocRecord(bytes: max(64, elemSize * Int(attr.maxEntries)))
+        storage = try allocRecordOrFail(bytes: max(64, elemSize * Int(attr.maxEntries)), what: "array map '\(attr.name)'")
         super.init(kernel: kernel, attr: attr, type: .array)
     }
 

@@ -1,51 +1,91 @@
 // Pin.swift — pinning objects in a bpffs-like namespace.
 //
-// Mirrors: kernel/bpf/inode.c (bpf_obj_pin_user, bpf_obj_get_user, bpf_fill_super's
-// bpf_dir_iops check) and the unlink of a pinned file (bpf_free_inode → bpf_any_put).
+// Mirrors: kernel/bpf/inode.c (bpf_obj_pin_user, bpf_obj_get_user, bpf_mkdir, bpf_lookup's
+// refusal of names with a dot, bpf_fill_super, bpf_inode_type) and the unlink/rmdir of
+// bpffs entries (bpf_free_inode → bpf_any_put; simple_rmdir's ENOTEMPTY).
 //
-// A pin is a path that holds a reference on its object — for a map, a *user* reference,
-// so a pinned prog array is not flushed when its last fd closes. `objGet` opens a new fd
-// from a pin; `unpin` (unlink) drops the pin's reference.
+// bpffs is a tree of directories (made with mkdir) whose files are pins. A pin holds a
+// reference on its object — for a map, a *user* reference, so a pinned prog array is not
+// flushed when its last fd closes. `objGet` opens a new fd from a pin; `unpin` (unlink)
+// drops the pin's reference. Path rules, as the VFS and bpffs answer them: outside the
+// mount → EPERM; a name with a dot → EPERM (bpf_lookup); a missing parent → ENOENT; a
+// parent that is a pin → ENOTDIR; an existing name → EEXIST.
 
-/// The pins of one kernel (its bpffs mount at /sys/fs/bpf).
+/// The pins and directories of one kernel (its bpffs mount at /sys/fs/bpf).
 final class PinTable: @unchecked Sendable {
     let lock = KLock()
     var pins: [String: FDObject] = [:]
+    /// Directories below the mount point (the mount point itself always exists).
+    var dirs: Set<String> = []
 }
 
 public let bpffsRoot = "/sys/fs/bpf/"
+let bpffsMount = "/sys/fs/bpf"
+
+/// A checked bpffs path: its normalised form and its parent directory.
+struct BPFFSPath {
+    let path: String
+    let parent: String
+
+    /// Parses `raw`: EPERM outside bpffs or for a dotted name, ENOENT for an empty one.
+    init(_ raw: String) throws {
+        guard raw.hasPrefix(bpffsRoot) else {
+            throw fail(.EPERM, "'\(raw)' is not on a bpf filesystem (bpffs is mounted at \(bpffsMount))")
+        }
+        var rest = raw.dropFirst(bpffsRoot.count)
+        while rest.hasSuffix("/") { rest = rest.dropLast() }
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        guard !rest.isEmpty, !parts.contains(where: \.isEmpty) else {
+            throw fail(.ENOENT, "'\(raw)' names no entry")
+        }
+        if let dotted = parts.first(where: { $0.contains(".") }) {
+            throw fail(.EPERM, "'\(dotted)' in '\(raw)': bpffs names may not contain a dot")
+        }
+        path = bpffsMount + "/" + parts.joined(separator: "/")
+        parent = bpffsMount + (parts.count > 1 ? "/" + parts.dropLast().joined(separator: "/") : "")
+    }
+}
+
+extension PinTable {
+    /// The rules for creating an entry at `p` (called under the lock).
+    func checkCreateLocked(_ p: BPFFSPath) throws {
+        if pins[p.parent] != nil { throw fail(.ENOTDIR, "'\(p.parent)' is a pinned object, not a directory") }
+        if p.parent != bpffsMount && !dirs.contains(p.parent) {
+            throw fail(.ENOENT, "directory '\(p.parent)' does not exist (make it with mkdir)")
+        }
+        if pins[p.path] != nil || dirs.contains(p.path) { throw fail(.EEXIST, "'\(p.path)' already exists") }
+    }
+}
 
 extension BPF {
-    /// BPF_OBJ_PIN. EPERM outside bpffs, EEXIST if the path is taken, ENOENT for an empty name.
+    /// BPF_OBJ_PIN. The path's rules (above); EINVAL for an fd that holds no object.
     public func objPin(_ fd: Int32, path: String) throws {
-        guard path.hasPrefix(bpffsRoot) else {
-            throw fail(.EPERM, "'\(path)' is not on a bpf filesystem (pins live under \(bpffsRoot))")
-        }
-        guard path.count > bpffsRoot.count, !path.hasSuffix("/") else {
-            throw fail(.ENOENT, "'\(path)' names no file")
-        }
+        let p = try BPFFSPath(path)
         // bpf_obj_pin_user: bpf_prog_get / bpf_map_get_with_uref / bpf_link_get_from_fd.
         // The reference is taken while the fd is looked up: taking it later (under the pin
         // table's lock) raced with close(fd) and could resurrect a freed object.
         let obj = try fds.getObject(fd)  // becomes the pin's reference
         let table = kernel.pinTable
-        let taken: Bool = table.lock.withLock {
-            if table.pins[path] != nil { return false }
-            table.pins[path] = obj
-            return true
-        }
-        if !taken {
+        do {
+            try table.lock.withLock {
+                try table.checkCreateLocked(p)
+                table.pins[p.path] = obj
+            }
+        } catch {
             obj.release()  // getObject: refused, nothing changed
-            throw fail(.EEXIST, "'\(path)' is already pinned")
+            throw error
         }
     }
 
-    /// BPF_OBJ_GET: a new fd for a pinned object. ENOENT if nothing is pinned there.
+    /// BPF_OBJ_GET: a new fd for a pinned object. ENOENT if nothing is there, EACCES for a
+    /// directory (bpf_inode_type).
     public func objGet(path: String) throws -> Int32 {
+        let p = try BPFFSPath(path)
         let table = kernel.pinTable
         return try fds.installNew {
             try table.lock.withLock {
-                guard let obj = table.pins[path] else { throw fail(.ENOENT, "nothing is pinned at '\(path)'") }
+                if table.dirs.contains(p.path) { throw fail(.EACCES, "'\(p.path)' is a directory, not a pinned object") }
+                guard let obj = table.pins[p.path] else { throw fail(.ENOENT, "nothing is pinned at '\(p.path)'") }
                 switch obj {
                 case let .prog(p): p.inc()          // the new fd's reference
                 case let .map(m): m.incWithUref()
@@ -57,26 +97,57 @@ extension BPF {
         }
     }
 
-    /// unlink(2) of a pin: drops the pin's reference. ENOENT if nothing is pinned there.
+    /// unlink(2) of a pin: drops the pin's reference. ENOENT if nothing is pinned there,
+    /// EISDIR for a directory.
     public func unpin(path: String) throws {
+        let p = try BPFFSPath(path)
         let table = kernel.pinTable
         let obj: FDObject = try table.lock.withLock {
-            guard let o = table.pins.removeValue(forKey: path) else { throw fail(.ENOENT, "nothing is pinned at '\(path)'") }
+            if table.dirs.contains(p.path) { throw fail(.EISDIR, "'\(p.path)' is a directory (use rmdir)") }
+            guard let o = table.pins.removeValue(forKey: p.path) else { throw fail(.ENOENT, "nothing is pinned at '\(p.path)'") }
             return o
         }
         obj.release()  // objPin's reference
     }
 
+    /// mkdir(2) in bpffs.
+    public func bpffsMkdir(_ path: String) throws {
+        let p = try BPFFSPath(path)
+        let table = kernel.pinTable
+        try table.lock.withLock {
+            try table.checkCreateLocked(p)
+            table.dirs.insert(p.path)
+        }
+    }
+
+    /// rmdir(2) in bpffs: ENOENT if missing, ENOTDIR for a pin, ENOTEMPTY unless empty.
+    public func bpffsRmdir(_ path: String) throws {
+        let p = try BPFFSPath(path)
+        let table = kernel.pinTable
+        try table.lock.withLock {
+            if table.pins[p.path] != nil { throw fail(.ENOTDIR, "'\(p.path)' is a pinned object, not a directory") }
+            guard table.dirs.contains(p.path) else { throw fail(.ENOENT, "directory '\(p.path)' does not exist") }
+            let inside = p.path + "/"
+            if table.pins.keys.contains(where: { $0.hasPrefix(inside) }) || table.dirs.contains(where: { $0.hasPrefix(inside) }) {
+                throw fail(.ENOTEMPTY, "directory '\(p.path)' is not empty")
+            }
+            table.dirs.remove(p.path)
+        }
+    }
+
     /// Pinned paths, sorted.
     public var pinnedPaths: [String] { kernel.pinTable.lock.withLock { kernel.pinTable.pins.keys.sorted() } }
+    /// bpffs directories below the mount point, sorted.
+    public var bpffsDirectories: [String] { kernel.pinTable.lock.withLock { kernel.pinTable.dirs.sorted() } }
 }
 
 extension Kernel {
-    /// Removes every pin (unmounting bpffs), dropping their references.
+    /// Removes every pin and directory (unmounting bpffs), dropping the pins' references.
     public func unpinAll() {
         let all: [FDObject] = pinTable.lock.withLock {
             let v = Array(pinTable.pins.values)
             pinTable.pins.removeAll()
+            pinTable.dirs.removeAll()
             return v
         }
         for o in all { o.release() }

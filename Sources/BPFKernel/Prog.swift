@@ -236,6 +236,35 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     public private(set) var dstProg: BPFProg?
     /// The function of `dstProg` it attaches to (0: main, n: global function n).
     public private(set) var dstFunc = 0
+    /// A tracing program's kernel-function target (attach_btf_id in vmlinux): kept for
+    /// the program's life, so it can be linked again after its link is gone.
+    public private(set) var dstKernelFunc: KernelFunction?
+    /// saved_dst_prog_type: the target's type, kept after dst_prog moved into a link.
+    public private(set) var savedDstType: ProgType?
+    /// Serialises the move of dst_prog into a link (aux->dst_mutex).
+    let dstLock = KLock()
+    /// Whether dst_prog was handed to a link (bpf_tracing_prog_attach clears it): a later
+    /// link must name its target, or is refused.
+    var dstTaken = false
+
+    /// bpf_tracing_prog_attach's hand-over: the load-time target and its reference move
+    /// to the caller (the new link). nil when already taken.
+    func takeDstProg() -> (prog: BPFProg, function: Int)? {
+        dstLock.withLock {
+            guard let d = dstProg, !dstTaken else { return nil }
+            dstTaken = true
+            dstProg = nil
+            return (d, dstFunc)
+        }
+    }
+
+    /// Gives a taken target back (the link that took it failed before it was published).
+    func returnDstProg(_ d: BPFProg) {
+        dstLock.withLock {
+            dstProg = d
+            dstTaken = false
+        }
+    }
     /// This program's functions: [0] main (its own record), then its global functions.
     public private(set) var functions: [(name: String, text: UnsafeMutablePointer<cbpf_text>)] = []
     /// Extra work run after the grace period, before the free (e.g. trampoline puts).
@@ -334,7 +363,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         if attr.license.isEmpty {
             throw fail(.EINVAL, "license string is empty")
         }
-        let dstFunc = try checkAttachTarget(attr, type: type, target: target)
+        let attachTarget = try checkAttachTarget(kernel: kernel, type: type, expectedAttachType: attr.expectedAttachType,
+                                                 attachFunc: attr.attachFunc, target: target)
         if !attr.functions.isEmpty {
             if attr.steps != nil { throw fail(.EINVAL, "a step program declares its functions as subprograms") }
             guard let off = attr.functionTableOffset, off >= 0, off % 8 == 0,
@@ -349,8 +379,15 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         var unique: [BPFMap] = []
         for m in maps + arrays.values.map({ $0 as BPFMap }) + keys.values.map({ $0 as BPFMap }) where !unique.contains(where: { $0 === m }) { unique.append(m) }
         // check_map_prog_compatibility: a program using a prog array must match its owner.
+        // An extension is compared as its target's type (resolve_prog_type).
+        let resolvedType = type == .ext ? (target?.type ?? type) : type
         for case let a as ProgArray in unique {
-            try a.checkCompatible(type: type, jited: attr.jited, frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
+            try a.checkCompatible(type: resolvedType, jited: attr.jited, frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
+        }
+        // fixup_call_args: "tail_calls are not allowed in non-JITed programs with
+        // bpf-to-bpf calls" — the interpreter cannot carry the tail-call counter across frames.
+        if let sp = attr.steps, !attr.jited, sp.hasTailCall, sp.hasBPFToBPFCall {
+            throw fail(.EINVAL, "tail_calls are not allowed in non-JITed programs with bpf-to-bpf calls")
         }
         var image: ProgImage?
         var loadAttr = attr
@@ -383,10 +420,16 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         for m in unique { m.inc() }  // bpf_prog_put → bpf_free_used_maps balances these
-        if let target {
-            target.inc()  // dst_prog: put when this program is freed
+        switch attachTarget {
+        case let .prog(target, function)?:
+            target.inc()  // dst_prog: moves into the first link, or is put when this program is freed
             prog.dstProg = target
-            prog.dstFunc = dstFunc
+            prog.dstFunc = function
+            prog.savedDstType = target.type
+        case let .kernel(kf)?:
+            prog.dstKernelFunc = kf
+        case nil:
+            break
         }
         if let image {
             for (site, key) in image.staticSites { key.key.register(site) }
@@ -395,7 +438,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
                 prog.onFree.append { for (site, key) in sites { key.key.unregister(site) } }
             }
         }
-        for case let a as ProgArray in unique { a.claimOwner(type: type, jited: attr.jited, frags: prog.hasFrags) }
+        for case let a as ProgArray in unique { a.claimOwner(type: resolvedType, jited: attr.jited, frags: prog.hasFrags) }
         if let image {
             for (desc, arr) in image.pokes { arr.trackPoke(desc, owner: prog) }  // prog_array_map_poke_track
             if !image.pokes.isEmpty {
@@ -411,42 +454,65 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// bpf_check_attach_target, in brief: what an extension or tracing program may attach
-    /// to. Returns the index of the target function.
-    private static func checkAttachTarget(_ attr: ProgLoadAttr, type: ProgType, target: BPFProg?) throws -> Int {
+    /// to — a function of a loaded program (`target`), or for tracing programs without
+    /// one, a kernel function named by `attachFunc` (attach_btf_id in vmlinux). nil for
+    /// other program types. Used at load and when an extension's link names a new target.
+    static func checkAttachTarget(kernel: Kernel, type: ProgType, expectedAttachType: UInt32, attachFunc: String?,
+                                  target: BPFProg?) throws -> TrampolineTarget? {
         switch type {
         case .ext, .tracing:
-            guard let target else {
-                throw fail(.EINVAL, "\(type.name) programs need attach_prog_fd (the program they attach to)")
-            }
-            if target.type == type {
-                throw fail(.EINVAL, "cannot attach a \(type.name) program to another \(type.name) program ('\(target.name)')")
-            }
             if type == .ext {
-                if attr.expectedAttachType != AttachType.unspecified.rawValue {
+                guard let target else {
+                    throw fail(.EINVAL, "extension programs need attach_prog_fd (the program whose function they replace)")
+                }
+                if target.type == .ext {
+                    throw fail(.EINVAL, "cannot attach an ext program to another ext program ('\(target.name)')")
+                }
+                if expectedAttachType != AttachType.unspecified.rawValue {
                     throw fail(.EINVAL, "extension programs take no expected attach type")
                 }
-                guard let fname = attr.attachFunc else {
+                guard let fname = attachFunc else {
                     throw fail(.EINVAL, "an extension names the global function it replaces")
                 }
                 guard let i = target.functionIndex(fname), i > 0 else {
                     throw fail(.EINVAL, "'\(target.name)' has no global function '\(fname)' to replace")
                 }
-                return i
+                return .prog(target, function: i)
             }
             let kinds: [UInt32] = [AttachType.traceFentry.rawValue, AttachType.traceFexit.rawValue, AttachType.modifyReturn.rawValue]
-            guard kinds.contains(attr.expectedAttachType) else {
-                throw fail(.EINVAL, "tracing programs attach as fentry, fexit or fmod_ret (expected_attach_type \(attr.expectedAttachType))")
+            guard kinds.contains(expectedAttachType) else {
+                throw fail(.EINVAL, "tracing programs attach as fentry, fexit or fmod_ret (expected_attach_type \(expectedAttachType))")
             }
-            guard let fname = attr.attachFunc else { return 0 }
+            let modifies = expectedAttachType == AttachType.modifyReturn.rawValue
+            guard let target else {
+                // A kernel function, found by name (the kernel: by BTF id in vmlinux).
+                guard let fname = attachFunc else {
+                    throw fail(.EINVAL, "tracing programs need attach_prog_fd or a kernel function (attach_btf_id)")
+                }
+                guard let kf = kernel.kernelFunctions[fname] else {
+                    throw fail(.EINVAL, "no kernel function '\(fname)' to attach to (the lab has \(kernel.kernelFunctionNames.joined(separator: ", ")))")
+                }
+                if modifies && !kf.errorInjectable {
+                    throw fail(.EINVAL, "\(fname)() is not modifiable (fmod_ret needs a function marked ALLOW_ERROR_INJECTION)")
+                }
+                return .kernel(kf)
+            }
+            if target.type == .tracing {
+                throw fail(.EINVAL, "cannot attach a tracing program to another tracing program ('\(target.name)')")
+            }
+            if modifies {
+                throw fail(.EINVAL, "can't modify return codes of BPF programs ('\(target.name)')")
+            }
+            guard let fname = attachFunc else { return .prog(target, function: 0) }
             guard let i = target.functionIndex(fname) else {
                 throw fail(.EINVAL, "'\(target.name)' has no function '\(fname)'")
             }
-            return i
+            return .prog(target, function: i)
         default:
-            if target != nil || attr.attachFunc != nil {
+            if target != nil || attachFunc != nil {
                 throw fail(.EINVAL, "only extension and tracing programs take attach_prog_fd")
             }
-            return 0
+            return nil
         }
     }
 
@@ -549,9 +615,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         }
         for cb in onFree { cb() }
         onFree.removeAll()
-        if let d = dstProg {
-            dstProg = nil
-            d.put()  // the extension's reference on its target
+        if let d = dstLock.withLock({ () -> BPFProg? in let d = dstProg; dstProg = nil; return d }) {
+            d.put()  // the load-time reference on the target, never handed to a link
         }
         for m in usedMaps { m.put() }  // bpf_free_used_maps: balances the inc in load
         kernel.liveProgs.subtract(1, ordering: .releasing)

@@ -46,9 +46,9 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         }
     }
 
-    init(kernel: Kernel, attr: MapCreateAttr) {
+    init(kernel: Kernel, attr: MapCreateAttr) throws {
         arrayBytes = MemoryLayout<cbpf_array>.stride + Int(attr.maxEntries) * MemoryLayout<UnsafeMutableRawPointer>.stride
-        array = allocRecord(bytes: arrayBytes).bindMemory(to: cbpf_array.self, capacity: 1)
+        array = try allocRecordOrFail(bytes: arrayBytes, what: "prog array '\(attr.name)'").bindMemory(to: cbpf_array.self, capacity: 1)
         var mask: UInt32 = 1
         while mask < attr.maxEntries { mask <<= 1 }
         array.pointee.max_entries = attr.maxEntries
@@ -69,9 +69,10 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
     // MARK: the owner rule
 
     /// The type programs are compared under: an extension counts as its target's type.
+    /// (resolve_prog_type: the target's type saved at load, which outlives the move of
+    /// dst_prog into the extension's first link.)
     static func effectiveType(_ p: BPFProg) -> ProgType {
-        if p.type == .ext, let d = p.dstProg { return d.type }
-        return p.type
+        p.type == .ext ? (p.savedDstType ?? p.type) : p.type
     }
 
     /// __bpf_prog_map_compatible for a program being loaded with this array among its
@@ -148,6 +149,14 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         precondition(index < maxEntries)
         let old: UnsafeMutablePointer<cbpf_prog>? = try slotsLock.withLock {
             try checkCompatibleLocked(prog)
+            // bpf_prog_map_compatible claims the owner as it checks — before
+            // prog_fd_array_get_ptr's extended-program test: an insert refused with EBUSY
+            // below has still fixed the array's owner (as the kernel's does).
+            if ownerType == nil {
+                ownerType = ProgArray.effectiveType(prog)
+                ownerJited = prog.jited
+                ownerFrags = prog.hasFrags
+            }
             // The freplace interlock: checked and counted under the program's ext lock, so
             // an extension attaching at the same moment sees either the membership or not.
             try prog.extLock.withLock {
@@ -155,11 +164,6 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
                     throw fail(.EBUSY, "'\(prog.name)' is extended by a freplace program and cannot be a tail-call target")
                 }
                 prog.tailCallMemberships.add(1, ordering: .releasing)
-            }
-            if ownerType == nil {
-                ownerType = ProgArray.effectiveType(prog)
-                ownerJited = prog.jited
-                ownerFrags = prog.hasFrags
             }
             let old = cbpf_array_xchg(array, index, prog.raw)
             pokeRun(index: index, old: old, new: prog.raw)

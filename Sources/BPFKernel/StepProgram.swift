@@ -109,6 +109,18 @@ public struct StepProgram: Sendable, Equatable {
         }
     }
 
+    /// Whether any step tail-calls.
+    var hasTailCall: Bool { allSteps.contains { if case .tailCall = $0 { return true } else { return false } } }
+    /// Whether it makes bpf-to-bpf calls (a `call` or a static branch into a subprogram).
+    var hasBPFToBPFCall: Bool {
+        allSteps.contains {
+            switch $0 {
+            case .call, .staticBranch: return true
+            default: return false
+            }
+        }
+    }
+
     /// The static-key map fds it uses.
     var keyFDs: [Int32] {
         allSteps.compactMap {

@@ -155,6 +155,9 @@ public final class BPF: @unchecked Sendable {
         switch prog.type {
         case .xdp, .schedCls, .socketFilter:
             break
+        case .tracing:
+            if attr.repeatCount > 1 { throw fail(.EINVAL, "tracing test runs take no repeat") }
+            return try tracingTestRun(prog)
         default:
             throw fail(.ENOTSUPP, "\(prog.type.name) programs have no test_run")
         }

@@ -14,9 +14,11 @@
 // freed after a grace period, so a packet sees one complete configuration. Removing the
 // last program pokes the entry back before the image goes.
 //
-// References: a link holds its program; an extension or tracing program holds its target
-// (dst_prog) from load to free. The trampoline holds no references — it exists while it
-// has links, and every link's program keeps the target alive.
+// References: a link holds its program and its target program (an extension's or tracing
+// program's dst_prog moves into its first link: bpf_tracing_prog_attach). The trampoline
+// holds no references — it exists while it has links, and every link keeps its target
+// alive. A trampoline may also wrap a kernel function (KernelFunction.swift), which lives
+// as long as the kernel.
 import CBPFShims
 import BPFPrograms
 
@@ -51,6 +53,33 @@ struct TrampolineKey: Hashable {
     let function: Int
 }
 
+/// What a trampoline wraps: a function of a loaded program, or a kernel function.
+public enum TrampolineTarget: @unchecked Sendable {
+    case prog(BPFProg, function: Int)
+    case kernel(KernelFunction)
+
+    var key: TrampolineKey {
+        switch self {
+        case let .prog(p, f): return TrampolineKey(target: ObjectIdentifier(p), function: f)
+        case let .kernel(k): return TrampolineKey(target: ObjectIdentifier(k), function: 0)
+        }
+    }
+    var text: UnsafeMutablePointer<cbpf_text> {
+        switch self {
+        case let .prog(p, f): return p.functions[f].text
+        case let .kernel(k): return k.text
+        }
+    }
+    /// "function of program" for messages.
+    var name: String {
+        switch self {
+        case let .prog(p, f): return "'\(p.functions[f].name)' of '\(p.name)'"
+        case let .kernel(k): return "kernel function '\(k.name)'"
+        }
+    }
+    var prog: BPFProg? { if case let .prog(p, _) = self { return p } else { return nil } }
+}
+
 func sameFunc(_ a: cbpf_func_t?, _ b: cbpf_func_t?) -> Bool {
     unsafeBitCast(a, to: UInt.self) == unsafeBitCast(b, to: UInt.self)
 }
@@ -66,8 +95,7 @@ func textPoke(_ site: UnsafeMutablePointer<cbpf_text>, expected: cbpf_func_t?, n
 
 final class Trampoline: @unchecked Sendable {
     let kernel: Kernel
-    let target: BPFProg
-    let function: Int
+    let target: TrampolineTarget
     let text: UnsafeMutablePointer<cbpf_text>
     let header: UnsafeMutablePointer<cbpf_text_hdr>
     private var links: [TrampolineKind: [TracingLink]] = [:]
@@ -75,11 +103,10 @@ final class Trampoline: @unchecked Sendable {
     /// What this trampoline last poked the entry to (the function's own body at first).
     private var pokedTo: cbpf_func_t?
 
-    init(kernel: Kernel, target: BPFProg, function: Int) {
+    init(kernel: Kernel, target: TrampolineTarget) {
         self.kernel = kernel
         self.target = target
-        self.function = function
-        text = target.functions[function].text
+        text = target.text
         header = cbpf_text_hdr_of(text.pointee.data)
         pokedTo = header.pointee.orig
     }
@@ -88,41 +115,41 @@ final class Trampoline: @unchecked Sendable {
         (links[.fentry]?.count ?? 0) + (links[.fexit]?.count ?? 0) + (links[.modifyReturn]?.count ?? 0)
     }
     var isEmpty: Bool { tracingCount == 0 && (links[.replace]?.isEmpty ?? true) }
-    var functionName: String { target.functions[function].name }
 
     /// bpf_trampoline_link_prog. Called under kernel.trampolineLock.
     func link(_ l: TracingLink) throws {
         let prog = l.tracedProg
         let ext = links[.replace]?.first
         if l.kind == .replace {
-            if let ext { throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' is already replaced by '\(ext.tracedProg.name)'") }
+            guard let tp = target.prog else { throw fail(.EINVAL, "extensions replace functions of BPF programs only") }
+            if let ext { throw fail(.EBUSY, "\(target.name) is already replaced by '\(ext.tracedProg.name)'") }
             if tracingCount > 0 {
-                throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' has fentry/fexit programs; an extension cannot replace it")
+                throw fail(.EBUSY, "\(target.name) has fentry/fexit programs; an extension cannot replace it")
             }
-            try target.extLock.withLock {
-                if target.tailCallMemberships.load(ordering: .acquiring) > 0 {
-                    throw fail(.EBUSY, "'\(target.name)' is in a prog array; a tail-call target cannot be extended")
+            try tp.extLock.withLock {
+                if tp.tailCallMemberships.load(ordering: .acquiring) > 0 {
+                    throw fail(.EBUSY, "'\(tp.name)' is in a prog array; a tail-call target cannot be extended")
                 }
-                target.extensionCount.add(1, ordering: .releasing)
+                tp.extensionCount.add(1, ordering: .releasing)
             }
             links[.replace] = [l]
             do {
                 try publish()
             } catch {
                 links[.replace] = []
-                target.extensionCount.subtract(1, ordering: .releasing)
+                tp.extensionCount.subtract(1, ordering: .releasing)
                 throw error
             }
             return
         }
         if ext != nil {
-            throw fail(.EBUSY, "'\(functionName)' of '\(target.name)' is replaced by an extension; fentry/fexit cannot attach")
+            throw fail(.EBUSY, "\(target.name) is replaced by an extension; fentry/fexit cannot attach")
         }
         if links.values.joined().contains(where: { $0.tracedProg === prog }) {
             throw fail(.EBUSY, "'\(prog.name)' is already attached to this trampoline")
         }
         if tracingCount >= maxTrampolineLinks {
-            throw fail(.E2BIG, "the trampoline of '\(functionName)' already has \(maxTrampolineLinks) programs (BPF_MAX_TRAMP_LINKS)")
+            throw fail(.E2BIG, "the trampoline of \(target.name) already has \(maxTrampolineLinks) programs (BPF_MAX_TRAMP_LINKS)")
         }
         links[l.kind, default: []].append(l)
         do {
@@ -138,8 +165,8 @@ final class Trampoline: @unchecked Sendable {
         kernel.trampolineLock.withLock {
             links[l.kind]?.removeAll { $0 === l }
             try? publish()  // removing never fails: the entry holds what this trampoline put there
-            if l.kind == .replace { target.extensionCount.subtract(1, ordering: .releasing) }
-            if isEmpty { kernel.trampolines[TrampolineKey(target: ObjectIdentifier(target), function: function)] = nil }
+            if l.kind == .replace { target.prog?.extensionCount.subtract(1, ordering: .releasing) }
+            if isEmpty { kernel.trampolines[target.key] = nil }
         }
     }
 
@@ -172,7 +199,7 @@ final class Trampoline: @unchecked Sendable {
             let old = imageSlot.pointee
             if let n = new { cbpf_rcu_assign_pointer(imageSlot, UnsafeMutableRawPointer(n.ptr)) }
             do {
-                try textPoke(text, expected: pokedTo, new: wanted, what: "poking '\(functionName)' of '\(target.name)'")
+                try textPoke(text, expected: pokedTo, new: wanted, what: "poking \(target.name)")
             } catch {
                 cbpf_rcu_assign_pointer(imageSlot, old)
                 if let n = new { kernel.freeRecord(UnsafeMutableRawPointer(n.ptr), bytes: n.bytes) }
@@ -201,10 +228,10 @@ final class Trampoline: @unchecked Sendable {
 extension Kernel {
     /// bpf_trampoline_get: the trampoline of (target, function), created on first use;
     /// `body` runs under the trampoline lock. A trampoline left empty is dropped.
-    func withTrampoline<T>(target: BPFProg, function: Int, _ body: (Trampoline) throws -> T) throws -> T {
+    func withTrampoline<T>(target: TrampolineTarget, _ body: (Trampoline) throws -> T) throws -> T {
         try trampolineLock.withLock {
-            let key = TrampolineKey(target: ObjectIdentifier(target), function: function)
-            let tr = trampolines[key] ?? Trampoline(kernel: self, target: target, function: function)
+            let key = target.key
+            let tr = trampolines[key] ?? Trampoline(kernel: self, target: target)
             defer { trampolines[key] = tr.isEmpty ? nil : tr }
             return try body(tr)
         }
@@ -212,6 +239,12 @@ extension Kernel {
 
     /// The shape of the trampoline on (target, function), if it has one.
     public func trampolineShape(target: BPFProg, function: Int = 0) -> (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool)? {
-        trampolineLock.withLock { trampolines[TrampolineKey(target: ObjectIdentifier(target), function: function)]?.shape }
+        trampolineLock.withLock { trampolines[TrampolineTarget.prog(target, function: function).key]?.shape }
+    }
+
+    /// The shape of the trampoline on a kernel function, if it has one.
+    public func trampolineShape(kernelFunction name: String) -> (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool)? {
+        guard let k = kernelFunctions[name] else { return nil }
+        return trampolineLock.withLock { trampolines[TrampolineTarget.kernel(k).key]?.shape }
     }
 }

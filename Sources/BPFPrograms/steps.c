@@ -4,7 +4,8 @@
 // bounds, count, load, NULL check — and its "goto select_insn" into the target's
 // instructions), arch/x86/net/bpf_jit_comp.c emit_bpf_tail_call_indirect (bounds, count
 // check, load, NULL check, count increment, jump past the target's prologue) and
-// emit_bpf_tail_call_direct (count, then the patched jump).
+// emit_bpf_tail_call_direct (the patched bypass jump, taken for an empty slot before the
+// counter is touched; then the count; then the patched jump to the target).
 //
 // bpf_tail_call's contract in every engine: index ≥ max_entries → fall through; 33 tail
 // calls already made in this run → fall through; empty slot → fall through; otherwise the
@@ -113,13 +114,14 @@ uint32_t bpfp_step_jit(const void *ctx, const void *insnsi) {
         COMMON_OPS
         case BPFP_OP_TAIL_CALL: {
             if (s->poke) {
-                /* Direct: count first, then the patched jump. */
+                /* Direct: the patched bypass jump first (taken while the slot is empty,
+                 * before the counter is touched), then the count, then the jump. */
                 const bpfp_poke_desc *d = s->poke;
-                if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) break;
-                md->tail_call_cnt++;
                 if (cbpf_load_acquire_u32(&d->bypass)) break;
+                if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) break;
                 const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&d->target);
                 if (!t) break;
+                md->tail_call_cnt++;
                 __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
             }
             const cbpf_array *arr = s->array;
@@ -210,11 +212,11 @@ uint32_t bpfp_tc_direct(const void *ctx, const void *insnsi) {
     cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
     const bpfp_tc_data *d = (const bpfp_tc_data *)insnsi;
     const bpfp_poke_desc *pk = d->poke;
+    if (cbpf_load_acquire_u32(&pk->bypass)) return d->fallback;   /* empty slot: not counted */
     if (md->tail_call_cnt >= CBPF_MAX_TAIL_CALL_CNT) return d->fallback;
-    md->tail_call_cnt++;
-    if (cbpf_load_acquire_u32(&pk->bypass)) return d->fallback;
     const cbpf_prog *t = (const cbpf_prog *)cbpf_rcu_dereference((void *const *)&pk->target);
     if (!t) return d->fallback;
+    md->tail_call_cnt++;
     __attribute__((musttail)) return tail_entry(t)(ctx, t->insnsi);
 }
 

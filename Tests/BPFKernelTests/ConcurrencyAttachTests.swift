@@ -11,7 +11,7 @@ final class ConcurrencyAttachTests: KernelTestCase {
         // dispA: libxdp dispatcher flipping between {a1: PASS → a2: DROP} and
         //        {b1: TX, a1, a2}; only PASS (a1 without a2) could come of a torn one.
         // devL:  an XDP link flipping between DROP and TX programs.
-        // t:     a program returning DROP; an fmod_ret program returning TX is attached
+        // t:     a program returning DROP; an fexit program (whose value is ignored) is attached
         //        and detached, and an fentry program counting runs comes and goes.
         // s:     a program whose static branch calls a subprogram returning TX.
         let devA = NetDevice(kernel: kernel, name: "dispA", ifindex: 2)
@@ -61,6 +61,9 @@ final class ConcurrencyAttachTests: KernelTestCase {
 
         var rounds = 0
         let deadline = cbpf_ktime_get_ns() + 1_000_000_000
+        // A failing call must not leave the packet threads running into teardown.
+        var joined = false
+        defer { if !joined { stop.store(true, ordering: .relaxed); for w in workers { kthreadJoin(w) } } }
         while cbpf_ktime_get_ns() < deadline {
             // Each change builds a whole new dispatcher and swaps it in.
             if rounds % 2 == 0 {
@@ -71,9 +74,10 @@ final class ConcurrencyAttachTests: KernelTestCase {
                 try x.detach(["b1"], from: devA)
             }
             try bpf.linkUpdate(link, newProgFD: rounds % 2 == 0 ? tx : drop)
-            let mod = try load(.tracing(.modifyReturn, on: t, steps: StepProgram([.returnConst(XDP_TX)])))
+            // (fmod_ret cannot target a BPF program: an fexit comes and goes instead.)
+            let mod = try load(.tracing(.traceFexit, on: t, steps: StepProgram([.count("fexit"), .returnConst(XDP_TX)])))
             let fe = try load(.tracing(.traceFentry, on: t, steps: StepProgram([.count("fentry"), .returnConst(0)])))
-            let lm = try bpf.linkCreate(LinkCreateAttr(progFD: mod, attachType: .modifyReturn))
+            let lm = try bpf.linkCreate(LinkCreateAttr(progFD: mod, attachType: .traceFexit))
             let lf = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
             try bpf.objClose(mod); try bpf.objClose(fe)
             try bpf.objClose(lf); try bpf.objClose(lm)
@@ -82,6 +86,7 @@ final class ConcurrencyAttachTests: KernelTestCase {
         }
         stop.store(true, ordering: .relaxed)
         for w in workers { kthreadJoin(w) }
+        joined = true
         try x.detach(x.programs(on: devA)!.map(\.name), from: devA)
         XCTAssertGreaterThan(rounds, 5)
         XCTAssertGreaterThan(packets.load(ordering: .relaxed), 10_000)

@@ -151,9 +151,12 @@ final class TestRunTests: KernelTestCase {
         }
         assertErrno(.EINVAL, "unknown flags") { try bpf.progTestRun(TestRunAttr(progFD: fd, data: testPacket, flags: 2)) }
         assertErrno(.EINVAL, "cpu without flag") { try bpf.progTestRun(TestRunAttr(progFD: fd, data: testPacket, cpu: 1)) }
-        let traced = try bpf.progLoad(.returning(0, name: "traced"))
+        let traced = try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.call(0), .returnLast], subprogs: [[.returnConst(0)]]), name: "traced"))
+        let efd = try bpf.progLoad(.extension(of: traced, function: "sub0", body: .xdpPass))
+        assertErrno(.ENOTSUPP, "extensions have no test_run") { try bpf.progTestRun(TestRunAttr(progFD: efd, data: testPacket)) }
         let tfd = try bpf.progLoad(.tracing(.traceFentry, on: traced, body: .xdpPass))
-        assertErrno(.ENOTSUPP, "tracing has no test_run") { try bpf.progTestRun(TestRunAttr(progFD: tfd, data: testPacket)) }
+        assertErrno(.EINVAL, "tracing test runs take no repeat") { try bpf.progTestRun(TestRunAttr(progFD: tfd, data: testPacket, repeat: 2)) }
+        XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: tfd, data: [])).retval, 0, "bpf_prog_test_run_tracing: the kernel's test functions are called")
     }
 
     func testRedirectBodySetsTheTargetIfindex() throws {

@@ -115,4 +115,16 @@ final class ReliabilityTests: KernelTestCase {
         k.quiesce()  // barrier runs the queue itself
         XCTAssertEqual(k.liveObjects, 0)
     }
+
+    /// Map storage that cannot be allocated is ENOMEM, and nothing changes.
+    func testMapStorageAllocationFailureIsENOMEMAndChangesNothing() throws {
+        defer { allocRecordFailures.store(0, ordering: .relaxed) }
+        for type in [MapType.array, .progArray] {
+            allocRecordFailures.store(1, ordering: .relaxed)
+            assertErrno(.ENOMEM, "\(type.name) storage") {
+                try bpf.mapCreate(MapCreateAttr(type: type, maxEntries: 8, name: "m"))
+            }
+        }
+        XCTAssertNoThrow(try bpf.mapCreate(MapCreateAttr(type: .array, maxEntries: 8, name: "m")))
+    }
 }

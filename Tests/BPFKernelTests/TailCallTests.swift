@@ -93,7 +93,8 @@ final class TailCallTests: KernelTestCase {
     /// The counter belongs to the run: a subprogram shares it, and a tail call inside a
     /// subprogram replaces the subprogram's frame (its caller gets the target's value).
     func testCounterIsSharedWithSubprograms() throws {
-        for engine in Engine.allCases {
+        // (The interpreter may not mix bpf-to-bpf calls with tail calls: KernelRuleTests.)
+        for engine in Engine.allCases where engine != .interpreter {
             kernel.resetCounters()
             let jmp = try progArray(1)
             let p = try stepProg([.count("entries"), .call(0), .returnLast], engine: engine,
@@ -114,11 +115,11 @@ final class TailCallTests: KernelTestCase {
     }
 
     /// The interpreter counts a tail call into an empty slot; the x86 JIT counts only after
-    /// the NULL check; the direct form counts before its patched jump (like the
-    /// interpreter). A program that tries an empty slot, then itself, shows the difference:
-    /// 34 runs when empty attempts are free, 17 when each run spends two.
+    /// the NULL check, and the direct form takes its patched bypass jump before the counter
+    /// (checked on the live kernel). A program that tries an empty slot, then itself, shows
+    /// the difference: 34 runs when empty attempts are free, 17 when each run spends two.
     func testInterpreterAndJITDifferOnEmptySlots() throws {
-        let expected: [Engine: UInt64] = [.jit: 34, .interpreter: 17, .direct: 17]
+        let expected: [Engine: UInt64] = [.jit: 34, .interpreter: 17, .direct: 34]
         for engine in Engine.allCases {
             kernel.resetCounters()
             let jmp = try progArray(2)

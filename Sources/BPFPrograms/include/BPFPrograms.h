@@ -174,4 +174,14 @@ uint32_t bpfp_xdp_dispatcher(const void *ctx, const void *insnsi);
 /// An empty placeholder slot (prog0 … prog9 before an extension replaces it).
 uint32_t bpfp_xdp_dispatcher_stub(const void *ctx, const void *insnsi);
 
+// ---------------------------------------------------------------------------------------
+// Kernel functions trampolines attach to (kfuncs.c): net/bpf/test_run.c's test targets.
+// Arguments come in ctx->kargs.
+
+/// int bpf_fentry_test1(int a) { return a + 1; }
+uint32_t bpfp_kfn_fentry_test1(const void *ctx, const void *insnsi);
+/// int bpf_modify_return_test(int a, int *b) { *b += 1; return a + *b; }
+/// (ALLOW_ERROR_INJECTION(bpf_modify_return_test, ERRNO): fmod_ret may replace its value.)
+uint32_t bpfp_kfn_modify_return_test(const void *ctx, const void *insnsi);
+
 #endif

@@ -64,6 +64,8 @@ typedef struct cbpf_xdp_md {
     uint64_t bpf_cookie;        /* the attaching link's cookie (bpf_get_attach_cookie) */
     void *run_ctx;              /* opaque per-run state for step programs */
     uint64_t func_ret;          /* what an fexit program sees: the traced function's return value */
+    uint64_t kargs[2];          /* a kernel function's arguments (KernelFunction.swift), as a
+                                   trampoline finds them in the caller's registers */
 } cbpf_xdp_md;
 
 _Static_assert(offsetof(cbpf_xdp_md, call_depth) == offsetof(cbpf_xdp_md, tail_call_cnt) + 4,
