@@ -98,6 +98,13 @@ public final class Kernel: @unchecked Sendable {
         liveProgs.load(ordering: .acquiring) + liveMaps.load(ordering: .acquiring) + liveLinks.load(ordering: .acquiring)
     }
 
+    /// Objects whose last reference is gone (their IDs unpublished) but that wait for a
+    /// grace period before they are freed — the RCU-deferred window, watched without a
+    /// barrier.
+    public var pendingFreeObjects: Int {
+        liveProgs.load(ordering: .acquiring) + liveMaps.load(ordering: .acquiring) - progIDR.ids.count - mapIDR.ids.count
+    }
+
     let serials = Atomic<UInt64>(0)
     /// Named counters step programs count into (StepProgram.swift).
     let counters: UnsafeMutablePointer<UInt64>

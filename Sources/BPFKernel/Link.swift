@@ -70,6 +70,8 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
     }
 
     public var id: UInt32 { _id.load(ordering: .acquiring) }
+    /// The current reference count (a snapshot; for display and tests).
+    public var refcountValue: UInt64 { Refcount64(refcnt).value }
     public var prog: BPFProg? { lock.withLock { progRef } }
     public var description: String { "link \(id) \(type.name) prog '\(prog?.name ?? "-")'" }
     /// Whether the attachment is gone (LINK_DETACH, or the target went away).

@@ -57,9 +57,14 @@ public final class NetDevice: @unchecked Sendable {
     /// dev->xdp_state[mode]: the program of each mode and the link that owns it, if any.
     private var attachedByMode: [BPFProg?] = [nil, nil, nil]
     private var linkByMode: [XDPLink?] = [nil, nil, nil]
+    /// Whether a native attach makes the program a target of the kernel's XDP
+    /// bpf_dispatcher (dev_xdp_install → bpf_prog_change_xdp). Off for the bench's devices,
+    /// whose bpf_dispatcher designs set the targets themselves; on in scenarios.
+    public let feedsDispatcher: Bool
 
-    public init(kernel: Kernel, name: String, ifindex: UInt32 = 1, queues: Int = 1) {
+    public init(kernel: Kernel, name: String, ifindex: UInt32 = 1, queues: Int = 1, feedsDispatcher: Bool = false) {
         self.kernel = kernel
+        self.feedsDispatcher = feedsDispatcher
         self.name = name
         self.ifindex = ifindex
         self.queues = max(1, queues)
@@ -148,6 +153,9 @@ public final class NetDevice: @unchecked Sendable {
     /// caller to put. The receive path's pointer follows the native or generic slot.
     func install(_ prog: BPFProg?, mode: XDPMode) -> BPFProg? {
         let old = attachedByMode[mode.rawValue]
+        if mode == .drv && feedsDispatcher && old !== prog {
+            kernel.xdpDispatcher.change(from: old, to: prog)  // bpf_prog_change_xdp
+        }
         attachedByMode[mode.rawValue] = prog
         if mode != .hw {
             let run = attachedByMode[XDPMode.drv.rawValue] ?? attachedByMode[XDPMode.skb.rawValue]

@@ -1,4 +1,4 @@
-// `bpflab run FILE.yaml|NAME` and `bpflab scenarios`: scenario files (Harness/Scenario.swift).
+// `bpflab run FILE.yaml|NAME` and `bpflab scenarios`: scenario files (Harness/Scenario/).
 import ArgumentParser
 import Foundation
 import PacketHarness
@@ -6,8 +6,12 @@ import PacketHarness
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a scenario file (or a shipped scenario by name) and check its expectations.",
-        discussion: "Exit 0 when every expectation holds, 1 when one fails (each is named), 2 when the file is invalid (with line and column)."
+        discussion: "The whole file is checked before anything runs. Exit 0 when every expectation holds, 1 when one fails (each is named with its step and line) or something leaked, 2 when the file is invalid (with line and column), 130 when interrupted."
     )
+
+    enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
 
     @Argument(help: "A .yaml file, or the name of a shipped scenario (see `bpflab scenarios`).")
     var scenario: String
@@ -15,9 +19,29 @@ struct Run: ParsableCommand {
     @Flag(help: "Print only failures and the summary.")
     var quiet = false
 
+    @Flag(help: "Check the file (every key, name and number) without running it.")
+    var check = false
+
+    @Option(help: "Output: text (a line per step) or json (one object per step, then a summary object).")
+    var format: OutputFormat = .text
+
     func run() throws {
+        StandardOutput.ignoreSIGPIPE()
         do {
-            let outcome = try Run.execute(scenario, quiet: quiet)
+            let (runner, path) = try Run.load(scenario)
+            if check {
+                try StandardOutput.write(format == .json
+                    ? "{\"scenario\":\(jsonString(runner.name)),\"valid\":true,\"steps\":\(runner.file.steps.count)}\n"
+                    : "\(path): valid (\(runner.file.steps.count) steps)\n")
+                return
+            }
+            Interrupt.install()
+            var options = ScenarioRunOptions()
+            options.shouldStop = { Interrupt.wasRequested }
+            options.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+            let outcome = runner.run(options)
+            try Run.report(outcome, format: format, quiet: quiet)
+            if outcome.interrupted { throw ExitCode(130) }
             if !outcome.passed { throw ExitCode(1) }
         } catch let e as ScenarioFileError {
             FileHandle.standardError.write(Data("error: \(e.text)\n".utf8))
@@ -25,30 +49,83 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// Runs a scenario by path or shipped name; prints what happened. Invalid files throw
-    /// ValidationError-like errors carrying exit code 2.
-    static func execute(_ scenario: String, quiet: Bool = false) throws -> ScenarioOutcome {
+    /// Reads and checks a scenario by path or shipped name. Invalid files throw
+    /// ScenarioFileError (exit code 2), saying where and why.
+    static func load(_ scenario: String) throws -> (ScenarioRunner, String) {
         var path = scenario
-        if !FileManager.default.fileExists(atPath: path) {
+        var isDir: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
             guard let s = ShippedScenarios.all.first(where: { $0.name == scenario }) else {
-                throw ScenarioFileError(text: "'\(scenario)' is neither a file nor a shipped scenario (see `bpflab scenarios`)")
+                var msg = "'\(scenario)' is neither a file nor a shipped scenario (see `bpflab scenarios`)"
+                if let m = ShippedScenarios.all.map(\.name).min(by: { levenshtein($0, scenario) < levenshtein($1, scenario) }),
+                   levenshtein(m, scenario) <= 3 { msg += "; did you mean '\(m)'?" }
+                throw ScenarioFileError(text: msg)
             }
             path = s.path
+        } else if isDir.boolValue {
+            throw ScenarioFileError(text: "cannot read '\(path)': it is a directory")
         }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ScenarioFileError(text: "cannot read '\(path)'")
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ScenarioFileError(text: "cannot read '\(path)': \(String(cString: strerror(errno)))")
         }
-        let outcome: ScenarioOutcome
+        if data.count > ScenarioLimits.maxFileBytes {
+            throw ScenarioFileError(text: "cannot read '\(path)': \(data.count) bytes; scenario files are at most \(ScenarioLimits.maxFileBytes) bytes")
+        }
+        if data.contains(0) { throw ScenarioFileError(text: "cannot read '\(path)': it is a binary file (it contains NUL bytes)") }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ScenarioFileError(text: "cannot read '\(path)': it is not UTF-8 text")
+        }
         do {
-            outcome = try ScenarioRunner(yaml: text, source: path).run()
+            return (try ScenarioRunner(yaml: text, source: path), path)
         } catch let e as ScenarioError {
             throw ScenarioFileError(text: "\(path): \(e)")
         }
-        if !quiet { for l in outcome.lines { print(l) } }
-        for f in outcome.failures { print("FAILED \(f)") }
-        print("\(outcome.name): \(outcome.passed ? "all expectations hold" : "\(outcome.failures.count) expectation(s) failed")")
+    }
+
+    /// Runs a scenario by path or shipped name and prints what happened (tests use it).
+    static func execute(_ scenario: String, quiet: Bool = false) throws -> ScenarioOutcome {
+        let outcome = try load(scenario).0.run()
+        try report(outcome, format: .text, quiet: quiet)
         return outcome
     }
+
+    static func report(_ outcome: ScenarioOutcome, format: OutputFormat, quiet: Bool) throws {
+        switch format {
+        case .json:
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            var text = ""
+            for r in outcome.records { text += String(decoding: try enc.encode(r), as: UTF8.self) + "\n" }
+            struct Summary: Codable {
+                let scenario: String, passed: Bool, failures: [String], liveAfterTeardown: Int, interrupted: Bool
+            }
+            text += String(decoding: try enc.encode(Summary(scenario: outcome.name, passed: outcome.passed, failures: outcome.failures,
+                                                            liveAfterTeardown: outcome.liveAfterTeardown, interrupted: outcome.interrupted)), as: UTF8.self) + "\n"
+            try StandardOutput.write(text)
+        case .text:
+            var text = ""
+            if !quiet { for l in outcome.lines { text += l + "\n" } }
+            for f in outcome.failures { text += "FAILED \(f)\n" }
+            text += "\(outcome.name): \(outcome.passed ? "all expectations hold" : "\(outcome.failures.count) expectation(s) failed")"
+            text += outcome.liveAfterTeardown == 0 ? "; nothing leaked\n" : "\n"
+            try StandardOutput.write(text)
+        }
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    String(decoding: (try? JSONEncoder().encode(s)) ?? Data("\"\"".utf8), as: UTF8.self)
+}
+
+func levenshtein(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var prev = Array(0...b.count)
+    for i in 1...max(1, a.count) where !a.isEmpty {
+        var cur = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...max(1, b.count) where !b.isEmpty { cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)) }
+        prev = cur
+    }
+    return a.isEmpty ? b.count : prev[b.count]
 }
 
 /// An invalid scenario file: exit code 2.
@@ -58,14 +135,21 @@ struct ScenarioFileError: Error, CustomStringConvertible {
 }
 
 struct Scenarios: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the example scenarios shipped with the harness.")
+    static let configuration = CommandConfiguration(abstract: "List the scenarios shipped with the harness, or the scenario vocabulary.")
+
+    @Flag(help: "Print every word of the scenario language (operations, steps, expectations) instead.")
+    var vocabulary = false
 
     func run() throws {
+        if vocabulary {
+            print(ScenarioVocabulary.text)
+            return
+        }
         for s in ShippedScenarios.all {
             let desc = (try? String(contentsOfFile: s.path, encoding: .utf8))
                 .flatMap { $0.split(separator: "\n").first { $0.hasPrefix("description:") } }
                 .map { String($0.dropFirst("description:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
-            print("\(s.name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(desc)")
+            print("\(s.name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(desc)")
         }
     }
 }

@@ -1,0 +1,650 @@
+// ScenarioRun.swift — runs a checked ScenarioFile on a fresh checked lab kernel.
+//
+// Every operation is a facade call (the bpf(2) commands, XDP attach, libxdp, bpffs) or a
+// burst through the driver. Each step prints what it did and its result
+// (`chain_add pass[XDP_PASS] → drop: ok`), records observations (verdicts, retval, IDs,
+// refcounts, …) and checks its `expect:`. A call that fails without `errno:` expected is a
+// failure; so is one that succeeds when an errno was expected. The format is documented
+// in README.md ("Scenario files"); the vocabulary is ScenarioModel.swift's.
+import BPFKernel
+import CBPFShims
+import Foundation
+import Yams
+
+/// One step's record, for `bpflab run --format json` (one object per step).
+public struct StepRecord: Codable, Sendable {
+    public var step: Int
+    public var line: Int
+    public var operation: String
+    public var arguments: String
+    public var result: String
+    public var errno: String?
+    public var message: String?
+    public var observed: [String: String]
+    public var passed: Bool
+    public var failures: [String]
+}
+
+/// What a scenario run did.
+public struct ScenarioOutcome: Sendable {
+    public var name: String
+    public var lines: [String] = []
+    public var failures: [String] = []
+    public var records: [StepRecord] = []
+    /// Objects alive after teardown and a barrier (0 unless something leaked).
+    public var liveAfterTeardown = 0
+    /// Refcount rules broken during the run (checked kernel).
+    public var violations: [String] = []
+    public var interrupted = false
+    public var passed: Bool { failures.isEmpty && !interrupted }
+}
+
+/// How a run may be watched and stopped (long bursts).
+public struct ScenarioRunOptions {
+    public var progress: ((String) -> Void)?
+    public var shouldStop: () -> Bool = { false }
+    public init() {}
+}
+
+/// A name that is not open when a step runs (its creation failed earlier): a failure of
+/// that step, not an invalid file.
+private struct NotOpen: Error { let message: String }
+
+public final class ScenarioRunner {
+    public let file: ScenarioFile
+    public let source: String
+    private var kernel: Kernel!
+    private var bpf: BPF!
+    private var devices: [String: NetDevice] = [:]
+    private var handles: [String: (fd: Int32, kind: ObjectKind)] = [:]
+    private var libxdp: LibXDP!
+    private var statsFD: Int32?
+    private var frames = FrameSpec(size: 64, flows: 1)
+
+    /// Decodes and checks `yaml` whole; throws ScenarioError (with line and column) if the
+    /// file is invalid. Nothing runs yet.
+    public init(yaml: String, source: String = "scenario") throws {
+        self.source = source
+        file = try ScenarioDecoder.decode(yaml)
+    }
+
+    /// The scenario's name (its `name:`, else the source).
+    public var name: String { file.name == "scenario" ? source : file.name }
+
+    /// Runs it on a fresh checked kernel, tears everything down, and reports.
+    public func run(_ options: ScenarioRunOptions = ScenarioRunOptions()) -> ScenarioOutcome {
+        var out = ScenarioOutcome(name: name)
+        kernel = Kernel(KernelConfig(checked: true))
+        bpf = BPF(kernel: kernel)
+        libxdp = LibXDP(bpf: bpf)
+        frames = file.packet
+        for d in file.devices {
+            devices[d.name] = NetDevice(kernel: kernel, name: d.name, ifindex: d.ifindex, queues: d.queues, feedsDispatcher: true)
+        }
+        defer {
+            for d in devices.values { d.detachAll() }
+            bpf.closeAll()
+            kernel.unpinAll()
+            kernel.xdpDispatcher.reset()
+            kernel.quiesce()
+            out.liveAfterTeardown = kernel.liveObjects
+            out.violations += kernel.violations.map(\.description)
+            if out.liveAfterTeardown != 0 { out.failures.append("teardown: \(out.liveAfterTeardown) objects still alive (a leak)") }
+            for v in kernel.violations { out.failures.append("refcount rule broken: \(v)") }
+        }
+        // Declarations: a failure here is a failed step 0 (the kernel refused it).
+        for (name, spec) in file.maps {
+            do { handles[name] = (try bpf.mapCreate(mapAttr(name, spec)), .map) } catch { out.failures.append("declaring map '\(name)': \(error)") }
+        }
+        for (name, spec) in file.programs {
+            do { handles[name] = (try bpf.progLoad(try progAttr(name, spec)), .program) } catch { out.failures.append("declaring program '\(name)': \(error)") }
+        }
+        for s in file.slots {
+            do { try bpf.mapUpdateElem(try fd(s.map, .map), key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: try fd(s.program, .program)))) }
+            catch { out.failures.append("slot \(s.index) of '\(s.map)' (line \(s.position.line)): \(error)") }
+        }
+        if !out.failures.isEmpty { return out }
+        for step in file.steps {
+            if options.shouldStop() {
+                out.interrupted = true
+                out.failures.append("interrupted before step \(step.index)")
+                return out
+            }
+            runStep(step, options, &out)
+        }
+        return out
+    }
+
+    // MARK: building attributes
+
+    private func fd(_ name: String, _ kind: ObjectKind) throws -> Int32 {
+        guard let h = handles[name] else { throw NotOpen(message: "'\(name)' is not open (its creation failed at an earlier step)") }
+        if kind != .any && h.kind != .any && h.kind != kind { throw NotOpen(message: "'\(name)' is a \(h.kind.rawValue), not a \(kind.rawValue)") }
+        return h.fd
+    }
+
+    private func mapAttr(_ name: String, _ s: MapSpec) -> MapCreateAttr {
+        MapCreateAttr(type: s.type, keySize: s.keySize, valueSize: s.valueSize, maxEntries: s.maxEntries, name: String(name.prefix(15)).replacingOccurrences(of: "-", with: "_"))
+    }
+
+    private func objName(_ n: String) -> String { String(n.prefix(15)).replacingOccurrences(of: "-", with: "_") }
+
+    private func step(_ s: StepSpec) throws -> Step {
+        switch s {
+        case let .count(n): return .count(n)
+        case let .tailCall(a, i): return .tailCall(arrayFD: try fd(a, .map), index: i)
+        case let .indirectCall(a, i): return .indirectCall(arrayFD: try fd(a, .map), index: i)
+        case let .call(n): return .call(n)
+        case let .setVar(i, v): return .setVar(i, v)
+        case let .returnConst(v): return .returnConst(v)
+        case let .returnVar(i): return .returnVar(i)
+        case .returnLast: return .returnLast
+        case let .storeCookie(i): return .storeCookie(i)
+        case let .storeFuncRet(i): return .storeFuncRet(i)
+        case let .staticBranch(k, n): return .staticBranch(keyFD: try fd(k, .map), call: n)
+        case let .staticKeySet(k, on): return .staticKeySet(keyFD: try fd(k, .map), on: on)
+        }
+    }
+
+    private func progAttr(_ name: String, _ spec: ProgramSpec) throws -> ProgLoadAttr {
+        var attr: ProgLoadAttr
+        switch spec.body {
+        case let .builtin(b): attr = ProgLoadAttr(body: b, name: objName(name))
+        case let .returns(v): attr = .returning(v, name: objName(name))
+        case let .steps(main, subs, names):
+            attr = ProgLoadAttr(steps: StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) },
+                                                   directTailCalls: spec.engine == .direct, subprogNames: names),
+                                name: objName(name), jited: spec.engine != .interp)
+        }
+        attr.progFlags |= spec.flags.rawValue
+        switch spec.attach {
+        case let .extends(program, function)?:
+            attr.progType = ProgType.ext.rawValue
+            attr.attachProgFD = try fd(program, .program)
+            attr.attachFunc = function
+        case let .traces(kind, program, function)?:
+            attr.progType = ProgType.tracing.rawValue
+            attr.expectedAttachType = kind.rawValue
+            attr.attachProgFD = try program.map { try fd($0, .program) } ?? -1
+            attr.attachFunc = function
+        case nil:
+            break
+        }
+        return attr
+    }
+
+    private func device(_ name: String?) -> NetDevice {
+        name.flatMap { devices[$0] } ?? devices[file.devices[0].name]!
+    }
+
+    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 {
+        switch m {
+        case .skb?: return XDPFlags.skbMode.rawValue
+        case .drv?: return XDPFlags.drvMode.rawValue
+        case .hw?: return XDPFlags.hwMode.rawValue
+        case nil: return 0
+        }
+    }
+
+    private func nameOfProg(id: UInt32) -> String {
+        for (n, h) in handles where h.kind == .program || h.kind == .any {
+            if let p = try? bpf.prog(h.fd) {
+                defer { p.put() }
+                if p.id == id { return n }
+            }
+        }
+        return "id \(id)"
+    }
+
+    private func id(of name: String) throws -> UInt32 {
+        let f = try fd(name, .any)
+        switch try bpf.fds.getObject(f) {
+        case let .prog(p): defer { p.put() }; return p.id
+        case let .map(m): defer { m.putWithUref() }; return m.id
+        case let .link(l): defer { l.put() }; return l.id
+        case .stats: throw NotOpen(message: "'\(name)' is a stats fd; it has no ID")
+        }
+    }
+
+    // MARK: the sequence
+
+    private func runStep(_ step: StepDecl, _ options: ScenarioRunOptions, _ out: inout ScenarioOutcome) {
+        var observed: [String: String] = [:]
+        var thrown: BPFError?
+        var notOpen: String?
+        var (what, args) = describe(step.operation)
+        _ = args
+        var verdicts: [UInt64] = []
+        var invalid: UInt64 = 0
+        var retval: UInt32?
+        var dataOut = 0
+        var value: UInt64?
+        do {
+            switch step.operation {
+            case let .attach(p, d, m, flags, expected):
+                try bpf.xdpAttach(device(d), fd: try fd(p, .program), flags: modeFlags(m) | flags.rawValue,
+                                  expectedFD: try expected.map { try fd($0, .program) } ?? -1)
+            case let .detach(d, m, flags, expected):
+                try bpf.xdpAttach(device(d), fd: -1, flags: modeFlags(m) | flags.rawValue, expectedFD: try expected.map { try fd($0, .program) } ?? -1)
+            case let .packets(count, d, via):
+                (verdicts, invalid) = runPackets(count, device(d), viaDispatcher: via, options)
+                observed["verdicts"] = zip(ScenarioVocabulary.verdictNames, verdicts).filter { $0.1 > 0 }.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+                observed["invalid"] = "\(invalid)"
+                what += ": " + (observed["verdicts"]!.isEmpty ? "no packets" : observed["verdicts"]!) + (invalid > 0 ? " (invalid \(invalid))" : "")
+            case let .testRun(p, size, reps):
+                var data = frames.frame(flow: 0)
+                if let size { data = size <= data.count ? Array(data.prefix(size)) : data + [UInt8](repeating: 0, count: size - data.count) }
+                let r = try bpf.progTestRun(TestRunAttr(progFD: try fd(p, .program), data: data, repeat: reps))
+                retval = r.retval
+                dataOut = r.dataOut.count
+                observed["retval"] = "\(r.retval)"
+                what += ": retval \(r.retval)"
+            case let .load(name, spec):
+                if let old = handles[name] { throw NotOpen(message: "'\(name)' is still open (fd \(old.fd)); close it first") }
+                handles[name] = (try bpf.progLoad(try progAttr(name, spec)), .program)
+            case let .close(name):
+                let f = try fd(name, .any)
+                handles[name] = nil
+                if statsFD == f { statsFD = nil }
+                try bpf.objClose(f)
+            case let .chainAdd(prev, rc, next):
+                try bpf.progChainAdd(prev: try fd(prev, .program), retcode: rc, next: try fd(next, .program))
+            case let .chainDel(prev, rc):
+                try bpf.progChainDel(prev: try fd(prev, .program), retcode: rc)
+            case let .chainGet(prev, rc):
+                let id = try bpf.progChainGet(prev: try fd(prev, .program), retcode: rc)
+                observed["next"] = nameOfProg(id: id)
+                what += ": \(observed["next"]!)"
+            case let .mapCreate(name, spec):
+                handles[name] = (try bpf.mapCreate(mapAttr(name, spec)), .map)
+            case let .mapUpdate(m, key, v, flags):
+                let mfd = try fd(m, .map)
+                let info = try bpf.mapGetInfo(mfd)
+                let bytes: [UInt8]
+                switch v {
+                case let .program(p): bytes = u32Bytes(UInt32(bitPattern: try fd(p, .program)))
+                case let .map(other): bytes = u32Bytes(UInt32(bitPattern: try fd(other, .map)))
+                case let .fd(n): bytes = u32Bytes(UInt32(bitPattern: n))
+                case let .number(n): bytes = Array(withUnsafeBytes(of: n.littleEndian) { Array($0) }.prefix(Int(min(info.valueSize, 8)))) +
+                    [UInt8](repeating: 0, count: max(0, Int(info.valueSize) - 8))
+                }
+                try bpf.mapUpdateElem(mfd, key: u32Bytes(key), value: bytes, flags: flags.rawValue)
+            case let .mapDelete(m, key):
+                try bpf.mapDeleteElem(try fd(m, .map), key: u32Bytes(key))
+            case let .mapLookup(m, key):
+                let mfd = try fd(m, .map)
+                let b = try bpf.mapLookupElem(mfd, key: u32Bytes(key))
+                var v: UInt64 = 0
+                for (i, x) in b.prefix(8).enumerated() { v |= UInt64(x) << (8 * UInt64(i)) }
+                value = v
+                let isProgArray = try bpf.mapGetInfo(mfd).type == .progArray
+                observed["value"] = isProgArray ? nameOfProg(id: UInt32(truncatingIfNeeded: v)) : "\(v)"
+                what += ": \(observed["value"]!)"
+            case let .getFdByID(kind, idRef, name):
+                let id: UInt32
+                switch idRef {
+                case let .of(n): id = try self.id(of: n)
+                case let .number(n): id = n
+                }
+                let f: Int32
+                switch kind {
+                case .prog: f = try bpf.progGetFdById(id)
+                case .map: f = try bpf.mapGetFdById(id)
+                case .link: f = try bpf.linkGetFdById(id)
+                }
+                handles[name] = (f, kind == .prog ? .program : kind == .map ? .map : .link)
+            case let .nextID(kind, after):
+                let start: UInt32
+                switch after {
+                case let .of(n): start = try self.id(of: n)
+                case let .number(n): start = n
+                }
+                let id: UInt32
+                switch kind {
+                case .prog: id = try bpf.progGetNextId(start)
+                case .map: id = try bpf.mapGetNextId(start)
+                case .link: id = try bpf.linkGetNextId(start)
+                }
+                value = UInt64(id)
+                observed["value"] = kind == .prog ? nameOfProg(id: id) : "\(id)"
+                what += ": \(observed["value"]!)"
+            case let .mkdir(p): try bpf.bpffsMkdir(p)
+            case let .rmdir(p): try bpf.bpffsRmdir(p)
+            case let .pin(o, p): try bpf.objPin(try fd(o, .any), path: p)
+            case let .unpin(p): try bpf.unpin(path: p)
+            case let .objGet(p, name):
+                let f = try bpf.objGet(path: p)
+                let k = bpf.fds.kindName(f)
+                handles[name] = (f, k == "program" ? .program : k == "map" ? .map : k == "link" ? .link : .stats)
+            case let .link(name, p, d, m, target, function, cookie):
+                let pfd = try fd(p, .program)
+                let prog = try bpf.prog(pfd)
+                defer { prog.put() }
+                var attr = LinkCreateAttr(progFD: pfd, attachType: .unspecified, cookie: cookie)
+                switch prog.type {
+                case .xdp:
+                    attr.device = device(d)
+                    attr.attachType = .xdp
+                    attr.flags = modeFlags(m)
+                case .tracing:
+                    attr.attachType = AttachType(rawValue: prog.expectedAttachType) ?? .unspecified
+                default: break
+                }
+                if let target { attr.targetProgFD = try fd(target, .program) }
+                attr.targetFunc = function
+                handles[name] = (try bpf.linkCreate(attr), .link)
+            case let .linkUpdate(l, p, expected):
+                if let e = expected {
+                    try bpf.linkUpdate(try fd(l, .link), newProgFD: try fd(p, .program), flags: linkUpdateReplace, expectedOldFD: try fd(e, .program))
+                } else {
+                    try bpf.linkUpdate(try fd(l, .link), newProgFD: try fd(p, .program))
+                }
+            case let .linkDetach(l):
+                try bpf.linkDetach(try fd(l, .link))
+            case let .libxdpAttach(specs):
+                let xs = try specs.map { s -> XDPProgramSpec in
+                    guard let def = file.programs.first(where: { $0.name == s.program })?.spec ?? loadedDefinition(s.program) else {
+                        throw NotOpen(message: "no declaration for '\(s.program)'")
+                    }
+                    return XDPProgramSpec(name: s.program, attr: try progAttr(s.program, def), runPrio: s.runPrio, chainCallActions: s.actions)
+                }
+                try libxdp.attach(xs, to: device(nil))
+            case let .libxdpDetach(names):
+                try libxdp.detach(names, from: device(nil))
+            case let .stats(on, asName):
+                if let asName {
+                    handles[asName] = (try bpf.enableStats(), .stats)
+                } else if on {
+                    if statsFD == nil { statsFD = try bpf.enableStats() }
+                } else if let f = statsFD {
+                    try bpf.objClose(f)
+                    statsFD = nil
+                }
+            case let .setVar(p, i, v):
+                try bpf.progSetVar(try fd(p, .program), index: i, value: v)
+            case .rcuBarrier:
+                kernel.quiesce()
+            }
+        } catch let e as BPFError {
+            thrown = e
+        } catch let e as NotOpen {
+            notOpen = e.message
+        } catch {
+            notOpen = "\(error)"
+        }
+        let result = thrown.map { $0.errno.name } ?? (notOpen == nil ? "ok" : "not run")
+        what += " → " + result
+        out.lines.append("step \(step.index): \(what)")
+        var failures: [String] = []
+        if let notOpen { failures.append(notOpen) }
+        check(step.expect, thrown: thrown, verdicts: verdicts, invalid: invalid, retval: retval, dataOut: dataOut,
+              value: value, observed: &observed, &failures)
+        for f in failures { out.failures.append("step \(step.index) (line \(step.position.line)): \(f)") }
+        out.records.append(StepRecord(step: step.index, line: step.position.line, operation: step.operation.name, arguments: args,
+                                      result: result, errno: thrown?.errno.name, message: thrown?.message ?? notOpen,
+                                      observed: observed, passed: failures.isEmpty, failures: failures))
+    }
+
+    private func loadedDefinition(_ name: String) -> ProgramSpec? {
+        for s in file.steps { if case let .load(n, spec) = s.operation, n == name { return spec } }
+        return nil
+    }
+
+    // MARK: expectations
+
+    private func check(_ e: Expectation?, thrown: BPFError?, verdicts: [UInt64], invalid: UInt64, retval: UInt32?, dataOut: Int,
+                       value: UInt64?, observed: inout [String: String], _ failures: inout [String]) {
+        func fail(_ s: String) { failures.append(s) }
+        guard let e else {
+            if let thrown { fail("unexpected \(thrown)") }
+            return
+        }
+        if let want = e.errno {
+            if thrown?.errno != want { fail("expected \(want.name), got \(thrown.map { "\($0)" } ?? "success")") }
+        } else if let thrown {
+            fail("unexpected \(thrown)")
+        }
+        for (i, want) in e.verdicts.sorted(by: { $0.key < $1.key }) {
+            let got = i < verdicts.count ? verdicts[i] : 0
+            if got != want { fail("expected \(ScenarioVocabulary.verdictNames[i])=\(want), got \(got)") }
+        }
+        if let want = e.invalid, want != invalid { fail("expected \(want) invalid actions, got \(invalid)") }
+        if let want = e.retval, want != retval { fail("expected retval \(want), got \(retval.map { "\($0)" } ?? "none")") }
+        if let want = e.dataOutSize, want != dataOut { fail("expected \(want) bytes out, got \(dataOut)") }
+        for (name, want) in e.counters.sorted(by: { $0.key < $1.key }) {
+            let got = kernel.counter(name)
+            observed["counter \(name)"] = "\(got)"
+            if got != want { fail("expected counter \(name)=\(want), got \(got)") }
+        }
+        func info(_ name: String) -> ProgInfo? {
+            guard let h = handles[name] else { fail("'\(name)' is not open"); return nil }
+            do { return try bpf.progGetInfo(h.fd) } catch { fail("\(name): \(error)"); return nil }
+        }
+        for (name, want) in e.runCount.sorted(by: { $0.key < $1.key }) {
+            if let i = info(name), i.runCount != want { fail("expected \(name) to have run \(want) times, got \(i.runCount)") }
+        }
+        for (name, nonzero) in e.runTimeNonzero.sorted(by: { $0.key < $1.key }) {
+            if let i = info(name), (i.runTimeNs > 0) != nonzero { fail("expected run_time_ns of \(name) \(nonzero ? "nonzero" : "0"), got \(i.runTimeNs)") }
+        }
+        for (name, want) in e.misses.sorted(by: { $0.key < $1.key }) {
+            if let i = info(name), i.recursionMisses != want { fail("expected \(want) recursion misses for \(name), got \(i.recursionMisses)") }
+        }
+        for (name, want) in e.refcnt.sorted(by: { $0.key < $1.key }) {
+            guard let h = handles[name] else { fail("'\(name)' is not open"); continue }
+            var got: UInt64?
+            switch try? bpf.fds.getObject(h.fd) {
+            case let .prog(p)?: got = p.refcnt - 1; p.put()          // less getObject's own
+            case let .map(m)?: got = m.refcnt - 1; m.putWithUref()
+            case let .link(l)?: got = l.refcountValue - 1; l.put()
+            default: break
+            }
+            observed["refcnt \(name)"] = got.map { "\($0)" } ?? "-"
+            if got != want { fail("expected \(name) refcnt \(want), got \(got.map { "\($0)" } ?? "nothing")") }
+        }
+        for (name, want) in e.usercnt.sorted(by: { $0.key < $1.key }) {
+            guard let h = handles[name], let i = try? bpf.mapGetInfo(h.fd) else { fail("'\(name)' is not an open map"); continue }
+            if i.usercnt != want { fail("expected \(name) usercnt \(want), got \(i.usercnt)") }
+        }
+        if let want = e.pendingFree {
+            let got = kernel.pendingFreeObjects
+            observed["pending_free"] = "\(got)"
+            if got != want { fail("expected \(want) objects waiting for a grace period, got \(got)") }
+        }
+        if let want = e.liveObjects {
+            kernel.quiesce()
+            observed["live_objects"] = "\(kernel.liveObjects)"
+            if kernel.liveObjects != want { fail("expected \(want) live objects, got \(kernel.liveObjects)") }
+        }
+        if let want = e.next {
+            let got = observed["next"]
+            if got != (want ?? nil) && !(want == nil && thrown?.errno == .ENOENT) {
+                fail("expected next \(want ?? "none"), got \(got ?? "none")")
+            }
+        }
+        switch e.value {
+        case let .program(n)?:
+            if observed["value"] != n { fail("expected value \(n), got \(observed["value"] ?? "none")") }
+        case let .number(n)?:
+            if value != n { fail("expected value \(n), got \(value.map { "\($0)" } ?? "none")") }
+        case nil: break
+        }
+        if !e.ids.isEmpty {
+            var ids: [UInt32] = []
+            for n in e.ids {
+                do { ids.append(try id(of: n)) } catch { fail("ids: \(n): \(error)") }
+            }
+            observed["ids"] = ids.map(String.init).joined(separator: ",")
+            if ids.contains(0) { fail("an ID is 0: \(ids)") }
+            if Set(ids).count != ids.count { fail("IDs are not distinct: \(ids)") }
+            if ids != ids.sorted() { fail("IDs are not ascending in the order given: \(zip(e.ids, ids).map { "\($0)=\($1)" }.joined(separator: ", "))") }
+        }
+        for (name, vs) in e.vars.sorted(by: { $0.key < $1.key }) {
+            guard let h = handles[name], let p = try? bpf.prog(h.fd) else { fail("'\(name)' is not open"); continue }
+            defer { p.put() }
+            for (i, want) in vs.sorted(by: { $0.key < $1.key }) {
+                let got = try? p.getVar(i)
+                if got != want { fail("expected \(name) var \(i) = \(want), got \(got.map { "\($0)" } ?? "none")") }
+            }
+        }
+        for (l, p) in e.linkProgram.sorted(by: { $0.key < $1.key }) {
+            guard let h = handles[l], let info = try? bpf.linkGetInfo(h.fd) else { fail("'\(l)' is not an open link"); continue }
+            let got = info.progID == 0 ? "none" : nameOfProg(id: info.progID)
+            if got != p { fail("expected link \(l) to hold \(p), got \(got)") }
+        }
+        if let want = e.dispatcher {
+            let got = kernel.xdpDispatcher.knownTargets.map { nameOfProg(id: $0.id) }.sorted()
+            observed["dispatcher"] = got.joined(separator: ",")
+            if got != want.sorted() { fail("expected bpf_dispatcher targets \(want.sorted()), got \(got)") }
+        }
+        for (k, want) in e.staticKeys.sorted(by: { $0.key < $1.key }) {
+            guard let h = handles[k], let m = try? bpf.map(h.fd) else { fail("'\(k)' is not an open map"); continue }
+            defer { m.put() }
+            guard let key = (m as? StaticKeyMap)?.key else { fail("'\(k)' is not a static_key map"); continue }
+            if let en = want.enabled, key.isEnabled != en { fail("expected static key \(k) \(en ? "enabled" : "disabled"), got \(key.isEnabled ? "enabled" : "disabled")") }
+            if let s = want.sites, key.siteCount != s { fail("expected static key \(k) with \(s) sites, got \(key.siteCount)") }
+        }
+        for (d, want) in e.attached.sorted(by: { $0.key < $1.key }) {
+            let got = devices[d]?.program.map { nameOfProg(id: $0.id) } ?? "none"
+            if got != (want ?? "none") { fail("expected \(d) to run \(want ?? "none"), got \(got)") }
+        }
+        if let want = e.pins, bpf.pinnedPaths != want.sorted() { fail("expected pins \(want.sorted()), got \(bpf.pinnedPaths)") }
+    }
+
+    /// A burst through the driver: an RX ring of frames, NAPI polls of at most 64, in
+    /// chunks of 2^20 packets between which progress is shown and a stop is honoured.
+    private func runPackets(_ count: Int, _ dev: NetDevice, viaDispatcher: Bool, _ options: ScenarioRunOptions) -> ([UInt64], UInt64) {
+        guard let ring = try? RxRing(frames: frames, numa: .off, cpu: 0) else { return ([0, 0, 0, 0, 0], 0) }
+        let counts = UnsafeMutablePointer<UInt64>.allocate(capacity: verdictSlots)
+        counts.initialize(repeating: 0, count: verdictSlots)
+        defer { counts.deallocate() }
+        var md = cbpf_xdp_md()
+        md.ingress_ifindex = dev.ifindex
+        var head = 0, left = count
+        let chunk = 1 << 20
+        let dispatcher = UnsafePointer(kernel.xdpDispatcher.raw)
+        withUnsafeMutablePointer(to: &md) { ctx in
+            while left > 0 {
+                var inChunk = min(left, chunk)
+                left -= inChunk
+                while inChunk > 0 {
+                    let b = min(64, inChunk)
+                    if viaDispatcher {
+                        napiPoll(DispatchedProgRun(dispatcher: dispatcher), ring: ring.buffers, lengths: ring.lengths, mask: ring.mask, head: &head,
+                                 budget: b, dev: dev, ctx: ctx, counts: counts)
+                    } else {
+                        napiPoll(PatchedProgRun(), ring: ring.buffers, lengths: ring.lengths, mask: ring.mask, head: &head,
+                                 budget: b, dev: dev, ctx: ctx, counts: counts)
+                    }
+                    inChunk -= b
+                }
+                if left > 0 {
+                    options.progress?("packets: \(count - left) of \(count)")
+                    if options.shouldStop() { break }
+                }
+            }
+        }
+        return (Array(UnsafeBufferPointer(start: counts, count: 5)), counts[5])
+    }
+
+    /// "chain_add pass[XDP_PASS] → drop", and the arguments alone (for JSON).
+    private func describe(_ op: Operation) -> (String, String) {
+        func rc(_ r: UInt32) -> String { r == chainWildcard ? "wildcard" : r < 5 ? "XDP_" + ScenarioVocabulary.verdictNames[Int(r)] : "\(r)" }
+        let a: String
+        switch op {
+        case let .attach(p, d, m, f, e): a = p + (d.map { " on \($0)" } ?? "") + (m.map { " mode \($0.rawValue)" } ?? "") + (f.isEmpty ? "" : " flags 0x\(String(f.rawValue, radix: 16))") + (e.map { " expected \($0)" } ?? "")
+        case let .detach(d, m, _, e): a = (d ?? "") + (m.map { " mode \($0.rawValue)" } ?? "") + (e.map { " expected \($0)" } ?? "")
+        case let .packets(n, d, via): a = "\(n)" + (d.map { " on \($0)" } ?? "") + (via ? " via bpf_dispatcher" : "")
+        case let .testRun(p, size, reps): a = p + (size.map { " size \($0)" } ?? "") + (reps > 1 ? " repeat \(reps)" : "")
+        case let .load(n, _): a = n
+        case let .close(n): a = n
+        case let .chainAdd(p, r, n): a = "\(p)[\(rc(r))] → \(n)"
+        case let .chainDel(p, r), let .chainGet(p, r): a = "\(p)[\(rc(r))]"
+        case let .mapCreate(n, s): a = "\(n) \(s.type.name) × \(s.maxEntries)"
+        case let .mapUpdate(m, k, v, f):
+            let vs: String
+            switch v {
+            case let .program(p): vs = p
+            case let .map(x): vs = "map \(x)"
+            case let .fd(n): vs = "fd \(n)"
+            case let .number(n): vs = "\(n)"
+            }
+            a = "\(m)[\(k)] = \(vs)" + (f == .any ? "" : " flags \(f.rawValue)")
+        case let .mapDelete(m, k), let .mapLookup(m, k): a = "\(m)[\(k)]"
+        case let .getFdByID(k, id, n): a = "\(k.rawValue) \(id.text) as \(n)"
+        case let .nextID(k, id): a = "\(k.rawValue) after \(id.text)"
+        case let .mkdir(p), let .rmdir(p), let .unpin(p): a = p
+        case let .pin(o, p): a = "\(o) at \(p)"
+        case let .objGet(p, n): a = "\(p) as \(n)"
+        case let .link(n, p, d, _, t, f, c): a = "\(n): \(p)" + (d.map { " on \($0)" } ?? "") + (t.map { " → \($0)" } ?? "") + (f.map { ".\($0)" } ?? "") + (c != 0 ? " cookie \(c)" : "")
+        case let .linkUpdate(l, p, e): a = "\(l) → \(p)" + (e.map { " expected \($0)" } ?? "")
+        case let .linkDetach(l): a = l
+        case let .libxdpAttach(s): a = s.map(\.program).joined(separator: ",")
+        case let .libxdpDetach(n): a = n.joined(separator: ",")
+        case let .stats(on, n): a = n.map { "as \($0)" } ?? (on ? "on" : "off")
+        case let .setVar(p, i, v): a = "\(p) var \(i) = \(v)"
+        case .rcuBarrier: a = ""
+        }
+        return (op.name + (a.isEmpty ? "" : " " + a), a)
+    }
+}
+
+extension IDRef {
+    var text: String {
+        switch self {
+        case let .of(n): return n
+        case let .number(n): return "\(n)"
+        }
+    }
+}
+
+extension Operation {
+    /// The operation's word in the file.
+    public var name: String {
+        switch self {
+        case .attach: return "attach"
+        case .detach: return "detach"
+        case .packets: return "packets"
+        case .testRun: return "test_run"
+        case .load: return "load"
+        case .close: return "close"
+        case .chainAdd: return "chain_add"
+        case .chainDel: return "chain_del"
+        case .chainGet: return "chain_get"
+        case .mapCreate: return "map_create"
+        case .mapUpdate: return "map_update"
+        case .mapDelete: return "map_delete"
+        case .mapLookup: return "map_lookup"
+        case .getFdByID: return "get_fd_by_id"
+        case .nextID: return "next_id"
+        case .mkdir: return "mkdir"
+        case .rmdir: return "rmdir"
+        case .pin: return "pin"
+        case .unpin: return "unpin"
+        case .objGet: return "obj_get"
+        case .link: return "link"
+        case .linkUpdate: return "link_update"
+        case .linkDetach: return "link_detach"
+        case .libxdpAttach: return "libxdp_attach"
+        case .libxdpDetach: return "libxdp_detach"
+        case .stats: return "stats"
+        case .setVar: return "set_var"
+        case .rcuBarrier: return "rcu_barrier"
+        }
+    }
+}
+
+/// The scenarios shipped with the harness (Harness/Scenarios/*.yaml), by name.
+public enum ShippedScenarios {
+    public static var directory: URL? {
+        Bundle.module.url(forResource: "Scenarios", withExtension: nil)
+    }
+
+    /// (name, path), sorted by name.
+    public static var all: [(name: String, path: String)] {
+        guard let dir = directory,
+              let files = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return [] }
+        return files.filter { $0.hasSuffix(".yaml") }.sorted().map {
+            (String($0.dropLast(5)), dir.appendingPathComponent($0).path)
+        }
+    }
+}
