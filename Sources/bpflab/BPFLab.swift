@@ -4,6 +4,18 @@ import BPFKernel
 
 @main
 struct BPFLab: ParsableCommand {
+    /// Every command writes through checked writes: a closed stdout is an error it
+    /// reports, not a SIGPIPE that kills it before its files are written.
+    static func main() {
+        StandardOutput.ignoreSIGPIPE()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "bpflab",
         abstract: "The Linux kernel's BPF dispatch machinery, re-implemented in user space and measured.",

@@ -45,8 +45,9 @@ enum OutputFiles {
         if path.isEmpty { return "the file name is empty" }
         if path.hasSuffix("/") { return "'\(path)' names a directory, not a file" }
         var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return "'\(path)' is a directory"
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+            if isDir.boolValue { return "'\(path)' is a directory" }
+            if !isRegularFile(path) { return "'\(path)' exists and is not a regular file" }
         }
         let parent = (path as NSString).deletingLastPathComponent
         let dir = parent.isEmpty ? "." : parent
@@ -61,6 +62,10 @@ enum OutputFiles {
     /// synced, then renamed over `path`. On any failure the temporary file is removed and
     /// `path` is left as it was.
     static func write(_ text: String, to path: String) throws {
+        // Never rename over a device node or a directory.
+        if FileManager.default.fileExists(atPath: path) && !isRegularFile(path) {
+            throw CommandFailure("cannot write \(path): it exists and is not a regular file")
+        }
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw CommandFailure("cannot write \(path): \(String(cString: strerror(errno)))") }
@@ -84,6 +89,12 @@ enum OutputFiles {
             throw CommandFailure("cannot write \(path): \(failure) (nothing was written there)")
         }
     }
+}
+
+/// Whether `path` is a regular file (lstat: a symlink is not followed).
+func isRegularFile(_ path: String) -> Bool {
+    var st = stat()
+    return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
 }
 
 enum StandardOutput {

@@ -6,18 +6,7 @@ import XCTest
 import BPFKernel
 @testable import PacketHarness
 
-/// SplitMix64: small, seedable, reproducible.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
+typealias SeededRandom = SplitMix64
 
 final class ScenarioFuzzTests: XCTestCase {
     static let edgeNumbers = ["-1", "0", "1", "2", "7", "33", "64", "-5", "4294967295", "4294967296", "99999999999999999999", "0x10", "1e3", "x", "", "~", "[]", "{}"]

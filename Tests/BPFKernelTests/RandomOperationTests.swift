@@ -1,0 +1,249 @@
+// Random facade operations, valid and invalid mixed, checked after every call: a call
+// that fails changes nothing (the snapshot), no refcount rule is ever broken, and after
+// teardown nothing is alive. Seeded (the seed is printed; BPFLAB_RANDOM_SEED replays,
+// BPFLAB_RANDOM_OPS sizes the run); a failure is shrunk to a minimal operation sequence,
+// printed in the test output.
+import XCTest
+import CBPFShims
+@testable import BPFKernel
+
+/// One operation; object arguments are indices into the pool of open fds counted from the
+/// most recent (taken modulo its size when replayed, so a shrunk sequence still means
+/// something).
+enum RandomOp: CustomStringConvertible {
+    case loadReturning(UInt32, chain: Bool)
+    case loadTailCaller(array: Int, index: UInt64, engine: Int)
+    case loadTarget
+    case loadTracing(target: Int, kind: Int)
+    case loadExtension(target: Int, function: String)
+    case mapCreate(type: UInt32, entries: UInt32, valueSize: UInt32)
+    case close(Int)
+    case closeRaw(Int32)
+    case mapUpdate(map: Int, key: UInt32, value: Int, flags: UInt64)
+    case mapUpdateRaw(map: Int, key: UInt32, fd: Int32)
+    case mapDelete(map: Int, key: UInt32)
+    case mapLookup(map: Int, key: UInt32)
+    case chainAdd(prev: Int, retcode: UInt32, next: Int)
+    case chainDel(prev: Int, retcode: UInt32)
+    case chainGet(prev: Int, retcode: UInt32)
+    case xdpAttach(prog: Int, flags: UInt32, expected: Int?)
+    case xdpDetach(flags: UInt32)
+    case linkCreate(prog: Int, flags: UInt32, target: Int?)
+    case linkUpdate(link: Int, prog: Int, expected: Int?)
+    case linkDetach(Int)
+    case pin(Int, path: String)
+    case unpin(String)
+    case objGet(String)
+    case mkdir(String)
+    case getFdByID(kind: Int, id: UInt32)
+    case testRun(Int, size: Int)
+    case barrier
+
+    var description: String {
+        switch self {
+        case let .loadReturning(v, c): return "loadReturning(\(v), chain: \(c))"
+        case let .loadTailCaller(a, i, e): return "loadTailCaller(array: #\(a), index: \(i), engine: \(e))"
+        case .loadTarget: return "loadTarget"
+        case let .loadTracing(t, k): return "loadTracing(target: #\(t), kind: \(k))"
+        case let .loadExtension(t, f): return "loadExtension(target: #\(t), \(f))"
+        case let .mapCreate(t, n, v): return "mapCreate(type: \(t), entries: \(n), valueSize: \(v))"
+        case let .close(i): return "close(#\(i))"
+        case let .closeRaw(fd): return "closeRaw(\(fd))"
+        case let .mapUpdate(m, k, v, f): return "mapUpdate(#\(m)[\(k)] = #\(v), flags \(f))"
+        case let .mapUpdateRaw(m, k, fd): return "mapUpdateRaw(#\(m)[\(k)] = fd \(fd))"
+        case let .mapDelete(m, k): return "mapDelete(#\(m)[\(k)])"
+        case let .mapLookup(m, k): return "mapLookup(#\(m)[\(k)])"
+        case let .chainAdd(p, r, n): return "chainAdd(#\(p)[\(r)] → #\(n))"
+        case let .chainDel(p, r): return "chainDel(#\(p)[\(r)])"
+        case let .chainGet(p, r): return "chainGet(#\(p)[\(r)])"
+        case let .xdpAttach(p, f, e): return "xdpAttach(#\(p), flags \(f), expected \(e.map { "#\($0)" } ?? "-"))"
+        case let .xdpDetach(f): return "xdpDetach(flags \(f))"
+        case let .linkCreate(p, f, t): return "linkCreate(#\(p), flags \(f), target \(t.map { "#\($0)" } ?? "-"))"
+        case let .linkUpdate(l, p, e): return "linkUpdate(#\(l) → #\(p), expected \(e.map { "#\($0)" } ?? "-"))"
+        case let .linkDetach(l): return "linkDetach(#\(l))"
+        case let .pin(i, p): return "pin(#\(i), \(p))"
+        case let .unpin(p): return "unpin(\(p))"
+        case let .objGet(p): return "objGet(\(p))"
+        case let .mkdir(p): return "mkdir(\(p))"
+        case let .getFdByID(k, id): return "getFdByID(kind \(k), \(id))"
+        case let .testRun(i, s): return "testRun(#\(i), size \(s))"
+        case .barrier: return "barrier"
+        }
+    }
+}
+
+/// Runs a sequence on a fresh kernel; returns the first broken rule, if any.
+struct RandomOpRunner {
+    let kernel = Kernel(KernelConfig(checked: true))
+    let bpf: BPF
+    let dev: NetDevice
+    var pool: [Int32] = []
+
+    init() {
+        bpf = BPF(kernel: kernel, fdLimit: 64)
+        dev = NetDevice(kernel: kernel, name: "rnd0", feedsDispatcher: true)
+    }
+
+    func at(_ i: Int) -> Int32 { pool.isEmpty ? 999 : pool[pool.count - 1 - i % pool.count] }
+
+    mutating func apply(_ op: RandomOp) throws {
+        func keep(_ fd: Int32) { pool.append(fd) }
+        switch op {
+        case let .loadReturning(v, c): keep(try bpf.progLoad(.returning(v, name: "r", flags: c ? .chainCalls : [])))
+        case let .loadTailCaller(a, i, e):
+            keep(try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.count("t"), .tailCall(arrayFD: at(a), index: .constant(i)), .returnConst(2)],
+                                                                  directTailCalls: e == 2), name: "tc", jited: e != 1)))
+        case .loadTarget:
+            keep(try bpf.progLoad(ProgLoadAttr(steps: StepProgram([.call(0), .returnLast], subprogs: [[.returnConst(2)]]), name: "tgt")))
+        case let .loadTracing(t, k):
+            let kinds: [AttachType] = [.traceFentry, .traceFexit, .modifyReturn]
+            keep(try bpf.progLoad(.tracing(kinds[k % 3], on: k >= 3 ? -1 : at(t), function: k >= 3 ? "bpf_fentry_test1" : nil,
+                                           steps: StepProgram([.returnConst(0)]), name: "tr")))
+        case let .loadExtension(t, f): keep(try bpf.progLoad(.extension(of: at(t), function: f, body: .xdpDrop, name: "ext")))
+        case let .mapCreate(t, n, v):
+            keep(try bpf.mapCreate(MapCreateAttr(type: MapType(rawValue: t) ?? .array, valueSize: v, maxEntries: n, name: "m")))
+        case let .close(i):
+            guard !pool.isEmpty else { throw BPFError(.EBADF, "empty pool") }
+            let fd = pool.remove(at: pool.count - 1 - i % pool.count)
+            try bpf.objClose(fd)
+        case let .closeRaw(fd): try bpf.objClose(fd)
+        case let .mapUpdate(m, k, v, f): try bpf.mapUpdateElem(at(m), key: key(k), value: fdValue(at(v)), flags: f)
+        case let .mapUpdateRaw(m, k, fd): try bpf.mapUpdateElem(at(m), key: key(k), value: fdValue(fd))
+        case let .mapDelete(m, k): try bpf.mapDeleteElem(at(m), key: key(k))
+        case let .mapLookup(m, k): _ = try bpf.mapLookupElem(at(m), key: key(k))
+        case let .chainAdd(p, r, n): try bpf.progChainAdd(prev: at(p), retcode: r, next: at(n))
+        case let .chainDel(p, r): try bpf.progChainDel(prev: at(p), retcode: r)
+        case let .chainGet(p, r): _ = try bpf.progChainGet(prev: at(p), retcode: r)
+        case let .xdpAttach(p, f, e): try bpf.xdpAttach(dev, fd: at(p), flags: f, expectedFD: e.map(at) ?? -1)
+        case let .xdpDetach(f): try bpf.xdpAttach(dev, fd: -1, flags: f)
+        case let .linkCreate(p, f, t):
+            let prog = try bpf.prog(at(p))
+            let type = prog.type, kind = AttachType(rawValue: prog.expectedAttachType) ?? .unspecified
+            prog.put()
+            switch type {
+            case .xdp: keep(try bpf.linkCreate(LinkCreateAttr(progFD: at(p), device: dev, attachType: .xdp, flags: f)))
+            default: keep(try bpf.linkCreate(LinkCreateAttr(progFD: at(p), attachType: kind, targetProgFD: t.map(at) ?? -1,
+                                                            targetFunc: t == nil ? nil : "sub0")))
+            }
+        case let .linkUpdate(l, p, e):
+            if let e { try bpf.linkUpdate(at(l), newProgFD: at(p), flags: linkUpdateReplace, expectedOldFD: at(e)) }
+            else { try bpf.linkUpdate(at(l), newProgFD: at(p)) }
+        case let .linkDetach(l): try bpf.linkDetach(at(l))
+        case let .pin(i, p): try bpf.objPin(at(i), path: p)
+        case let .unpin(p): try bpf.unpin(path: p)
+        case let .objGet(p): keep(try bpf.objGet(path: p))
+        case let .mkdir(p): try bpf.bpffsMkdir(p)
+        case let .getFdByID(k, id):
+            switch k % 3 {
+            case 0: keep(try bpf.progGetFdById(id))
+            case 1: keep(try bpf.mapGetFdById(id))
+            default: keep(try bpf.linkGetFdById(id))
+            }
+        case let .testRun(i, s): _ = try bpf.progTestRun(TestRunAttr(progFD: at(i), data: [UInt8](repeating: 0xab, count: s)))
+        case .barrier: kernel.quiesce()
+        }
+    }
+
+    /// Runs `ops`; the first rule broken, with the operation's index.
+    mutating func run(_ ops: [RandomOp]) -> (Int, String)? {
+        for (i, op) in ops.enumerated() {
+            kernel.quiesce()  // dying objects settle first: the snapshot compares what the call could change
+            let before = KernelSnapshot(bpf)
+            do {
+                try apply(op)
+            } catch let e as BPFError {
+                if KernelSnapshot(bpf) != before { return (i, "\(op) failed with \(e) but changed the state") }
+                if e.message.isEmpty { return (i, "\(op): an errno without a sentence") }
+            } catch {
+                return (i, "\(op): not a BPFError: \(error)")
+            }
+            if !kernel.violations.isEmpty { return (i, "\(op): \(kernel.violations)") }
+        }
+        dev.detachAll()
+        bpf.closeAll()
+        kernel.unpinAll()
+        kernel.xdpDispatcher.reset()
+        kernel.quiesce()
+        if kernel.liveObjects != 0 { return (ops.count, "after teardown \(kernel.liveObjects) objects are alive (a leak)") }
+        if !kernel.violations.isEmpty { return (ops.count, "teardown: \(kernel.violations)") }
+        return nil
+    }
+}
+
+final class RandomOperationTests: XCTestCase {
+    static func randomOp(_ rng: inout SplitMix64) -> RandomOp {
+        // Mostly the few newest objects (so operations meet each other), sometimes any.
+        func i() -> Int { Int.random(in: 0..<4, using: &rng) == 0 ? Int.random(in: 0..<32, using: &rng) : Int.random(in: 0..<4, using: &rng) }
+        func small() -> UInt32 { [0, 1, 2, 3, 7, 8, 0xffff_ffff].randomElement(using: &rng)! }
+        let paths = ["/sys/fs/bpf/a", "/sys/fs/bpf/d/b", "/sys/fs/bpf/x.y", "/tmp/z", "/sys/fs/bpf/d"]
+        switch Int.random(in: 0..<27, using: &rng) {
+        case 0, 1: return .loadReturning(small(), chain: Bool.random(using: &rng))
+        case 2: return .loadTailCaller(array: i(), index: UInt64(small()), engine: Int.random(in: 0..<3, using: &rng))
+        case 3: return .loadTarget
+        case 4: return .loadTracing(target: i(), kind: Int.random(in: 0..<6, using: &rng))
+        case 5: return .loadExtension(target: i(), function: Bool.random(using: &rng) ? "sub0" : "nope")
+        case 6, 7: return .mapCreate(type: [1, 2, 3, 3, 0x1000, 99].randomElement(using: &rng)!, entries: [0, 1, 2, 4].randomElement(using: &rng)!,
+                                     valueSize: [4, 4, 8, 0].randomElement(using: &rng)!)
+        case 8, 9: return .close(i())
+        case 10: return .closeRaw([0, 2, 3, 63, 999].randomElement(using: &rng)!)
+        case 11, 12: return .mapUpdate(map: i(), key: small(), value: i(), flags: [0, 0, 1, 2, 9].randomElement(using: &rng)!)
+        case 13: return .mapUpdateRaw(map: i(), key: small(), fd: [-1, 0, 999].randomElement(using: &rng)!)
+        case 14: return .mapDelete(map: i(), key: small())
+        case 15: return .mapLookup(map: i(), key: small())
+        case 16, 17: return .chainAdd(prev: i(), retcode: small(), next: i())
+        case 18: return Bool.random(using: &rng) ? .chainDel(prev: i(), retcode: small()) : .chainGet(prev: i(), retcode: small())
+        case 19: return .xdpAttach(prog: i(), flags: [0, 1, 2, 4, 8, 16, 17, 6].randomElement(using: &rng)!, expected: Bool.random(using: &rng) ? i() : nil)
+        case 20: return .xdpDetach(flags: [0, 2, 4].randomElement(using: &rng)!)
+        case 21: return .linkCreate(prog: i(), flags: [0, 0, 2, 4, 1].randomElement(using: &rng)!, target: Bool.random(using: &rng) ? i() : nil)
+        case 22: return Bool.random(using: &rng) ? .linkUpdate(link: i(), prog: i(), expected: Bool.random(using: &rng) ? i() : nil) : .linkDetach(i())
+        case 23: return .pin(i(), path: paths.randomElement(using: &rng)!)
+        case 24: return [RandomOp.unpin(paths.randomElement(using: &rng)!), .objGet(paths.randomElement(using: &rng)!), .mkdir("/sys/fs/bpf/d")].randomElement(using: &rng)!
+        case 25: return .getFdByID(kind: Int.random(in: 0..<3, using: &rng), id: [0, 1, 2, 3, 5, 8].randomElement(using: &rng)!)
+        default: return Int.random(in: 0..<8, using: &rng) == 0 ? .barrier : .testRun(i(), size: [0, 13, 14, 64].randomElement(using: &rng)!)
+        }
+    }
+
+    /// Delta debugging, simply: drop chunks of operations while the failure persists.
+    static func shrink(_ ops: [RandomOp]) -> [RandomOp] {
+        var cur = ops
+        var chunk = max(1, cur.count / 2)
+        while chunk >= 1 {
+            var i = 0
+            var removed = false
+            while i < cur.count {
+                let candidate = Array(cur[..<i]) + Array(cur[min(cur.count, i + chunk)...])
+                var r = RandomOpRunner()
+                if r.run(candidate) != nil {
+                    cur = candidate
+                    removed = true
+                } else {
+                    i += chunk
+                }
+            }
+            if !removed { chunk /= 2 }
+        }
+        return cur
+    }
+
+    func testRandomOperationsNeverChangeStateOnFailureNeverBreakARuleAndLeakNothing() throws {
+        let env = ProcessInfo.processInfo.environment
+        let seed = env["BPFLAB_RANDOM_SEED"].flatMap { UInt64($0) } ?? UInt64(Date().timeIntervalSince1970)
+        let total = env["BPFLAB_RANDOM_OPS"].flatMap { Int($0) } ?? 40_000
+        let perRun = 400
+        print("random operations: seed \(seed) (BPFLAB_RANDOM_SEED=\(seed) replays), \(total) operations in runs of \(perRun)")
+        var rng = SplitMix64(seed: seed)
+        var done = 0
+        while done < total {
+            let ops = (0..<perRun).map { _ in RandomOperationTests.randomOp(&rng) }
+            var r = RandomOpRunner()
+            if let (at, why) = r.run(ops) {
+                let minimal = RandomOperationTests.shrink(Array(ops.prefix(at + 1)))
+                XCTFail("seed \(seed), run at operation \(done): \(why)\nminimal sequence (\(minimal.count) operations):\n" +
+                        minimal.map { "  \($0)" }.joined(separator: "\n"))
+                return
+            }
+            done += perRun
+        }
+        print("random operations: \(done) run, every failed call left the state as it was, nothing leaked")
+    }
+}
