@@ -196,6 +196,14 @@ public final class ScenarioRunner {
         return "id \(id)"
     }
 
+    /// An ID argument: a number, or the ID of a named open object.
+    private func resolve(_ r: IDRef) throws -> UInt32 {
+        switch r {
+        case let .of(n): return try id(of: n)
+        case let .number(n): return n
+        }
+    }
+
     private func id(of name: String) throws -> UInt32 {
         let f = try fd(name, .any)
         switch try bpf.fds.getObject(f) {
@@ -281,11 +289,7 @@ public final class ScenarioRunner {
                 observed["value"] = isProgArray ? nameOfProg(id: UInt32(truncatingIfNeeded: v)) : "\(v)"
                 what += ": \(observed["value"]!)"
             case let .getFdByID(kind, idRef, name):
-                let id: UInt32
-                switch idRef {
-                case let .of(n): id = try self.id(of: n)
-                case let .number(n): id = n
-                }
+                let id = try resolve(idRef)
                 let f: Int32
                 switch kind {
                 case .prog: f = try bpf.progGetFdById(id)
@@ -294,11 +298,7 @@ public final class ScenarioRunner {
                 }
                 handles[name] = (f, kind == .prog ? .program : kind == .map ? .map : .link)
             case let .nextID(kind, after):
-                let start: UInt32
-                switch after {
-                case let .of(n): start = try self.id(of: n)
-                case let .number(n): start = n
-                }
+                let start = try resolve(after)
                 let id: UInt32
                 switch kind {
                 case .prog: id = try bpf.progGetNextId(start)
