@@ -178,22 +178,25 @@ public struct DesignSetup: @unchecked Sendable {
         case .dispatcherHit, .dispatcherMiss:
             let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
             let disp = bpf.kernel.xdpDispatcher!
-            var others: [BPFProg] = []
+            // The targets are held by their fds (as the kernel's are by the devices they
+            // are attached to); the dispatcher holds its own reference on each.
+            func change(_ fd: Int32, add: Bool) {
+                guard let p = try? bpf.prog(fd) else { return }
+                disp.change(from: add ? nil : p, to: add ? p : nil)
+                p.put()  // bpf.prog's
+            }
+            var others: [Int32] = []
             for _ in 0..<(id == .dispatcherHit ? 47 : 48) {
                 let o = try load(ProgLoadAttr(body: .xdpTx, name: "other"))
-                let p = try bpf.prog(o)
-                try bpf.objClose(o)
-                disp.change(from: nil, to: p)
-                others.append(p)
+                change(o, add: true)
+                others.append(o)
             }
-            let dp = try bpf.prog(d)
-            if id == .dispatcherHit { disp.change(from: nil, to: dp) }
-            var s = DesignSetup(id: id, root: d, fds: [d])
+            if id == .dispatcherHit { change(d, add: true) }
+            var s = DesignSetup(id: id, root: d, fds: [d] + others)
             s.runner = .dispatched(UnsafePointer(disp.raw))
             s.teardown = {
-                if id == .dispatcherHit { disp.change(from: dp, to: nil) }
-                for p in others { disp.change(from: p, to: nil); p.put() }
-                dp.put()
+                if id == .dispatcherHit { change(d, add: false) }
+                for o in others { change(o, add: false) }
             }
             return s
         case .staticKeyOff, .staticKeyOn:

@@ -582,6 +582,7 @@ struct ScenarioDecoder {
             e.attached[x.name] = x.value.scalar?.string == "none" ? .some(nil) : .some(try nameValue(x.value, "program"))
         }
         if let v = f["pins"] { e.pins = try listValue(v, "pins").map { try stringValue($0, "path") } }
+        if let v = f["audit"] { e.audit = try choiceValue(v, "audit", ["clean"]) == "clean" }
         return e
     }
 }

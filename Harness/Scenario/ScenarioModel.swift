@@ -151,6 +151,8 @@ public struct Expectation: Sendable {
     public var staticKeys: [String: (enabled: Bool?, sites: Int?)] = [:]
     public var attached: [String: String?] = [:]   // device → program name (nil: none)
     public var pins: [String]?
+    /// `audit: clean`: the auditor finds nothing (after a barrier).
+    public var audit = false
     public var position: Position
 }
 
@@ -268,6 +270,7 @@ public enum ScenarioVocabulary {
         .init(name: "static_key", keys: ["enabled", "sites"], summary: "{map: {enabled, sites}} a static key's state"),
         .init(name: "attached", keys: [], summary: "{device: program|none} what the device runs"),
         .init(name: "pins", keys: [], summary: "[paths] every pinned path"),
+        .init(name: "audit", keys: [], summary: "audit: clean — every reference accounted for by a holder, refcounts and usercnt equal to their holders, IDs only for live objects, no unbreakable cycle (after a barrier)"),
     ]
 
     public static var stepNames: [String] { steps.map(\.name) }

@@ -43,6 +43,10 @@ public struct ScenarioOutcome: Sendable {
 public struct ScenarioRunOptions {
     public var progress: ((String) -> Void)?
     public var shouldStop: () -> Bool = { false }
+    /// Run the auditor after every step (`bpflab run --audit`); a finding is a failure.
+    public var auditEveryStep = false
+    /// Called after every step with the kernel (graphs are taken here).
+    public var afterStep: ((Int, Kernel) -> Void)?
     public init() {}
 }
 
@@ -379,6 +383,13 @@ public final class ScenarioRunner {
         if let notOpen { failures.append(notOpen) }
         check(step.expect, thrown: thrown, verdicts: verdicts, invalid: invalid, retval: retval, dataOut: dataOut,
               value: value, observed: &observed, &failures)
+        if options.auditEveryStep || step.expect?.audit == true {
+            kernel.quiesce()
+            let findings = kernel.audit()
+            observed["audit"] = findings.isEmpty ? "clean" : "\(findings.count) finding(s)"
+            for f in findings { failures.append("audit: \(f)") }
+        }
+        options.afterStep?(step.index, kernel)
         for f in failures { out.failures.append("step \(step.index) (line \(step.position.line)): \(f)") }
         out.records.append(StepRecord(step: step.index, line: step.position.line, operation: step.operation.name, arguments: args,
                                       result: result, errno: thrown?.errno.name, message: thrown?.message ?? notOpen,

@@ -169,6 +169,9 @@ public final class FDTable: @unchecked Sendable {
         }
     }
 
+    /// Every open descriptor and what it holds (for the auditor; no reference taken).
+    var entries: [(fd: Int32, object: FDObject)] { lock.withLock { table.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } } }
+
     /// Open descriptors, ascending.
     public var openFDs: [Int32] { lock.withLock { table.keys.sorted() } }
     public var count: Int { lock.withLock { table.count } }

@@ -112,6 +112,14 @@ public final class Kernel: @unchecked Sendable {
     var counterNames: [String: UInt32] = [:]
     /// bpffs: pinned objects.
     let pinTable = PinTable()
+    /// Every object from creation to free, by serial (the auditor and the graph walk it;
+    /// the IDRs hold only published ones). Weak: the objects keep themselves alive.
+    let objectsLock = KLock()
+    var objects: [UInt64: WeakObject] = [:]
+    /// Holders outside the kernel's own objects that take references: processes' fd
+    /// tables, devices, run arrays (weak).
+    var holders: [ObjectIdentifier: WeakObject] = [:]
+
     /// libxdp's dispatcher registry (LibXDP.swift): user-space state, by program ID.
     let libxdpLock = KLock()
     var libxdpDispatchers: [UInt32: [XDPProgramSpec]] = [:]
@@ -196,6 +204,23 @@ public final class Kernel: @unchecked Sendable {
             }
         }
     }
+}
+
+/// A weak reference, for registries that must not keep their objects alive.
+final class WeakObject: @unchecked Sendable {
+    weak var object: AnyObject?
+    init(_ o: AnyObject) { object = o }
+}
+
+extension Kernel {
+    func registerObject(_ serial: UInt64, _ o: AnyObject) { objectsLock.withLock { objects[serial] = WeakObject(o) } }
+    func unregisterObject(_ serial: UInt64) { objectsLock.withLock { _ = objects.removeValue(forKey: serial) } }
+    func registerHolder(_ o: AnyObject) { objectsLock.withLock { holders[ObjectIdentifier(o)] = WeakObject(o) } }
+    /// Every object not yet freed (live or waiting for its grace period), by serial.
+    var allObjects: [AnyObject] {
+        objectsLock.withLock { objects.sorted { $0.key < $1.key }.compactMap { $0.value.object } }
+    }
+    var allHolders: [AnyObject] { objectsLock.withLock { holders.values.compactMap(\.object) } }
 }
 
 /// The counter a run's call-depth fault is counted in (slot 0 of the kernel's counters).

@@ -65,6 +65,7 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
         let id = try kernel.linkIDR.alloc(self)
         _id.store(id, ordering: .releasing)
         selfRetain = Unmanaged.passRetained(self)
+        kernel.registerObject(serial, self)
         kernel.liveLinks.add(1, ordering: .relaxed)
         kernel.log("link", type.name, serial, id, .published)
     }
@@ -108,7 +109,10 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
         }
         p?.put()  // the link's program reference, after the attachment is gone
         kernel.log("link", type.name, serial, id, .freed)
-        if selfRetain != nil { kernel.liveLinks.subtract(1, ordering: .releasing) }
+        if selfRetain != nil {
+            kernel.liveLinks.subtract(1, ordering: .releasing)
+            kernel.unregisterObject(serial)
+        }
         let me = selfRetain
         selfRetain = nil
         me?.release()
@@ -207,6 +211,8 @@ public final class TracingLink: BPFLink, @unchecked Sendable {
     let target: TrampolineTarget
     /// The target program's reference this link holds (put when the link is released).
     private var targetRef: BPFProg?
+    /// The target reference it holds (for the auditor; no reference taken).
+    var heldTarget: BPFProg? { lock.withLock { targetRef } }
     /// Whether that reference came from the program's aux (its load-time dst_prog).
     let fromAux: Bool
     private(set) var trampoline: Trampoline?

@@ -123,6 +123,7 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         map.selfRetain = Unmanaged.passRetained(map)
+        kernel.registerObject(map.serial, map)
         kernel.liveMaps.add(1, ordering: .relaxed)
         kernel.log("map", map.name, map.serial, map.id, .created)
         kernel.log("map", map.name, map.serial, map.id, .published)
@@ -190,6 +191,7 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
             self.kernel.liveMaps.subtract(1, ordering: .releasing)
             self.state.store(ObjectState.freed.rawValue, ordering: .releasing)
             self.kernel.log("map", self.name, self.serial, id, .freed)
+            self.kernel.unregisterObject(self.serial)
             let me = self.selfRetain
             self.selfRetain = nil
             me?.release()

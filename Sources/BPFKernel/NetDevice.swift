@@ -70,6 +70,7 @@ public final class NetDevice: @unchecked Sendable {
         self.queues = max(1, queues)
         xdpSlot = .allocate(capacity: 1)
         xdpSlot.initialize(to: nil)
+        kernel.registerHolder(self)
     }
 
     deinit {
@@ -82,6 +83,11 @@ public final class NetDevice: @unchecked Sendable {
 
     /// The program attached in `mode` (no reference taken).
     public func program(mode: XDPMode) -> BPFProg? { lock.withLock { attachedByMode[mode.rawValue] } }
+
+    /// Every attached program and its mode (for the auditor; no reference taken).
+    var attachments: [(mode: XDPMode, prog: BPFProg)] {
+        lock.withLock { XDPMode.allCases.compactMap { m in attachedByMode[m.rawValue].map { (m, $0) } } }
+    }
 
     /// Whether a link owns the attachment in `mode`.
     public func hasLink(mode: XDPMode) -> Bool { lock.withLock { linkByMode[mode.rawValue] != nil } }

@@ -447,6 +447,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             }
         }
         prog.selfRetain = Unmanaged.passRetained(prog)
+        kernel.registerObject(prog.serial, prog)
         kernel.liveProgs.add(1, ordering: .relaxed)
         kernel.log("prog", prog.name, prog.serial, prog.id, .created)
         kernel.log("prog", prog.name, prog.serial, prog.id, .published)
@@ -623,6 +624,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         state.store(ObjectState.freed.rawValue, ordering: .releasing)
         releaseRecords()
         kernel.log("prog", name, serial, id, .freed)
+        kernel.unregisterObject(serial)
         let me = selfRetain
         selfRetain = nil
         me?.release()

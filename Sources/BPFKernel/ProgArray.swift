@@ -26,6 +26,7 @@
 // the target).
 import CBPFShims
 import BPFPrograms
+import Synchronization
 
 public final class ProgArray: BPFMap, @unchecked Sendable {
     /// The hot record tail calls read.
@@ -36,6 +37,8 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
     private var ownerFrags = false
     private var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, prog: ObjectIdentifier)] = []
     private let arrayBytes: Int
+    /// Flushes queued and not yet run (each holds a reference on the array).
+    let pendingFlushes = Atomic<Int>(0)
 
     static func allocCheck(_ attr: MapCreateAttr) throws {
         if attr.maxEntries == 0 || attr.keySize != 4 || attr.valueSize != 4 {
@@ -234,7 +237,9 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
     /// the kernel defers it to a work item — holding the map alive until it has run.
     override func releaseUref() {
         inc()  // held by the deferred flush; put below
+        pendingFlushes.add(1, ordering: .relaxed)
         kernel.rcu.callRCU {
+            self.pendingFlushes.subtract(1, ordering: .relaxed)
             for i in 0..<self.maxEntries { _ = try? self.remove(at: i) }
             self.kernel.log("map", self.name, self.serial, self.id, .flushed)
             self.put()  // the inc above

@@ -24,7 +24,9 @@ public final class RunArray: @unchecked Sendable {
         self.kernel = kernel
         slot = .allocate(capacity: 1)
         slot.initialize(to: nil)
+        kernel.registerHolder(self)
     }
+
 
     deinit {
         precondition(items.isEmpty, "a run array must be emptied (detachAll) before it goes")

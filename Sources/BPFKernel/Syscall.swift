@@ -81,6 +81,7 @@ public final class BPF: @unchecked Sendable {
     public init(kernel: Kernel, fdLimit: Int32 = 1024) {
         self.kernel = kernel
         self.fds = FDTable(limit: fdLimit)
+        kernel.registerHolder(self)
     }
 
     // MARK: programs

@@ -25,6 +25,9 @@ struct Run: ParsableCommand {
     @Option(help: "Output: text (a line per step) or json (one object per step, then a summary object).")
     var format: OutputFormat = .text
 
+    @Flag(help: "Run the auditor after every step (every reference accounted for; a finding fails the step).")
+    var audit = false
+
     func run() throws {
         StandardOutput.ignoreSIGPIPE()
         do {
@@ -38,6 +41,7 @@ struct Run: ParsableCommand {
             Interrupt.install()
             var options = ScenarioRunOptions()
             options.shouldStop = { Interrupt.wasRequested }
+            options.auditEveryStep = audit
             options.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
             let outcome = runner.run(options)
             try Run.report(outcome, format: format, quiet: quiet)

@@ -1,6 +1,6 @@
 // Random facade operations, valid and invalid mixed, checked after every call: a call
-// that fails changes nothing (the snapshot), no refcount rule is ever broken, and after
-// teardown nothing is alive. Seeded (the seed is printed; BPFLAB_RANDOM_SEED replays,
+// that fails changes nothing (the snapshot), no refcount rule is ever broken, the auditor
+// is clean, and after teardown nothing is alive. Seeded (the seed is printed; BPFLAB_RANDOM_SEED replays,
 // BPFLAB_RANDOM_OPS sizes the run); a failure is shrunk to a minimal operation sequence,
 // printed in the test output.
 import XCTest
@@ -158,6 +158,9 @@ struct RandomOpRunner {
                 return (i, "\(op): not a BPFError: \(error)")
             }
             if !kernel.violations.isEmpty { return (i, "\(op): \(kernel.violations)") }
+            kernel.quiesce()
+            let findings = kernel.audit()
+            if !findings.isEmpty { return (i, "\(op): the auditor found \(findings)") }
         }
         dev.detachAll()
         bpf.closeAll()

@@ -65,6 +65,9 @@ class KernelTestCase: XCTestCase {
     }
 
     override func tearDown() {
+        // The auditor on whatever the test left: every reference accounted for.
+        kernel.quiesce()
+        XCTAssertEqual(kernel.audit(), [], "the auditor found broken rules at teardown")
         bpf.closeAll()
         kernel.unpinAll()
         kernel.quiesce()  // including frees queued by frees (chain slots, flushes)

@@ -13,6 +13,8 @@ final class DesignTests: XCTestCase {
             let base = try DesignSetup.make(.baseline, bpf: bpf)
             let s = try DesignSetup.make(d, bpf: bpf)
             XCTAssertNoThrow(try Bench.crossCheck([base, s], bpf: bpf, device: dev, frames: FrameSpec(flows: 8)), "\(d.rawValue)")
+            kernel.quiesce()
+            XCTAssertEqual(kernel.audit(), [], "\(d.rawValue): the auditor on the design's objects")
             s.close(bpf)
             base.close(bpf)
             dev.detachAll()

@@ -12,7 +12,9 @@ final class ScenarioTests: XCTestCase {
         let all = ShippedScenarios.all
         XCTAssertGreaterThanOrEqual(all.count, 15, "the shipped curriculum is found")
         for s in all {
-            let outcome = try Run.execute(s.name, quiet: true)
+            var options = ScenarioRunOptions()
+            options.auditEveryStep = true  // and the auditor is clean after every step of every one
+            let outcome = try Run.load(s.name).0.run(options)
             XCTAssertTrue(outcome.passed, "\(s.name): \(outcome.failures)")
             XCTAssertEqual(outcome.liveAfterTeardown, 0, "\(s.name) leaked")
             XCTAssertEqual(outcome.violations, [], "\(s.name)")
