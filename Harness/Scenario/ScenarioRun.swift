@@ -108,6 +108,7 @@ public final class ScenarioRunner {
             catch { out.failures.append("slot \(s.index) of '\(s.map)' (line \(s.position.line)): \(error)") }
         }
         if !out.failures.isEmpty { return out }
+        options.afterStep?(0, kernel)  // step 0: the declarations
         for step in file.steps {
             if options.shouldStop() {
                 out.interrupted = true

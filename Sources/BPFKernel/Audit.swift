@@ -156,7 +156,7 @@ extension Kernel {
             switch h {
             case let b as BPF:
                 for (fd, o) in b.fds.entries {
-                    let k = "fd#\(ObjectIdentifier(b).hashValue)-\(fd)"
+                    let k = "fd#\(b.pid)-\(fd)"
                     g.nodes.append(RefNode(key: k, kind: .fd, label: "fd \(fd)", refcnt: nil, usercnt: nil, dying: false))
                     switch o {
                     case let .prog(p): add(k, p, .fd(fd))
@@ -172,7 +172,7 @@ extension Kernel {
                 for (mode, p) in at { add(k, p, .device(d.name, mode)) }
             case let r as RunArray:
                 let ps = r.programs
-                let k = "runarray#\(ObjectIdentifier(r).hashValue)"
+                let k = "runarray#\(r.serial)"
                 if !ps.isEmpty { g.nodes.append(RefNode(key: k, kind: .runArray, label: "run array", refcnt: nil, usercnt: nil, dying: false)) }
                 for p in ps { add(k, p, .runArray) }
             default:

@@ -20,8 +20,12 @@ public final class RunArray: @unchecked Sendable {
     private var items: [(prog: BPFProg, cookie: UInt64)] = []
     private var current: (UnsafeMutableRawPointer, Int)?
 
+    /// Unique per kernel (for display).
+    public let serial: UInt64
+
     public init(kernel: Kernel) {
         self.kernel = kernel
+        serial = kernel.serials.add(1, ordering: .relaxed).newValue
         slot = .allocate(capacity: 1)
         slot.initialize(to: nil)
         kernel.registerHolder(self)

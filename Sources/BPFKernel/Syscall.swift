@@ -78,8 +78,12 @@ public final class BPF: @unchecked Sendable {
     public let kernel: Kernel
     public let fds: FDTable
 
+    /// A process number, for display (unique per kernel).
+    public let pid: UInt64
+
     public init(kernel: Kernel, fdLimit: Int32 = 1024) {
         self.kernel = kernel
+        self.pid = kernel.serials.add(1, ordering: .relaxed).newValue
         self.fds = FDTable(limit: fdLimit)
         kernel.registerHolder(self)
     }
