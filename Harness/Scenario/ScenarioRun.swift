@@ -36,6 +36,10 @@ public struct ScenarioOutcome: Sendable {
     /// Refcount rules broken during the run (checked kernel).
     public var violations: [String] = []
     public var interrupted = false
+    /// With `traceStep`: the walk, the verdict it found, and the real run's on the same frame.
+    public var trace: [TraceLine]?
+    public var tracedVerdict: UInt32?
+    public var realVerdict: UInt32?
     public var passed: Bool { failures.isEmpty && !interrupted }
 }
 
@@ -47,6 +51,9 @@ public struct ScenarioRunOptions {
     public var auditEveryStep = false
     /// Called after every step with the kernel (graphs are taken here).
     public var afterStep: ((Int, Kernel) -> Void)?
+    /// Trace one packet (or test run) just before this step runs — it must be a
+    /// `packets` or `test_run` step — then stop (`bpflab trace`).
+    public var traceStep: Int?
     public init() {}
 }
 
@@ -115,8 +122,13 @@ public final class ScenarioRunner {
                 out.failures.append("interrupted before step \(step.index)")
                 return out
             }
+            if step.index == options.traceStep {
+                traceAt(step, &out)
+                return out
+            }
             runStep(step, options, &out)
         }
+        if let t = options.traceStep { out.failures.append("step \(t) was not reached (the scenario has \(file.steps.count) steps)") }
         return out
     }
 
@@ -395,6 +407,43 @@ public final class ScenarioRunner {
         out.records.append(StepRecord(step: step.index, line: step.position.line, operation: step.operation.name, arguments: args,
                                       result: result, errno: thrown?.errno.name, message: thrown?.message ?? notOpen,
                                       observed: observed, passed: failures.isEmpty, failures: failures))
+    }
+
+    /// One packet (flow 0) or one test run walked by the tracer, then run for real on the
+    /// same frame so the two verdicts can be compared.
+    private func traceAt(_ step: StepDecl, _ out: inout ScenarioOutcome) {
+        var frame = frames.frame(flow: 0)
+        switch step.operation {
+        case let .packets(_, d, via):
+            let dev = device(d)
+            let tracer = PacketTracer(kernel: kernel, frame: frame, ifindex: dev.ifindex)
+            let disp = UnsafePointer(kernel.xdpDispatcher.raw)
+            out.tracedVerdict = tracer.traceDevice(dev, runner: via ? .dispatched(disp) : .patched)
+            out.trace = tracer.lines
+            out.realVerdict = frame.withUnsafeMutableBufferPointer { b -> UInt32 in
+                var md = cbpf_xdp_md()
+                md.data = b.baseAddress
+                md.data_meta = b.baseAddress
+                md.data_hard_start = b.baseAddress
+                md.data_end = b.baseAddress! + b.count
+                md.ingress_ifindex = dev.ifindex
+                guard let p = dev.currentProg else { return UInt32(CBPF_XDP_PASS) }
+                return via ? bpfProgRunDispatched(disp, p, &md) : bpfProgRun(p, &md)
+            }
+        case let .testRun(p, size, _):
+            if let size { frame = size <= frame.count ? Array(frame.prefix(size)) : frame + [UInt8](repeating: 0, count: size - frame.count) }
+            guard let h = handles[p], let prog = try? bpf.prog(h.fd) else {
+                out.failures.append("step \(step.index): '\(p)' is not open")
+                return
+            }
+            defer { prog.put() }
+            let tracer = PacketTracer(kernel: kernel, frame: frame)
+            out.tracedVerdict = prog.type == .tracing ? tracer.traceTracingTestRun(prog, kernel: kernel) : tracer.traceProgram(UnsafePointer(prog.raw))
+            out.trace = tracer.lines
+            out.realVerdict = try? bpf.progTestRun(TestRunAttr(progFD: h.fd, data: frame)).retval
+        default:
+            out.failures.append("step \(step.index) is \(step.operation.name); trace a packets or test_run step")
+        }
     }
 
     private func loadedDefinition(_ name: String) -> ProgramSpec? {

@@ -34,6 +34,9 @@ public final class KernelFunction: @unchecked Sendable {
         UnsafeMutableRawPointer(text).deallocate()
     }
 
+    /// The function's entry record (what callers and trampolines go through).
+    public var entry: UnsafePointer<cbpf_text> { UnsafePointer(text) }
+
     /// Calls the function through its entry word (a trampoline may be poked in), with
     /// `args` as its arguments.
     func call(_ args: (UInt64, UInt64)) -> UInt32 {

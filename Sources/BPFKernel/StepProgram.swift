@@ -409,6 +409,11 @@ extension Kernel {
         return cbpf_read_once_u64(counters + Int(i))
     }
 
+    /// Counter names by slot (what a step program's count step names).
+    public var counterSlotNames: [UInt32: String] {
+        bookLockCounters.withLock { Dictionary(counterNames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a }) }
+    }
+
     /// Resets every counter to 0.
     public func resetCounters() {
         for i in 0..<kernelCounterSlots { cbpf_write_once_u64(counters + i, 0) }
