@@ -191,6 +191,18 @@ public struct RunArrayRun: ProgRunner {
 }
 
 /// Which runner a design needs.
+/// Generic (skb-mode) XDP: each packet goes through the do_xdp_generic kernel function,
+/// which trampolines can attach to (scenarios; not a bench runner).
+public struct GenericXDPRun: ProgRunner {
+    public let dev: NetDevice
+    public init(dev: NetDevice) { self.dev = dev }
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        if let v = dev.receiveGeneric(ctx) { return v }
+        guard let prog else { return UInt32(CBPF_XDP_PASS) }
+        return bpfProgRun(prog, ctx)
+    }
+}
+
 public enum RunnerKind: @unchecked Sendable {
     case patched
     case unpatched

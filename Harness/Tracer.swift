@@ -26,6 +26,9 @@ public final class PacketTracer {
     private var callDepth: UInt32 = 0
     /// The run went past MAX_CALL_FRAMES: every frame returns XDP_ABORTED.
     private var faulted = false
+    /// The generic-XDP program do_xdp_generic runs, and the kernel it belongs to.
+    private var genericProg: UnsafePointer<cbpf_prog>?
+    private weak var kernelForGeneric: Kernel?
     /// Whether values are XDP verdicts (false in a tracing program's test run).
     private var valuesAreVerdicts = true
     private var cookie: UInt64 = 0
@@ -40,6 +43,7 @@ public final class PacketTracer {
         ctx = cbpf_xdp_md()
         ctx.ingress_ifindex = ifindex
         buffer = frame
+        kernelForGeneric = kernel
     }
 
     private var buffer: [UInt8]
@@ -56,6 +60,13 @@ public final class PacketTracer {
         guard let p = dev.currentProg else {
             say("\(dev.name): no XDP program attached → XDP_PASS")
             return UInt32(CBPF_XDP_PASS)
+        }
+        if case .patched = runner, let g = dev.program(mode: .skb), let f = kernelForGeneric?.kernelFunction("do_xdp_generic") {
+            say("\(dev.name): generic XDP (skb mode): the receive path calls do_xdp_generic")
+            return nested { () -> UInt32 in
+                genericProg = UnsafePointer(g.raw)
+                return callText(f.entry, what: "do_xdp_generic's entry")
+            }
         }
         say("\(dev.name): driver runs the attached program")
         switch runner {
@@ -275,6 +286,10 @@ public final class PacketTracer {
             return d.pointee.fallback
         }
         if same(f, bpfp_xdp_dispatcher) { return libxdp(data) }
+        if same(f, bpfp_kfn_do_xdp_generic), let p = genericProg {
+            say("do_xdp_generic: BPF_PROG_RUN of the skb-mode program")
+            return nested { progRun(p, chainLoop: true) }
+        }
         if same(f, bpfp_xdp_dispatcher_stub) {
             say("an empty placeholder: returns 31 (XDP_DISPATCHER_RETVAL), which every mask lets through")
             return UInt32(BPFP_XDP_DISPATCHER_RETVAL)

@@ -428,7 +428,8 @@ public final class ScenarioRunner {
                 md.data_end = b.baseAddress! + b.count
                 md.ingress_ifindex = dev.ifindex
                 guard let p = dev.currentProg else { return UInt32(CBPF_XDP_PASS) }
-                return via ? bpfProgRunDispatched(disp, p, &md) : bpfProgRun(p, &md)
+                if via { return bpfProgRunDispatched(disp, p, &md) }
+                return dev.receiveGeneric(&md) ?? bpfProgRun(p, &md)
             }
         case let .testRun(p, size, _):
             if let size { frame = size <= frame.count ? Array(frame.prefix(size)) : frame + [UInt8](repeating: 0, count: size - frame.count) }
@@ -583,6 +584,7 @@ public final class ScenarioRunner {
         var head = 0, left = count
         let chunk = 1 << 20
         let dispatcher = UnsafePointer(kernel.xdpDispatcher.raw)
+        let generic = dev.program(mode: .skb) != nil  // through do_xdp_generic
         withUnsafeMutablePointer(to: &md) { ctx in
             while left > 0 {
                 var inChunk = min(left, chunk)
@@ -591,6 +593,9 @@ public final class ScenarioRunner {
                     let b = min(64, inChunk)
                     if viaDispatcher {
                         napiPoll(DispatchedProgRun(dispatcher: dispatcher), ring: ring.buffers, lengths: ring.lengths, mask: ring.mask, head: &head,
+                                 budget: b, dev: dev, ctx: ctx, counts: counts)
+                    } else if generic {
+                        napiPoll(GenericXDPRun(dev: dev), ring: ring.buffers, lengths: ring.lengths, mask: ring.mask, head: &head,
                                  budget: b, dev: dev, ctx: ctx, counts: counts)
                     } else {
                         napiPoll(PatchedProgRun(), ring: ring.buffers, lengths: ring.lengths, mask: ring.mask, head: &head,

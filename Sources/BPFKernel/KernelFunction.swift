@@ -50,8 +50,23 @@ public final class KernelFunction: @unchecked Sendable {
         let fns = [
             KernelFunction(name: "bpf_fentry_test1", body: bpfp_kfn_fentry_test1, errorInjectable: false),
             KernelFunction(name: "bpf_modify_return_test", body: bpfp_kfn_modify_return_test, errorInjectable: true),
+            KernelFunction(name: "do_xdp_generic", body: bpfp_kfn_do_xdp_generic, errorInjectable: false),
         ]
         return Dictionary(uniqueKeysWithValues: fns.map { ($0.name, $0) })
+    }
+}
+
+/// BPF_PROG_RUN for C callers (the generic-XDP receive path calls it through kargs[1]).
+let genericXDPProgRun: bpfp_prog_run_fn = { p, ctx in bpfProgRun(p!, ctx!) }
+
+extension NetDevice {
+    /// One packet through generic XDP (skb mode): the receive path calls
+    /// do_xdp_generic, a kernel function trampolines can attach to, which runs the
+    /// program attached in skb mode. nil when no program is attached in skb mode.
+    public func receiveGeneric(_ ctx: UnsafeMutablePointer<cbpf_xdp_md>) -> UInt32? {
+        guard let p = program(mode: .skb), let f = kernel.kernelFunctions["do_xdp_generic"] else { return nil }
+        ctx.pointee.kargs = (UInt64(UInt(bitPattern: p.raw)), UInt64(UInt(bitPattern: unsafeBitCast(genericXDPProgRun, to: UnsafeRawPointer.self))))
+        return cbpf_text_call(f.text, ctx)
     }
 }
 

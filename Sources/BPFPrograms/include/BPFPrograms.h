@@ -183,5 +183,9 @@ uint32_t bpfp_kfn_fentry_test1(const void *ctx, const void *insnsi);
 /// int bpf_modify_return_test(int a, int *b) { *b += 1; return a + *b; }
 /// (ALLOW_ERROR_INJECTION(bpf_modify_return_test, ERRNO): fmod_ret may replace its value.)
 uint32_t bpfp_kfn_modify_return_test(const void *ctx, const void *insnsi);
+/// The receive path of generic XDP (net/core/dev.c do_xdp_generic): runs the program in
+/// kargs[0] with the BPF_PROG_RUN in kargs[1] (the lab's, in Swift) and returns its verdict.
+typedef uint32_t (*bpfp_prog_run_fn)(const cbpf_prog *prog, cbpf_xdp_md *ctx);
+uint32_t bpfp_kfn_do_xdp_generic(const void *ctx, const void *insnsi);
 
 #endif
