@@ -59,7 +59,8 @@ let package = Package(
         ),
         .testTarget(
             name: "BPFKernelTests",
-            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms"]
+            // PacketHarness for the tracer, the random-operation test's reference model.
+            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness"]
         ),
         .testTarget(
             name: "PacketHarnessTests",

@@ -5,6 +5,8 @@
 // printed in the test output.
 import XCTest
 import CBPFShims
+import Synchronization
+import PacketHarness
 @testable import BPFKernel
 
 /// One operation; object arguments are indices into the pool of open fds counted from the
@@ -84,6 +86,48 @@ struct RandomOpRunner {
         dev = NetDevice(kernel: kernel, name: "rnd0", feedsDispatcher: true)
     }
 
+    /// Packets flowing while the operations run: workers (RCU readers, a quiescent state
+    /// per poll) run the device's program with the checked BPF_PROG_RUN, which counts any
+    /// program record it reaches that was already freed.
+    final class Workers: @unchecked Sendable {
+        let stop = Atomic<Bool>(false)
+        let packets = Atomic<UInt64>(0)
+        let useAfterFree = Atomic<UInt64>(0)
+        var threads: [pthread_t] = []
+
+        init(_ n: Int, dev: NetDevice) throws {
+            let domain = dev.kernel.rcu
+            for w in 0..<n {
+                threads.append(try kthreadCreate(name: "rnd-rx\(w)") { [self] in
+                    let r = domain.registerThread(name: "rnd-rx\(w)")
+                    var frame = [UInt8](repeating: 0xab, count: 64)
+                    var uaf: UInt64 = 0, n: UInt64 = 0
+                    frame.withUnsafeMutableBufferPointer { b in
+                        var md = cbpf_xdp_md()
+                        while !stop.load(ordering: .relaxed) {
+                            for _ in 0..<16 {
+                                md.data = b.baseAddress
+                                md.data_end = b.baseAddress! + b.count
+                                if let p = dev.currentProg { _ = bpfProgRunChecked(p, &md, useAfterFree: &uaf) }
+                                n += 1
+                            }
+                            r.quiescentState()
+                        }
+                    }
+                    domain.unregisterThread(r)
+                    packets.add(n, ordering: .relaxed)
+                    useAfterFree.add(uaf, ordering: .relaxed)
+                })
+            }
+        }
+
+        func join() {
+            stop.store(true, ordering: .relaxed)
+            for t in threads { kthreadJoin(t) }
+            threads.removeAll()
+        }
+    }
+
     func at(_ i: Int) -> Int32 { pool.isEmpty ? 999 : pool[pool.count - 1 - i % pool.count] }
 
     mutating func apply(_ op: RandomOp) throws {
@@ -144,8 +188,27 @@ struct RandomOpRunner {
         }
     }
 
-    /// Runs `ops`; the first rule broken, with the operation's index.
-    mutating func run(_ ops: [RandomOp]) -> (Int, String)? {
+    /// One packet on this thread, and what the configuration implies for it (the tracer
+    /// walks the records independently of the code that runs them).
+    func verdictMatchesTheConfiguration() -> String? {
+        var frame = [UInt8](repeating: 0xab, count: 64)
+        let tracer = PacketTracer(kernel: kernel, frame: frame, ifindex: dev.ifindex)
+        let predicted = tracer.traceDevice(dev)
+        let real = frame.withUnsafeMutableBufferPointer { b -> UInt32 in
+            var md = cbpf_xdp_md()
+            md.data = b.baseAddress
+            md.data_end = b.baseAddress! + b.count
+            md.ingress_ifindex = dev.ifindex
+            return dev.runXDP(&md)
+        }
+        return predicted == real ? nil : "the device gave \(real) where its configuration implies \(predicted):\n\(tracer.text)"
+    }
+
+    /// Runs `ops` (with `workers` threads running packets meanwhile); the first rule
+    /// broken, with the operation's index. `auditEvery` spaces the auditor out.
+    mutating func run(_ ops: [RandomOp], workers: Int = 0, auditEvery: Int = 1) -> (Int, String)? {
+        let w = workers > 0 ? try? Workers(workers, dev: dev) : nil
+        defer { w?.join() }
         for (i, op) in ops.enumerated() {
             kernel.quiesce()  // dying objects settle first: the snapshot compares what the call could change
             let before = KernelSnapshot(bpf)
@@ -158,9 +221,16 @@ struct RandomOpRunner {
                 return (i, "\(op): not a BPFError: \(error)")
             }
             if !kernel.violations.isEmpty { return (i, "\(op): \(kernel.violations)") }
-            kernel.quiesce()
-            let findings = kernel.audit()
-            if !findings.isEmpty { return (i, "\(op): the auditor found \(findings)") }
+            if i % auditEvery == 0 {
+                kernel.quiesce()
+                let findings = kernel.audit()
+                if !findings.isEmpty { return (i, "\(op): the auditor found \(findings)") }
+                if let why = verdictMatchesTheConfiguration() { return (i, "after \(op): \(why)") }
+            }
+        }
+        w?.join()
+        if let w, w.useAfterFree.load(ordering: .relaxed) > 0 {
+            return (ops.count, "packet workers reached \(w.useAfterFree.load(ordering: .relaxed)) freed program records")
         }
         dev.detachAll()
         bpf.closeAll()
@@ -173,7 +243,13 @@ struct RandomOpRunner {
     }
 }
 
-final class RandomOperationTests: XCTestCase {
+class RandomOperationTests: XCTestCase {
+    /// Sized for CI on 2 cores: 10^6 operations on one thread here; the subclasses run
+    /// fewer with packets flowing on two workers (one of them under TSan).
+    class var defaultOps: Int { 1_000_000 }
+    class var workers: Int { 0 }
+    class var auditEvery: Int { 8 }
+
     static func randomOp(_ rng: inout SplitMix64) -> RandomOp {
         // Mostly the few newest objects (so operations meet each other), sometimes any.
         func i() -> Int { Int.random(in: 0..<4, using: &rng) == 0 ? Int.random(in: 0..<32, using: &rng) : Int.random(in: 0..<4, using: &rng) }
@@ -231,7 +307,7 @@ final class RandomOperationTests: XCTestCase {
     func testRandomOperationsNeverChangeStateOnFailureNeverBreakARuleAndLeakNothing() throws {
         let env = ProcessInfo.processInfo.environment
         let seed = env["BPFLAB_RANDOM_SEED"].flatMap { UInt64($0) } ?? UInt64(Date().timeIntervalSince1970)
-        let total = env["BPFLAB_RANDOM_OPS"].flatMap { Int($0) } ?? 40_000
+        let total = env["BPFLAB_RANDOM_OPS"].flatMap { Int($0) } ?? RandomOperationTests.defaultOps
         let perRun = 400
         print("random operations: seed \(seed) (BPFLAB_RANDOM_SEED=\(seed) replays), \(total) operations in runs of \(perRun)")
         var rng = SplitMix64(seed: seed)
@@ -239,7 +315,7 @@ final class RandomOperationTests: XCTestCase {
         while done < total {
             let ops = (0..<perRun).map { _ in RandomOperationTests.randomOp(&rng) }
             var r = RandomOpRunner()
-            if let (at, why) = r.run(ops) {
+            if let (at, why) = r.run(ops, workers: RandomOperationTests.workers, auditEvery: RandomOperationTests.auditEvery) {
                 let minimal = RandomOperationTests.shrink(Array(ops.prefix(at + 1)))
                 XCTFail("seed \(seed), run at operation \(done): \(why)\nminimal sequence (\(minimal.count) operations):\n" +
                         minimal.map { "  \($0)" }.joined(separator: "\n"))
@@ -249,4 +325,16 @@ final class RandomOperationTests: XCTestCase {
         }
         print("random operations: \(done) run, every failed call left the state as it was, nothing leaked")
     }
+}
+
+/// With packets flowing on two workers while the operations change what they run.
+final class RandomOperationWithPacketsTests: RandomOperationTests {
+    override class var defaultOps: Int { 40_000 }
+    override class var workers: Int { 2 }
+}
+
+/// The same, shorter, under ThreadSanitizer (Tests/run.sh runs Concurrency* with TSan).
+final class ConcurrencyRandomOperationTests: RandomOperationTests {
+    override class var defaultOps: Int { 4_000 }
+    override class var workers: Int { 2 }
 }
