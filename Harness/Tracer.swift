@@ -33,7 +33,9 @@ public final class PacketTracer {
     private var valuesAreVerdicts = true
     private var cookie: UInt64 = 0
     private var funcRet: UInt64 = 0
-    private var vars: [UInt: [UInt64]] = [:]  // step block → its variables (a private copy)
+    /// Variables set by set_var during the walk (step block → index → value); any other
+    /// is read from the program when used (only indices the load-time check allowed).
+    private var varWrites: [UInt: [Int: UInt64]] = [:]
     private let counterNames: [UInt32: String]
     private var ctx: cbpf_xdp_md
 
@@ -400,7 +402,8 @@ public final class PacketTracer {
         let key = UInt(bitPattern: blk)
         let n = Int(blk.pointee.nsteps)
         let stepsPtr = UnsafeRawPointer(blk).advanced(by: MemoryLayout<bpfp_step_block>.size).assumingMemoryBound(to: bpfp_step.self)
-        if vars[key] == nil { vars[key] = (0..<64).map { cbpf_read_once_u64(blk.pointee.vars + $0) } }
+        func getVar(_ i: Int) -> UInt64 { varWrites[key]?[i] ?? cbpf_read_once_u64(blk.pointee.vars + i) }
+        func setVar(_ i: Int, _ v: UInt64) { varWrites[key, default: [:]][i] = v }
         var last: UInt32 = 0
         var pc = 0
         while pc < n {
@@ -409,9 +412,9 @@ public final class PacketTracer {
             switch Int(s.op) {
             case BPFP_OP_RET_CONST: say("return \(verdict(s.a))"); return s.a
             case BPFP_OP_RET_LAST: say("return the last value, \(verdict(last))"); return last
-            case BPFP_OP_RET_VAR: let v = UInt32(truncatingIfNeeded: vars[key]![Int(s.a)]); say("return variable \(s.a) = \(verdict(v))"); return v
+            case BPFP_OP_RET_VAR: let v = UInt32(truncatingIfNeeded: getVar(Int(s.a))); say("return variable \(s.a) = \(verdict(v))"); return v
             case BPFP_OP_COUNT: say("count '\(counterNames[s.a] ?? "#\(s.a)")' (+1)")
-            case BPFP_OP_SET_VAR: vars[key]![Int(s.a)] = s.b; say("variable \(s.a) = \(s.b)")
+            case BPFP_OP_SET_VAR: setVar(Int(s.a), s.b); say("variable \(s.a) = \(s.b)")
             case BPFP_OP_CALL:
                 say("call subprogram \(s.a) (bpf-to-bpf: shares the tail-call counter)")
                 let subs = blk.pointee.subprogs!
@@ -419,7 +422,7 @@ public final class PacketTracer {
             case BPFP_OP_RUN_PROG:
                 last = nested { callProg(UnsafeRawPointer(s.array)!.assumingMemoryBound(to: cbpf_prog.self)) }
             case BPFP_OP_INDIRECT_CALL:
-                let idx = s.flags & BPFP_STEP_F_INDEX_FROM_VAR != 0 ? vars[key]![Int(s.b)] : s.b
+                let idx = s.flags & BPFP_STEP_F_INDEX_FROM_VAR != 0 ? getVar(Int(s.b)) : s.b
                 if let r = indirect(s.array, idx) { last = r }
                 if faulted { say("the run has faulted → XDP_ABORTED"); return UInt32(CBPF_XDP_ABORTED) }
             case BPFP_OP_STATIC_BRANCH:
@@ -430,10 +433,10 @@ public final class PacketTracer {
                     last = nested { callText(subs[Int(s.a)]!, what: "the hook's entry") }
                 }
             case BPFP_OP_KFUNC: say("kfunc call (not run by the tracer: it changes state)")
-            case BPFP_OP_STORE_COOKIE: vars[key]![Int(s.a)] = cookie; say("variable \(s.a) = bpf_get_attach_cookie() = \(cookie)")
-            case BPFP_OP_STORE_FUNC_RET: vars[key]![Int(s.a)] = funcRet; say("variable \(s.a) = the traced function's return = \(funcRet)")
+            case BPFP_OP_STORE_COOKIE: setVar(Int(s.a), cookie); say("variable \(s.a) = bpf_get_attach_cookie() = \(cookie)")
+            case BPFP_OP_STORE_FUNC_RET: setVar(Int(s.a), funcRet); say("variable \(s.a) = the traced function's return = \(funcRet)")
             case BPFP_OP_TAIL_CALL:
-                let idx = s.flags & BPFP_STEP_F_INDEX_FROM_VAR != 0 ? vars[key]![Int(s.b)] : s.b
+                let idx = s.flags & BPFP_STEP_F_INDEX_FROM_VAR != 0 ? getVar(Int(s.b)) : s.b
                 if let r = tailCall(array: s.array, index: idx, poke: jited ? s.poke : nil, interp: !jited) { return r }
             default:
                 say("unknown step \(s.op) → XDP_ABORTED")

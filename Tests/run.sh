@@ -18,7 +18,7 @@ swift test --sanitize=thread --scratch-path .build-tsan --filter 'Concurrency'
 echo "== swift test --sanitize=address (random operations, scenario fuzzer, pin/close race) =="
 # XCTest itself trips ASan's leak checker (SWIFT_NOTES.md): leaks are the auditor's job.
 ASAN_OPTIONS=detect_leaks=0 BPFLAB_RANDOM_OPS=20000 BPFLAB_FUZZ_FILES=1000 \
-    swift test --sanitize=address --scratch-path .build-asan --filter 'RandomOperationTests/|RandomOperationWithPacketsTests|ScenarioFuzzTests|ConcurrencyPinTests'
+    swift test --sanitize=address --scratch-path .build-asan --filter 'RandomOperationTests|RandomOperationWithPacketsTests|ScenarioFuzzTests|ConcurrencyPinTests'
 
 echo "== swift build (Perf/Benchmarks: package-benchmark, build only) =="
 swift build --package-path Perf/Benchmarks

@@ -243,13 +243,7 @@ struct RandomOpRunner {
     }
 }
 
-class RandomOperationTests: XCTestCase {
-    /// Sized for CI on 2 cores: 10^6 operations on one thread here; the subclasses run
-    /// fewer with packets flowing on two workers (one of them under TSan).
-    class var defaultOps: Int { 1_000_000 }
-    class var workers: Int { 0 }
-    class var auditEvery: Int { 8 }
-
+final class RandomOperationTests: XCTestCase {
     static func randomOp(_ rng: inout SplitMix64) -> RandomOp {
         // Mostly the few newest objects (so operations meet each other), sometimes any.
         func i() -> Int { Int.random(in: 0..<4, using: &rng) == 0 ? Int.random(in: 0..<32, using: &rng) : Int.random(in: 0..<4, using: &rng) }
@@ -304,18 +298,24 @@ class RandomOperationTests: XCTestCase {
         return cur
     }
 
+    /// Sized for CI on 2 cores: 10^6 operations on one thread; fewer with packets flowing
+    /// on two workers (and fewer still under TSan).
     func testRandomOperationsNeverChangeStateOnFailureNeverBreakARuleAndLeakNothing() throws {
+        try RandomOperationTests.check(defaultOps: 1_000_000, workers: 0)
+    }
+
+    static func check(defaultOps: Int, workers: Int, auditEvery: Int = 8) throws {
         let env = ProcessInfo.processInfo.environment
         let seed = env["BPFLAB_RANDOM_SEED"].flatMap { UInt64($0) } ?? UInt64(Date().timeIntervalSince1970)
-        let total = env["BPFLAB_RANDOM_OPS"].flatMap { Int($0) } ?? RandomOperationTests.defaultOps
+        let total = env["BPFLAB_RANDOM_OPS"].flatMap { Int($0) } ?? defaultOps
         let perRun = 400
-        print("random operations: seed \(seed) (BPFLAB_RANDOM_SEED=\(seed) replays), \(total) operations in runs of \(perRun)")
+        print("random operations: seed \(seed) (BPFLAB_RANDOM_SEED=\(seed) replays), \(total) operations in runs of \(perRun), \(workers) packet workers")
         var rng = SplitMix64(seed: seed)
         var done = 0
         while done < total {
             let ops = (0..<perRun).map { _ in RandomOperationTests.randomOp(&rng) }
             var r = RandomOpRunner()
-            if let (at, why) = r.run(ops, workers: RandomOperationTests.workers, auditEvery: RandomOperationTests.auditEvery) {
+            if let (at, why) = r.run(ops, workers: workers, auditEvery: auditEvery) {
                 let minimal = RandomOperationTests.shrink(Array(ops.prefix(at + 1)))
                 XCTFail("seed \(seed), run at operation \(done): \(why)\nminimal sequence (\(minimal.count) operations):\n" +
                         minimal.map { "  \($0)" }.joined(separator: "\n"))
@@ -328,13 +328,15 @@ class RandomOperationTests: XCTestCase {
 }
 
 /// With packets flowing on two workers while the operations change what they run.
-final class RandomOperationWithPacketsTests: RandomOperationTests {
-    override class var defaultOps: Int { 40_000 }
-    override class var workers: Int { 2 }
+final class RandomOperationWithPacketsTests: XCTestCase {
+    func testRandomOperationsWithPacketsFlowingOnTwoWorkers() throws {
+        try RandomOperationTests.check(defaultOps: 40_000, workers: 2)
+    }
 }
 
 /// The same, shorter, under ThreadSanitizer (Tests/run.sh runs Concurrency* with TSan).
-final class ConcurrencyRandomOperationTests: RandomOperationTests {
-    override class var defaultOps: Int { 4_000 }
-    override class var workers: Int { 2 }
+final class ConcurrencyRandomOperationTests: XCTestCase {
+    func testRandomOperationsWithPacketsFlowingUnderTSan() throws {
+        try RandomOperationTests.check(defaultOps: 4_000, workers: 2)
+    }
 }
