@@ -6,7 +6,8 @@
 // reference is an edge from its holder, labelled with what holds it. Objects waiting for
 // a grace period are dashed and grey. A cycle of references that no user action can
 // break is drawn red; the program ↔ prog-array cycle, which the uref flush breaks, is
-// drawn with dashed orange slot edges.
+// drawn with dashed orange slot edges. Trampolines are drawn with the entry they patch and
+// the programs in their image as dotted edges: pointers, not references.
 import BPFKernel
 import Foundation
 
@@ -42,10 +43,15 @@ public enum GraphRender {
             case .fd, .pin: attrs.append("color=\"#888888\"")
             case .progArraySlot: attrs += ["style=dashed", "color=\"#e69138\"", "tooltip=\"broken by the uref flush when the array's last user reference goes\""]
             case .usedMap: attrs.append("color=\"#6aa84f\"")
+            case .patchedEntry, .imageItem: attrs += ["style=dotted", "color=\"#777777\"", "arrowhead=open", "tooltip=\"not a reference: the links hold these programs\""]
             default: break
             }
+            if g.flushCycleEdges.contains(e) { attrs += ["color=\"#e69138\"", "penwidth=1.6", "fontcolor=\"#b45f06\""] }
             if onCycle { attrs += ["color=\"#cc0000\"", "penwidth=2.2", "fontcolor=\"#cc0000\""] }
             s += "  \"\(esc(e.holder))\" -> \"\(esc(e.target))\" [\(attrs.joined(separator: ", "))];\n"
+        }
+        if !g.flushCycleEdges.isEmpty {
+            s += "  \"flush_note\" [shape=note, color=\"#e69138\", fontcolor=\"#b45f06\", label=\"orange: the program ↔ prog-array cycle (used map one way, a slot the other);\\nthe uref flush breaks it when the array's last fd or pin goes\"];\n"
         }
         if !g.cycleEdges.isEmpty {
             s += "  \"cycle_note\" [shape=note, color=\"#cc0000\", fontcolor=\"#cc0000\", label=\"red: a cycle of references no user action can break\\n(the lab refuses the chain ADD that would close one: ELOOP)\"];\n"
@@ -76,6 +82,8 @@ public enum GraphRender {
         case .device: attrs = ["shape=box3d", "style=filled", "fillcolor=\"#eeeeee\""]
         case .dispatcher: attrs = ["shape=component", "style=filled", "fillcolor=\"#eeeeee\""]
         case .runArray, .flush: attrs = ["shape=box", "style=dotted"]
+        case .trampoline: attrs = ["shape=box", "style=\"dashed,filled\"", "fillcolor=\"#f3f3f3\"", "fontsize=10"]
+        case .kernelFunction: attrs = ["shape=box", "style=filled", "fillcolor=\"#e6e6e6\"", "fontsize=10"]
         }
         if n.dying { attrs = ["shape=box", "style=\"rounded,dashed\"", "color=\"#999999\"", "fontcolor=\"#999999\""] }
         return "\"\(esc(n.key))\" [label=\"\(esc(label).replacingOccurrences(of: "\n", with: "\\n"))\", \(attrs.joined(separator: ", "))];"

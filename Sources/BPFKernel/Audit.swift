@@ -30,6 +30,10 @@ public enum RefKind: Sendable, Equatable, Hashable, CustomStringConvertible {
     case dispatcher
     case runArray
     case pendingFlush
+    /// Not references (drawn, never counted): a function's entry word poked to its
+    /// trampoline, and a program in a trampoline image (the link holds it).
+    case patchedEntry
+    case imageItem(String)
 
     public var description: String {
         switch self {
@@ -45,6 +49,16 @@ public enum RefKind: Sendable, Equatable, Hashable, CustomStringConvertible {
         case .dispatcher: return "bpf_dispatcher"
         case .runArray: return "run array"
         case .pendingFlush: return "deferred flush"
+        case .patchedEntry: return "entry poked"
+        case let .imageItem(k): return "image: \(k)"
+        }
+    }
+
+    /// Whether the edge is a held reference (counted in a refcount).
+    public var isReference: Bool {
+        switch self {
+        case .patchedEntry, .imageItem: return false
+        default: return true
         }
     }
 
@@ -69,7 +83,7 @@ public enum RefKind: Sendable, Equatable, Hashable, CustomStringConvertible {
 /// A node of the reference graph: an object, or a holder that is not one (an fd, a pin,
 /// a device, the dispatcher, a run array).
 public struct RefNode: Sendable, Equatable {
-    public enum Kind: String, Sendable { case prog, map, link, fd, pin, device, dispatcher, runArray = "run_array", flush }
+    public enum Kind: String, Sendable { case prog, map, link, fd, pin, device, dispatcher, runArray = "run_array", flush, trampoline, kernelFunction = "kernel_function" }
     public let key: String
     public let kind: Kind
     public let label: String
@@ -91,6 +105,9 @@ public struct ReferenceGraph: Sendable {
     public var edges: [RefEdge] = []
     /// Edges that lie on a strong cycle (see the header).
     public var cycleEdges: [RefEdge] = []
+    /// Edges on a program ↔ prog-array cycle (used map one way, a slot the other): a
+    /// cycle the uref flush breaks when the array's last user reference goes.
+    public var flushCycleEdges: [RefEdge] = []
 }
 
 /// A broken rule, with the objects and references involved.
@@ -194,17 +211,44 @@ extension Kernel {
             g.nodes.append(RefNode(key: "dispatcher", kind: .dispatcher, label: "bpf_dispatcher xdp", refcnt: nil, usercnt: nil, dying: false))
             for p in targets { add("dispatcher", p, .dispatcher) }
         }
+        // Trampolines: drawn with the entry they patch and the programs in their image
+        // (none of these are references: the links hold the programs and the targets).
+        let trs: [(TrampolineTarget, [(kind: TrampolineKind, prog: BPFProg)], (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool))] =
+            trampolineLock.withLock { trampolines.values.map { ($0.target, $0.imagePrograms, $0.shape) } }
+        for (i, (target, items, shape)) in trs.sorted(by: { $0.0.name < $1.0.name }).enumerated() {
+            let k = "tramp#\(i)"
+            var label = "trampoline: \(target.name)\n\(shape.fentry) fentry, \(shape.modifyReturn) fmod_ret, \(shape.fexit) fexit"
+            if shape.ext { label = "extension entry: \(target.name)" }
+            g.nodes.append(RefNode(key: k, kind: .trampoline, label: label, refcnt: nil, usercnt: nil, dying: false))
+            switch target {
+            case let .prog(p, _): g.edges.append(RefEdge(holder: Kernel.key(p), target: k, kind: .patchedEntry))
+            case let .kernel(f):
+                let fk = "kfunc#\(f.name)"
+                if !g.nodes.contains(where: { $0.key == fk }) {
+                    g.nodes.append(RefNode(key: fk, kind: .kernelFunction, label: "kernel function \(f.name)", refcnt: nil, usercnt: nil, dying: false))
+                }
+                g.edges.append(RefEdge(holder: fk, target: k, kind: .patchedEntry))
+            }
+            for (kind, p) in items {
+                let name = ["fentry", "fmod_ret", "fexit", "freplace"][kind.rawValue]
+                g.edges.append(RefEdge(holder: k, target: Kernel.key(p), kind: .imageItem(name)))
+            }
+        }
         if g.edges.contains(where: { $0.kind == .pendingFlush }) {
             g.nodes.append(RefNode(key: "flush", kind: .flush, label: "deferred flush", refcnt: nil, usercnt: nil, dying: false))
         }
-        g.cycleEdges = Kernel.strongCycleEdges(g)
+        g.cycleEdges = Kernel.cycleEdges(g.edges.filter { $0.kind.isUnbreakable })
+        let withSlots = Kernel.cycleEdges(g.edges.filter { e in
+            if case .progArraySlot = e.kind { return true }
+            return e.kind == .usedMap || e.kind.isUnbreakable
+        })
+        g.flushCycleEdges = withSlots.filter { !g.cycleEdges.contains($0) }
         return g
     }
 
-    /// Edges on cycles made only of unbreakable references: an edge is on one when its
-    /// holder can be reached again from its target (a DFS per edge; the lab's graphs are small).
-    private static func strongCycleEdges(_ g: ReferenceGraph) -> [RefEdge] {
-        let strong = g.edges.filter { $0.kind.isUnbreakable }
+    /// Edges of `strong` that lie on a cycle made of them: an edge is on one when its holder
+    /// can be reached again from its target (a DFS per edge; the lab's graphs are small).
+    private static func cycleEdges(_ strong: [RefEdge]) -> [RefEdge] {
         var adj: [String: [RefEdge]] = [:]
         for e in strong { adj[e.holder, default: []].append(e) }
         return strong.filter { e in
@@ -227,7 +271,7 @@ extension Kernel {
         let g = referenceGraph()
         var v: [AuditViolation] = []
         var held: [String: [RefEdge]] = [:]
-        for e in g.edges { held[e.target, default: []].append(e) }
+        for e in g.edges where e.kind.isReference { held[e.target, default: []].append(e) }
         let byKey = Dictionary(g.nodes.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         for n in g.nodes where n.kind == .prog || n.kind == .map || n.kind == .link {
             let hs = held[n.key] ?? []

@@ -219,6 +219,11 @@ final class Trampoline: @unchecked Sendable {
         image = new
     }
 
+    /// The programs in the image, in run order (for the graph; no references).
+    var imagePrograms: [(kind: TrampolineKind, prog: BPFProg)] {
+        TrampolineKind.allCases.flatMap { k in (links[k] ?? []).map { (k, $0.tracedProg) } }
+    }
+
     /// The image's counts, for tests and `prog show`: (fentry, fmod_ret, fexit, extension).
     var shape: (fentry: Int, modifyReturn: Int, fexit: Int, ext: Bool) {
         (links[.fentry]?.count ?? 0, links[.modifyReturn]?.count ?? 0, links[.fexit]?.count ?? 0, !(links[.replace]?.isEmpty ?? true))
