@@ -15,6 +15,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        // `swift package generate-documentation --target BPFKernel`: the DocC catalog
+        // (Sources/BPFKernel/BPFKernel.docc, one article per mechanism).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // The kernel's primitives: READ_ONCE/WRITE_ONCE, acquire/release, xchg, cmpxchg,

@@ -3,7 +3,8 @@
 # whole suite (10^6 random facade operations and 3,000 fuzzed scenario files among it),
 # then the concurrency tests (classes named Concurrency*) under ThreadSanitizer, a shorter
 # random-operation run, the scenario fuzzer and the pin/close race under AddressSanitizer,
-# then builds the package-benchmark micro-benchmarks (Perf/Benchmarks) so they cannot rot.
+# then builds the DocC catalog and the package-benchmark micro-benchmarks (Perf/Benchmarks)
+# so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,9 @@ echo "== swift test --sanitize=address (random operations, scenario fuzzer, pin/
 # XCTest itself trips ASan's leak checker (SWIFT_NOTES.md): leaks are the auditor's job.
 ASAN_OPTIONS=detect_leaks=0 BPFLAB_RANDOM_OPS=20000 BPFLAB_FUZZ_FILES=1000 \
     swift test --sanitize=address --scratch-path .build-asan --filter 'RandomOperationTests|RandomOperationWithPacketsTests|ScenarioFuzzTests|ConcurrencyPinTests'
+
+echo "== swift package generate-documentation (the BPFKernel DocC catalog, warnings as errors) =="
+swift package generate-documentation --target BPFKernel --warnings-as-errors >/dev/null
 
 echo "== swift build (Perf/Benchmarks: package-benchmark, build only) =="
 swift build --package-path Perf/Benchmarks

@@ -7,15 +7,7 @@
 // bpf_dispatcher_nop_func: the fallback indirect call), arch/x86/net/bpf_jit_comp.c
 // (arch_prepare_bpf_dispatcher: a binary search over sorted targets ending in direct jumps).
 //
-// With retpolines on (this lab's VM: "spectre_v2: Mitigation: Retpolines"), every
-// indirect call in the kernel goes through a thunk; the dispatcher turns the call for up to
-// 48 known programs into compare-and-jump. Here the image is a sorted array searched in C;
-// a hit calls the program it found, anything else falls back to the plain indirect call,
-// so every program still runs. (User-space C has no retpolines, so the lab measures the
-// search, not the thunk it saves — see Perf/RESULTS.md.)
-//
-// The dispatcher holds a reference on each target so an address in the table can never
-// be reused by a different program while it is listed.
+// The mechanism, its rules and why: BPFKernel.docc/the-kernel-s-bpf-dispatcher.md (the DocC article "The kernel's bpf_dispatcher").
 import CBPFShims
 
 public final class BPFDispatcher: @unchecked Sendable {

@@ -4,28 +4,7 @@
 // and kernel/bpf/core.c's put of chain_progs in __bpf_prog_free) and patch 2
 // (kernel/bpf/syscall.c bpf_prog_chain: BPF_PROG_CHAIN_ADD / DEL / GET).
 //
-// A program loaded with BPF_F_CHAIN_CALLS has eight chain slots in its aux. Slot
-// retcode + 1 names the program to run next when this one returns `retcode`; slot 0 is the
-// wildcard (user space passes retcode ~0), used when the return code's own slot is empty
-// or out of range. BPF_PROG_RUN follows the slots for at most 32 programs.
-//
-// The commands check, in the RFC's order: unused attribute bytes (EINVAL); the slot index
-// (E2BIG, before any fd is looked up); the prev fd (EBADF, or EINVAL if it is not a
-// program); the chain-calls flag (EOPNOTSUPP); then ADD looks up the next fd, DEL and GET
-// find the slot empty (ENOENT). ADD exchanges the slot and puts the old program after the
-// exchange; the slot holds a reference on its program.
-//
-// Review fix (Daniel Borkmann): a chain slot holds a reference, so a cycle in the chain
-// graph (A → B → A, or A → A) keeps every program in it alive for ever once their fds are
-// closed. The lab refuses an ADD that would close a cycle with ELOOP — the errno the
-// kernel uses for "too many levels of links" and for attach-graph loops — and changes
-// nothing. Additions are serialised by one lock so two concurrent ADDs cannot close a
-// cycle between them. The cycle check follows every strong reference between programs
-// (chain slots and an extension's or tracing program's dst_prog), and ADD refuses a next
-// program of another type (EINVAL): the RFC took any program, so an fentry program on
-// `prev` could be chained after it, closing a cycle through dst_prog (the lab's fix; an
-// audit's random operations found the leak). Review fix (Alexei Starovoitov): each chained program keeps its own
-// stats (ProgRun.swift, the stats branch).
+// The mechanism, its rules and why: BPFKernel.docc/the-chain-call-rfc.md (the DocC article "The chain-call RFC").
 import CBPFShims
 
 /// The wildcard return code (~0 as u32), which selects slot 0.

@@ -1,6 +1,8 @@
 // Demo.swift — a small object graph for `bpflab prog show` and learners: the seed's pair
 // (an XDP_PASS program chained to an XDP_DROP program through its XDP_PASS slot), a
 // program using an array map, and a program returning an arbitrary code.
+//
+// Mirrors no kernel file: the objects a learner's first `bpftool prog show` would list.
 
 public enum Demo {
     /// Loads the demo programs into `bpf` and runs `packets` test packets through each

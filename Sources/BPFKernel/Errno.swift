@@ -1,6 +1,8 @@
 // Errno.swift — the kernel's answers. Every facade call that can fail throws a `BPFError`
 // carrying the errno the kernel would return (include/uapi/asm-generic/errno-base.h,
 // errno.h; ENOTSUPP is the kernel-internal 524) and a sentence saying what was wrong.
+//
+// Mirrors: include/uapi/asm-generic/errno-base.h, errno.h, include/linux/errno.h.
 
 /// The errno values the BPF syscall returns.
 public enum Errno: Int32, Sendable, CaseIterable, CustomStringConvertible {

@@ -5,9 +5,7 @@
 // whose release hooks (bpf_prog_release, bpf_map_release, bpf_link_release) drop the
 // reference the fd held; bpf_prog_get / __bpf_map_get (fdget + type check + inc).
 //
-// An fd holds one reference on its object (a map fd holds a user reference too). `close`
-// drops it. A bad fd is EBADF; an fd of the wrong kind is EINVAL — as the kernel answers
-// when a map fd is passed where a program fd belongs.
+// The mechanism, its rules and why: BPFKernel.docc/file-descriptors.md (the DocC article "File descriptors").
 
 /// What an fd refers to.
 public enum FDObject: @unchecked Sendable {

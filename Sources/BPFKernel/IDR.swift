@@ -4,12 +4,7 @@
 // idr_alloc_cyclic(&prog_idr, prog, 1, INT_MAX), idr_remove, idr_find, idr_get_next,
 // each under its spinlock (prog_idr_lock).
 //
-// IDs are handed out cyclically from 1 (never 0): after the highest ID the search wraps
-// to 1, so a freed object's ID is not reused until the range has gone round. An ID is
-// published only after load succeeded, and unpublished first thing when the last reference
-// goes — before the grace period and the free — so a lookup by ID can never reach an
-// object that is being freed: `lookup` runs the caller's `incNotZero` under the same lock
-// (bpf_prog_by_id → bpf_prog_inc_not_zero).
+// The mechanism, its rules and why: BPFKernel.docc/ids.md (the DocC article "IDs").
 
 /// An ID registry for one kind of object. Stores unretained references: the registry does
 /// not keep objects alive; their kernel refcount does.

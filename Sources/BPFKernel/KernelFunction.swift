@@ -5,11 +5,7 @@
 // target: the function found by name; check_attach_modify_return: fmod_ret only on
 // functions marked ALLOW_ERROR_INJECTION; "can't modify return codes of BPF programs").
 //
-// A tracing program either targets a loaded BPF program (attach_prog_fd) or a kernel
-// function (attach_btf_id in vmlinux; here: by name). The lab's kernel functions have the
-// same entry word as every program function (cbpf_text.func, the 5-byte nop's stand-in),
-// so trampolines attach to them exactly as to program functions. They live as long as
-// the kernel, hold no references and are never freed before it.
+// The mechanism, its rules and why: BPFKernel.docc/kernel-functions.md (the DocC article "Kernel functions").
 import CBPFShims
 import BPFPrograms
 

@@ -8,10 +8,7 @@
 // XDP_DEFAULT_RUN_PRIO = 50, XDP_DEFAULT_CHAIN_CALL_ACTIONS = 1 << XDP_PASS) and
 // lib/libxdp/xdp-dispatcher.c (the dispatcher program, in Sources/BPFPrograms/dispatch.c).
 //
-// This is a library on top of the facade, as libxdp is on top of bpf(2): it uses only
-// BPF's public commands. A change never edits a running dispatcher: it builds a complete
-// new one and replaces the old on the device in one exchange (XDP_FLAGS_REPLACE with the
-// expected old program), so a packet runs either the old set of programs or the new one.
+// The mechanism, its rules and why: BPFKernel.docc/libxdp-s-dispatcher.md (the DocC article "libxdp's dispatcher").
 import CBPFShims
 import BPFPrograms
 

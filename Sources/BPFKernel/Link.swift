@@ -7,10 +7,7 @@
 // net/core/dev.c (bpf_xdp_link_attach, bpf_xdp_link_update, bpf_xdp_link_release,
 // bpf_xdp_link_detach; dev_xdp_attach's "link already attached" rules).
 //
-// A link owns one attachment and one program reference. Its fds and pins hold
-// references to the link (not to the program); the last put detaches the attachment, puts
-// the program and unpublishes the ID. LINK_DETACH detaches early: the link stays (its fds
-// still work) but every later update answers ENOLINK.
+// The mechanism, its rules and why: BPFKernel.docc/links.md (the DocC article "Links").
 import CBPFShims
 import Synchronization
 

@@ -1,5 +1,7 @@
 // Lock.swift — a pthread mutex and condition variable for the control plane (the kernel's
 // mutexes and wait queues). Never taken on a per-packet path.
+//
+// Mirrors: include/linux/mutex.h and wait.h in spirit; kthread_create (kernel/kthread.c).
 import CBPFShims
 #if canImport(Glibc)
 import Glibc

@@ -5,13 +5,7 @@
 // bpf_map_free_id, bpf_map_free_deferred) and kernel/bpf/arraymap.c (array_map_alloc_check,
 // array_map_lookup_elem, array_map_update_elem, array_map_delete_elem).
 //
-// A map has two counts. `refcnt` counts every holder; `usercnt` counts the holders in user
-// space (file descriptors and pins), who hold both. A program that uses a map holds
-// `refcnt` only. When `usercnt` drops to zero the map's `releaseUref` runs — for a prog
-// array that is the flush that breaks the program → map → program cycle (ProgArray.swift).
-// When `refcnt` drops to zero the ID is unpublished and the map is freed. The kernel frees
-// maps from a work item; the lab defers the free behind an RCU grace period, which is at
-// least as late and lets readers that reached the map through a program finish.
+// The mechanism, its rules and why: BPFKernel.docc/maps-and-user-references.md (the DocC article "Maps and user references").
 import CBPFShims
 import Synchronization
 

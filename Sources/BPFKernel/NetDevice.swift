@@ -5,10 +5,7 @@
 // side of XDP (each RX queue's NAPI poll reads the device's program with
 // rcu_dereference and runs it per packet).
 //
-// The device holds one reference on the attached program. Attaching publishes the new
-// program with an exchange; the old one is put after the exchange, so a queue that is
-// still in the middle of a poll finishes the packet with the old program (it is freed
-// only after a grace period).
+// The mechanism, its rules and why: BPFKernel.docc/xdp-attach-and-its-modes.md (the DocC article "XDP attach and its modes").
 import CBPFShims
 
 /// XDP_FLAGS_* (include/uapi/linux/if_link.h).

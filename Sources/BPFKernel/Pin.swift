@@ -4,12 +4,7 @@
 // refusal of names with a dot, bpf_fill_super, bpf_inode_type) and the unlink/rmdir of
 // bpffs entries (bpf_free_inode → bpf_any_put; simple_rmdir's ENOTEMPTY).
 //
-// bpffs is a tree of directories (made with mkdir) whose files are pins. A pin holds a
-// reference on its object — for a map, a *user* reference, so a pinned prog array is not
-// flushed when its last fd closes. `objGet` opens a new fd from a pin; `unpin` (unlink)
-// drops the pin's reference. Path rules, as the VFS and bpffs answer them: outside the
-// mount → EPERM; a name with a dot → EPERM (bpf_lookup); a missing parent → ENOENT; a
-// parent that is a pin → ENOTDIR; an existing name → EEXIST.
+// The mechanism, its rules and why: BPFKernel.docc/bpffs-pins.md (the DocC article "bpffs pins").
 
 /// The pins and directories of one kernel (its bpffs mount at /sys/fs/bpf).
 final class PinTable: @unchecked Sendable {

@@ -6,20 +6,7 @@
 // __bpf_prog_put_noref, __bpf_prog_put_rcu), kernel/bpf/core.c (bpf_prog_free,
 // __bpf_prog_free, bpf_prog_calc_tag).
 //
-// A program is two records. `cbpf_prog` is what BPF_PROG_RUN reads — entry function, data
-// block, aux pointer, flags, per-CPU stats — and is read-only once loaded (the kernel maps
-// it read-only, which is why the chain-call RFC needed a *load-time* flag rather than
-// setting one when the first chain slot is filled). `cbpf_prog_aux` is the writable side:
-// the 64-bit refcount, the ID, the RFC's chain slots, the extension's target.
-//
-// Lifetime. Load returns one reference (the caller's fd). Whoever stores a pointer to the
-// program holds a reference: a chain slot, a prog-array slot, an attachment, a link, an
-// extension's `dst_prog`. The last `put` runs the kernel's stages:
-//   put → unpublish the ID (no lookup can find it any more) → deferred behind an RCU grace
-//   period (readers on other threads may still be running it) → after the grace period put
-//   what it held (chain slots, used maps, dst_prog) → free (poisoned in checked mode).
-// The Swift object keeps itself alive (a retained Unmanaged) from load until that free, so
-// raw pointers stored in records can always be turned back into it.
+// The mechanism, its rules and why: BPFKernel.docc/programs-and-their-lifetime.md (the DocC article "Programs and their lifetime").
 import CBPFShims
 import BPFPrograms
 import Synchronization

@@ -5,25 +5,7 @@
 // prog_fd_array_put_ptr, prog_fd_array_sys_lookup_elem, prog_array_map_clear(_deferred),
 // prog_array_map_poke_track/untrack/run), kernel/bpf/core.c (__bpf_prog_map_compatible).
 //
-// Slots hold program pointers; each filled slot holds one reference on its program. A slot
-// is changed only by exchange, and the old program is put after the exchange — a tail call
-// on another CPU may still be running it until the grace period ends.
-//
-// The owner rule: the first program inserted into the array, or loaded using it, fixes the
-// program type, JIT-ed-ness and frags flag every later member must share (a tail call is a jump into
-// another program's body and must not cross program kinds).
-//
-// The cycle and its breaker. A program that tail-calls through an array holds a reference
-// on the array (used maps); the array holds references on its members. A program that
-// sits in its own array therefore keeps itself alive for ever — unless something breaks
-// the cycle. The kernel's breaker: when the last *user* reference (fd or pin) to the array
-// goes, the array is flushed (deferred to a work item), putting every member.
-//
-// Direct tail calls. When a program tail-calls with a constant array and key, the JIT
-// emits a direct jump instead of the indirect lookup, and registers a poke descriptor with
-// the array. Every change of that slot re-points the jump (insert: jump to the new
-// program; replace: retarget; delete: restore the bypass, wait a grace period, then clear
-// the target).
+// The mechanism, its rules and why: BPFKernel.docc/prog-arrays-and-tail-calls.md (the DocC article "Prog arrays and tail calls").
 import CBPFShims
 import BPFPrograms
 import Synchronization

@@ -4,14 +4,7 @@
 // stats branch; the RFC v3's do_chain_calls), kernel/bpf/trampoline.c
 // (__bpf_prog_enter/__bpf_prog_exit's recursion guard and `misses`).
 //
-// Per packet the driver calls `bpfProgRun(prog, ctx)`. It resets the run's tail-call
-// counter (the x86 JIT zeroes it in the program's prologue), then:
-// - if stats are on (the bpf_stats_enabled_key, off by default) it times the run and
-//   accounts it per CPU — a chained program accounts its own run (the review's fix);
-// - if the program was loaded with BPF_F_CHAIN_CALLS it runs the RFC's chain loop;
-// - otherwise it calls the body directly.
-// Everything here reads fixed-layout records through raw pointers: no ARC, no lock, no
-// allocation, no existential. The functions are @inlinable so they inline into the driver.
+// The mechanism, its rules and why: BPFKernel.docc/bpf-prog-run.md (the DocC article "BPF_PROG_RUN").
 import CBPFShims
 import BPFPrograms
 

@@ -4,32 +4,7 @@
 // rcu_thread_offline/online, rcu_read_lock/unlock, rcu_dereference, rcu_assign_pointer,
 // synchronize_rcu, call_rcu, rcu_barrier) and the kernel's kernel/rcu/tree.c contract.
 //
-// The mechanism. Readers never lock, count or write shared memory while they read. Each
-// registered reader thread owns one counter. Between two reports of a *quiescent state*
-// the thread may hold pointers it found through `rcuDereference`; when it reports one
-// (`quiescentState()`), it promises it holds none. A packet worker is quiescent between
-// polls, exactly as NAPI is, so it reports once per poll — this is the QSBR flavour, and
-// its read-side lock/unlock compile to nothing.
-//
-// A writer unpublishes an object (an exchange), then waits for a grace period
-// (`synchronize`): it advances the global counter and waits until every online reader has
-// reported a quiescent state since, or gone offline. After that no reader can still hold
-// the object, so it may be freed. `callRCU` queues the free instead of waiting; a
-// reclaimer thread batches queued callbacks behind one grace period. `barrier` waits until
-// everything queued so far has run.
-//
-// THE DEADLOCK RULE. Never call `synchronize` or `barrier` inside a read-side critical
-// section, nor while holding a lock that a reader needs before its next quiescent state:
-// the grace period waits for that reader, and the reader waits for you. (A registered
-// thread that is *between* sections may call them: it is taken offline for the wait, as
-// liburcu does.) An online reader that stops reporting quiescent states stalls every grace
-// period; go offline (`offline()`) before blocking.
-//
-// Orderings. A reader's report is a store-release of the global counter into its own
-// counter, preceded and followed by a full barrier (smp_mb): everything it read before is
-// ordered before the report (pairs with the writer's load-acquire of that counter), and
-// nothing it reads after can be hoisted above it (pairs with the writer's smp_mb after it
-// advanced the global counter). Checked mode adds nesting checks and violation records.
+// The mechanism, its rules and why: BPFKernel.docc/rcu-and-deferred-free.md (the DocC article "RCU and deferred free").
 import CBPFShims
 import Synchronization
 #if canImport(Glibc)

@@ -4,14 +4,7 @@
 // bpf_prog_inc_not_zero / bpf_prog_put (and the bpf_map_* and bpf_link_* twins), built on
 // atomic64_t.
 //
-// The rules (history: a 32-bit count once wrapped — CVE-2016-4558):
-// - the count is 64 bits and never wraps;
-// - `inc`/`add` cannot fail, and may only be called by someone who already holds a
-//   reference (so the count is never incremented from zero);
-// - `sub` exists only to undo an `add` on an error path and must never reach zero;
-// - `incNotZero` is for lookups that hold no reference yet (by ID): it fails on a dying
-//   object instead of resurrecting it;
-// - every get has exactly one put, and the call site says which get it balances.
+// The mechanism, its rules and why: BPFKernel.docc/refcounts.md (the DocC article "Refcounts").
 import CBPFShims
 
 /// A view of one 64-bit counter in record memory.

@@ -5,8 +5,7 @@
 // include/linux/bpf.h (BPF_PROG_RUN_ARRAY: run each item with its cookie in the run
 // context, bpf_prog_run_array).
 //
-// The array is immutable once published; attach and detach build a copy and exchange it.
-// Each item holds one program reference, put after the exchange.
+// The mechanism, its rules and why: BPFKernel.docc/run-arrays.md (the DocC article "Run arrays").
 import CBPFShims
 
 /// BPF_TRACE_MAX_PROGS.

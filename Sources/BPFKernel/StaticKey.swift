@@ -6,10 +6,7 @@
 // client), and the BPF static-keys proposal of seed 000 (a key as a map: flipped from user
 // space by a map update, from a program by a kfunc; many branch sites per key).
 //
-// A key counts its enables; the sites follow "count > 0". The kernel turns a nop into a
-// jmp at every site; the lab flips a word the code tests as a predicted-not-taken branch
-// (cbpf_static_branch_unlikely). Sites are flipped one at a time, in registration order —
-// as the kernel's are: a reader can see one site of a key on and another still off.
+// The mechanism, its rules and why: BPFKernel.docc/static-keys.md (the DocC article "Static keys").
 import CBPFShims
 import BPFPrograms
 

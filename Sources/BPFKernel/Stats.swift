@@ -4,10 +4,7 @@
 // bpf_stats_release, bpf_prog_get_stats), include/linux/filter.h (the stats branch of
 // BPF_PROG_RUN), kernel/bpf/core.c (bpf_stats_enabled_key).
 //
-// Stats cost two clock reads per run, so they are off by default and gated by a static
-// key. Enabling is counted: BPF_ENABLE_STATS(BPF_STATS_RUN_TIME) returns an fd, and stats
-// stay on while any such fd is open. Counts are per CPU (one cache line each) and summed
-// when read; `misses` counts runs skipped by the recursion guard.
+// The mechanism, its rules and why: BPFKernel.docc/run-time-stats.md (the DocC article "Run-time stats").
 import CBPFShims
 
 /// enum bpf_stats_type.

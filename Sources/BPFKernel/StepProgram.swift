@@ -7,15 +7,7 @@
 // the poke descriptors of constant-key tail calls, bpf_jit_add_poke_descriptor), and
 // kernel/bpf/core.c's interpreter vs the x86 JIT for bpf_tail_call.
 //
-// A step program is a native body (`bpfp_step_jit` or `bpfp_step_interp`, in
-// Sources/BPFPrograms/steps.c) driven by an image built here: a main block and subprogram
-// blocks of steps, a variable area the facade can write (like a program's .data), and
-// the kernel-wide named counters. The engine follows from how the program is loaded:
-//   - jited (default): tail calls are real tail calls (musttail); counted after the NULL
-//     check, as the current x86 JIT does;
-//   - jited with `directTailCalls`: a tail call with a constant index becomes a direct
-//     jump, re-pointed by the prog array whenever that slot changes (ProgArray.swift);
-//   - not jited: the interpreter, which counts before the NULL check.
+// The mechanism, its rules and why: BPFKernel.docc/step-programs-and-the-tail-call-engines.md (the DocC article "Step programs and the tail-call engines").
 import CBPFShims
 import BPFPrograms
 import Synchronization

@@ -6,10 +6,7 @@
 // bpf_obj_get_info_by_fd, bpf_prog_test_run, bpf_enable_stats) and net/bpf/test_run.c
 // (bpf_prog_test_run_xdp, bpf_test_run).
 //
-// Each method is one command, shaped like libbpf's wrapper for it. Each either succeeds
-// or throws the kernel's errno with a sentence, and a call that throws leaves every object
-// as it was: references taken on the way are dropped before the error is returned
-// (`defer { x.put() }` beside each `get`).
+// The mechanism, its rules and why: BPFKernel.docc/the-bpf-2-facade.md (the DocC article "The bpf(2) facade").
 import CBPFShims
 import Synchronization
 

@@ -6,19 +6,7 @@
 // (BPF_MAX_TRAMP_LINKS, enum bpf_tramp_prog_type), arch/x86/net/bpf_jit_comp.c
 // (bpf_arch_text_poke: patch only if the site holds the expected old target, else EBUSY).
 //
-// Every function (a program's main function or one of its global functions) has an entry
-// word callers go through (cbpf_text.func) and a text header in front of its data block.
-// A trampoline on that function publishes an immutable image in the header, then pokes
-// the entry from the function's own body to bpfp_tramp_entry (or, for an extension, to
-// bpfp_ext_entry). Each change builds a whole new image and exchanges it; the old one is
-// freed after a grace period, so a packet sees one complete configuration. Removing the
-// last program pokes the entry back before the image goes.
-//
-// References: a link holds its program and its target program (an extension's or tracing
-// program's dst_prog moves into its first link: bpf_tracing_prog_attach). The trampoline
-// holds no references — it exists while it has links, and every link keeps its target
-// alive. A trampoline may also wrap a kernel function (KernelFunction.swift), which lives
-// as long as the kernel.
+// The mechanism, its rules and why: BPFKernel.docc/trampolines-and-extensions.md (the DocC article "Trampolines and extensions").
 import CBPFShims
 import BPFPrograms
 
