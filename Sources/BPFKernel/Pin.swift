@@ -23,11 +23,14 @@ struct BPFFSPath {
     let parent: String
 
     /// Parses `raw`: EPERM outside bpffs or for a dotted name, ENOENT for an empty one.
-    init(_ raw: String) throws {
+    /// A trailing slash names a directory: allowed for mkdir and rmdir only (a pin or an
+    /// object path ending in '/' is ENOENT).
+    init(_ raw: String, directory: Bool = false) throws {
         guard raw.hasPrefix(bpffsRoot) else {
             throw fail(.EPERM, "'\(raw)' is not on a bpf filesystem (bpffs is mounted at \(bpffsMount))")
         }
         var rest = raw.dropFirst(bpffsRoot.count)
+        if !directory && rest.hasSuffix("/") { throw fail(.ENOENT, "'\(raw)' ends in '/': it names a directory, not an object") }
         while rest.hasSuffix("/") { rest = rest.dropLast() }
         let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
         guard !rest.isEmpty, !parts.contains(where: \.isEmpty) else {
@@ -107,7 +110,7 @@ extension BPF {
 
     /// mkdir(2) in bpffs.
     public func bpffsMkdir(_ path: String) throws {
-        let p = try BPFFSPath(path)
+        let p = try BPFFSPath(path, directory: true)
         let table = kernel.pinTable
         try table.lock.withLock {
             try table.checkCreateLocked(p)
@@ -117,7 +120,7 @@ extension BPF {
 
     /// rmdir(2) in bpffs: ENOENT if missing, ENOTDIR for a pin, ENOTEMPTY unless empty.
     public func bpffsRmdir(_ path: String) throws {
-        let p = try BPFFSPath(path)
+        let p = try BPFFSPath(path, directory: true)
         let table = kernel.pinTable
         try table.lock.withLock {
             if table.pins[p.path] != nil { throw fail(.ENOTDIR, "'\(p.path)' is a pinned object, not a directory") }

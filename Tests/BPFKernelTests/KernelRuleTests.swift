@@ -193,6 +193,7 @@ final class KernelRuleTests: KernelTestCase {
         assertErrno(.ENOENT, "missing parent") { try bpf.objPin(m, path: "/sys/fs/bpf/dir/m") }
         assertErrno(.EPERM, "a dot in the name") { try bpf.objPin(m, path: "/sys/fs/bpf/m.pin") }
         assertErrno(.EPERM, "outside bpffs") { try bpf.objPin(m, path: "/tmp/m") }
+        assertErrno(.ENOENT, "a pin path ending in '/'") { try bpf.objPin(m, path: "/sys/fs/bpf/m/") }
         assertErrno(.EPERM, "a dotted directory") { try bpf.bpffsMkdir("/sys/fs/bpf/a.b") }
         try bpf.bpffsMkdir("/sys/fs/bpf/dir")
         assertErrno(.EEXIST, "mkdir twice") { try bpf.bpffsMkdir("/sys/fs/bpf/dir") }
