@@ -72,6 +72,9 @@ public struct BenchConfig: Sendable {
     public var quantile: Double = 0.5
     /// First CPU to pin workers on (worker i → CPU (first + i) mod online CPUs).
     public var firstCPU: Int = 0
+    /// Allow more workers than online CPUs (two workers then share a CPU: their rates do
+    /// not add up; the report says so).
+    public var oversubscribe = false
 
     public init() {}
 
@@ -80,6 +83,9 @@ public struct BenchConfig: Sendable {
         let cpus = Int(cbpf_nr_cpus_online())
         guard threads >= 1 && threads <= min(64, max(1, cpus) * 4) else {
             throw HarnessError("--threads must be between 1 and \(min(64, max(1, cpus) * 4)) (got \(threads))")
+        }
+        if threads > max(1, cpus) && !oversubscribe {
+            throw HarnessError("--threads \(threads) is more than the \(cpus) online CPUs: workers would share CPUs and their rates would not add up (give --oversubscribe to measure that anyway)")
         }
         guard duration >= 0.01 && duration <= 60 else { throw HarnessError("--duration must be between 0.01 and 60 seconds (got \(duration))") }
         guard trials >= 2 && trials <= 1000 else { throw HarnessError("--trials must be between 2 and 1000 (got \(trials)): a confidence interval needs two") }
@@ -152,6 +158,8 @@ public struct BenchReport: Sendable, Codable {
     public let verdictCheck: String
     /// The run was interrupted (SIGINT): these are the windows measured until then.
     public var partial: Bool = false
+    /// More workers than CPUs (--oversubscribe).
+    public var oversubscribed: Bool = false
 }
 
 public final class Bench {
@@ -307,7 +315,7 @@ public final class Bench {
                            packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
                            placement: placement, churn: config.churn, results: results,
                            summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine,
-                           partial: partial)
+                           partial: partial, oversubscribed: config.threads > machine.onlineCPUs)
     }
 
     private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
@@ -406,16 +414,59 @@ public func meanCI95(_ xs: [Double]) -> (Double, Double) {
     return (m, studentT975(n - 1) * (v / Double(n)).squareRoot())
 }
 
-/// The 97.5th percentile of Student's t with `dof` degrees of freedom.
+/// The 97.5th percentile of Student's t with `dof` degrees of freedom, for any dof:
+/// the t where the two-sided tail 1 − CDF is 0.025, found by bisection on the CDF
+/// (which is the regularized incomplete beta I_{ν/(ν+t²)}(ν/2, 1/2)).
 public func studentT975(_ dof: Int) -> Double {
-    let table: [Double] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-                           2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-                           2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-    if dof < 1 { return .nan }
-    if dof <= table.count { return table[dof - 1] }
-    if dof <= 60 { return 2.000 }
-    if dof <= 120 { return 1.980 }
-    return 1.960
+    studentTQuantile(0.975, dof: dof)
+}
+
+/// The p-quantile (p > 0.5) of Student's t with `dof` degrees of freedom.
+public func studentTQuantile(_ p: Double, dof: Int) -> Double {
+    guard dof >= 1, p > 0.5, p < 1 else { return .nan }
+    let nu = Double(dof)
+    // Upper tail P(T > t) = I_{ν/(ν+t²)}(ν/2, 1/2) / 2.
+    func tail(_ t: Double) -> Double { 0.5 * regularizedIncompleteBeta(nu / (nu + t * t), a: nu / 2, b: 0.5) }
+    var lo = 0.0, hi = 1.0
+    while tail(hi) > 1 - p { hi *= 2 }
+    for _ in 0..<200 {
+        let mid = (lo + hi) / 2
+        if tail(mid) > 1 - p { lo = mid } else { hi = mid }
+        if hi - lo < 1e-12 { break }
+    }
+    return (lo + hi) / 2
+}
+
+/// I_x(a, b), by the continued fraction (modified Lentz), using the symmetry
+/// I_x(a, b) = 1 − I_{1−x}(b, a) where the fraction converges slowly.
+func regularizedIncompleteBeta(_ x: Double, a: Double, b: Double) -> Double {
+    if x <= 0 { return 0 }
+    if x >= 1 { return 1 }
+    let lnFront = lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log(1 - x)
+    if x > (a + 1) / (a + b + 2) { return 1 - regularizedIncompleteBeta(1 - x, a: b, b: a) }
+    let tiny = 1e-300
+    var c = 1.0, d = 1 - (a + b) * x / (a + 1)
+    if abs(d) < tiny { d = tiny }
+    d = 1 / d
+    var f = d
+    for m in 1...300 {
+        let m = Double(m)
+        // even step
+        var num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        d = 1 + num * d; if abs(d) < tiny { d = tiny }
+        c = 1 + num / c; if abs(c) < tiny { c = tiny }
+        d = 1 / d
+        f *= d * c
+        // odd step
+        num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1 + num * d; if abs(d) < tiny { d = tiny }
+        c = 1 + num / c; if abs(c) < tiny { c = tiny }
+        d = 1 / d
+        let delta = d * c
+        f *= delta
+        if abs(delta - 1) < 1e-15 { break }
+    }
+    return exp(lnFront) * f / a
 }
 
 /// The control-plane churn thread: one update kind at a steady rate. Each kind works on

@@ -13,6 +13,9 @@ public struct MachineInfo: Sendable, Codable, Equatable {
     public var spectreV2: String
     public var numaNodes: Int?        // nil: libnuma says NUMA is unavailable
     public var swiftVersion: String
+    /// The smallest step the TSC is seen to advance by (a VM may advance it in steps:
+    /// this one in steps of 26 ticks, 10 ns); batches are timed, never single packets.
+    public var tscStepTicks: UInt64 = 1
 
     /// Reads the machine (measures the TSC against CLOCK_MONOTONIC for ~50 ms).
     public static func probe() -> MachineInfo {
@@ -23,14 +26,27 @@ public struct MachineInfo: Sendable, Codable, Equatable {
             .trimmingCharacters(in: " \n")
         let nodes: Int? = numa_available() >= 0 ? Int(numa_num_configured_nodes()) : nil
         return MachineInfo(cpuModel: model, onlineCPUs: Int(cbpf_nr_cpus_online()), tscGHz: measureTSCGHz(),
-                           spectreV2: spectre, numaNodes: nodes, swiftVersion: swiftCompilerVersion)
+                           spectreV2: spectre, numaNodes: nodes, swiftVersion: swiftCompilerVersion,
+                           tscStepTicks: measureTSCStep())
     }
 
     /// One line: "Intel Xeon … | 2 CPUs | TSC 2.59 GHz | spectre_v2: Mitigation: … | NUMA nodes 1 | Swift 6.3".
     public func line(workers: Int) -> String {
         let numa = numaNodes.map { "NUMA nodes \($0)" } ?? "NUMA unavailable"
-        return "\(cpuModel) | \(onlineCPUs) CPUs | TSC \(String(format1: tscGHz, digits: 2)) GHz | spectre_v2: \(spectreV2) | \(numa) | \(workers) worker\(workers == 1 ? "" : "s") | Swift \(swiftVersion)"
+        return "\(cpuModel) | \(onlineCPUs) CPUs | TSC \(String(format1: tscGHz, digits: 2)) GHz, steps of \(tscStepTicks) tick\(tscStepTicks == 1 ? "" : "s") | spectre_v2: \(spectreV2) | \(numa) | \(workers) worker\(workers == 1 ? "" : "s") | Swift \(swiftVersion)"
     }
+}
+
+/// The smallest nonzero difference between two back-to-back TSC reads (over 20,000 pairs).
+public func measureTSCStep() -> UInt64 {
+    var best = UInt64.max
+    for _ in 0..<20_000 {
+        let a = cbpf_rdtsc()
+        var b = cbpf_rdtsc()
+        while b == a { b = cbpf_rdtsc() }
+        best = min(best, b &- a)
+    }
+    return best
 }
 
 /// TSC ticks per nanosecond, measured.

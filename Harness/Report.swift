@@ -18,7 +18,7 @@ extension BenchReport {
             }
             return row
         }
-        var header = ["Test case", "Perf", "Overhead (95% CI)", "cycles/pkt", "windows"]
+        var header = ["Test case", "Perf", "Overhead (95% CI)", "TSC ticks/pkt", "windows"]
         if churn != nil { header.append("churn cost (95% CI)") }
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -37,6 +37,7 @@ extension BenchReport {
         }
         s += "verdict check: \(verdictCheck)\n"
         if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }
+        if oversubscribed { s += "OVERSUBSCRIBED: \(threads) workers on \(machine.onlineCPUs) CPUs — workers share CPUs, so their rates do not add up\n" }
         let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()
         if base.count >= 10 {
             let (p10, p50, p90) = (base[(base.count - 1) / 10], base[(base.count - 1) / 2], base[(base.count - 1) * 9 / 10])

@@ -19,8 +19,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "List the designs and exit.")
     var list = false
 
-    @Option(help: "Worker threads, one RX queue each.")
+    @Option(help: "Worker threads, one RX queue each (at most the online CPUs, unless --oversubscribe).")
     var threads = 1
+
+    @Flag(help: "Allow more workers than CPUs (flagged in the report: their rates do not add up).")
+    var oversubscribe = false
 
     @Option(help: "Seconds per measurement window (each design, and each baseline window around it).")
     var duration = 0.01
@@ -73,6 +76,7 @@ struct Bench: ParsableCommand {
         do {
             cfg.designs = try DesignID.parseList(designs)
             cfg.threads = threads
+            cfg.oversubscribe = oversubscribe
             cfg.duration = duration
             cfg.trials = trials
             cfg.targetCI = targetCI

@@ -290,7 +290,7 @@ final class ConcurrencyBenchTests: XCTestCase {
     func testConfidenceIntervalMath() {
         let (m, h) = meanCI95([1, 2, 3, 4, 5])
         XCTAssertEqual(m, 3, accuracy: 1e-12)
-        XCTAssertEqual(h, 2.776 * (2.5 / 5).squareRoot(), accuracy: 1e-9)
+        XCTAssertEqual(h, 2.7764451 * (2.5 / 5).squareRoot(), accuracy: 1e-6)  // t(4), exact to 7 digits
         XCTAssertEqual(median([5, 1, 3]), 3)
         XCTAssertEqual(median([4, 1, 3, 2]), 2.5)
         XCTAssertTrue(meanCI95([7]).1.isNaN)

@@ -1,0 +1,44 @@
+// The interval's arithmetic: Student's t quantiles for any degrees of freedom (the old
+// table stopped at 30 and clamped 31–60 at 2.000), checked against published values.
+import XCTest
+@testable import PacketHarness
+
+final class StatisticsTests: XCTestCase {
+    func testStudentT975MatchesPublishedQuantilesForAnyDegreesOfFreedom() {
+        let published: [(Int, Double)] = [(1, 12.7062), (2, 4.3027), (5, 2.5706), (10, 2.2281), (30, 2.0423),
+                                          (31, 2.0395), (40, 2.0211), (59, 2.0010), (60, 2.0003), (120, 1.9799), (1000, 1.9623)]
+        for (dof, t) in published {
+            XCTAssertEqual(studentT975(dof), t, accuracy: 1e-4, "dof \(dof)")
+        }
+        XCTAssertTrue(studentT975(0).isNaN)
+        XCTAssertEqual(studentTQuantile(0.995, dof: 10), 3.1693, accuracy: 1e-4)
+    }
+
+    func testMeanCI95OnSyntheticWindowsWithAKnownAnswer() {
+        // 41 windows: 1.0 ± 0.1 alternating around 1.0 → sd = 0.1 (n−1 denominator ≈ 0.10124).
+        let xs = (0..<41).map { 1.0 + ($0 % 2 == 0 ? 0.1 : -0.1) * ($0 == 40 ? 0 : 1) }
+        let (m, h) = meanCI95(xs)
+        let n = Double(xs.count)
+        let mean = xs.reduce(0, +) / n
+        let sd = (xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / (n - 1)).squareRoot()
+        XCTAssertEqual(m, mean, accuracy: 1e-12)
+        XCTAssertEqual(h, 2.0211 * sd / n.squareRoot(), accuracy: 1e-4, "t(40) = 2.0211, not the old 2.000")
+    }
+
+    func testMoreWorkersThanCPUsNeedsOversubscribeAndIsFlagged() throws {
+        var c = BenchConfig()
+        c.threads = ProcessInfo.processInfo.activeProcessorCount + 1
+        XCTAssertThrowsError(try c.validate()) { XCTAssertTrue("\($0)".contains("--oversubscribe"), "\($0)") }
+        c.oversubscribe = true
+        XCTAssertNoThrow(try c.validate())
+        c.designs = [.baseline]
+        c.trials = 2
+        c.targetCI = 0
+        let report = try Bench(c).run()
+        XCTAssertTrue(report.oversubscribed)
+        XCTAssertTrue(report.table().contains("OVERSUBSCRIBED"))
+        XCTAssertTrue(report.table().contains("TSC ticks/pkt"))
+        XCTAssertTrue(report.machine.line(workers: 1).contains("steps of"))
+        XCTAssertGreaterThanOrEqual(report.machine.tscStepTicks, 1)
+    }
+}
