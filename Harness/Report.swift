@@ -1,3 +1,4 @@
+import Foundation
 // Report.swift — the seed-shaped table, JSON, CSV and an SVG plot of overhead per design.
 
 extension BenchReport {
@@ -65,28 +66,13 @@ extension BenchReport {
         return s
     }
 
-    /// The summaries as a JSON array (machine included).
-    public func json() -> String {
-        func num(_ d: Double?) -> String {
-            guard let d, d.isFinite else { return "null" }
-            return "\(d)"
-        }
-        func str(_ s: String) -> String {
-            "\"" + s.replacingAll("\\", "\\\\").replacingAll("\"", "\\\"") + "\""
-        }
-        let m = machine
-        var s = "{\"machine\":{\"cpu\":\(str(m.cpuModel)),\"cpus\":\(m.onlineCPUs),\"tsc_ghz\":\(num(m.tscGHz)),\"spectre_v2\":\(str(m.spectreV2)),\"numa_nodes\":\(m.numaNodes.map(String.init) ?? "null"),\"swift\":\(str(m.swiftVersion))},"
-        s += "\"threads\":\(threads),\"duration\":\(duration),\"trials\":\(trials),\"rounds\":\(rounds),\"target_ci\":\(targetCI),\"target_missed\":[\(targetMissed.map { str($0.rawValue) }.joined(separator: ","))],\"packet_size\":\(packetSize),\"flows\":\(flows),\"numa\":\(str(numa)),\"partial\":\(partial),"
-        s += "\"designs\":["
-        s += summaries.map { d in
-            "{\"design\":\(str(d.design.rawValue)),\"title\":\(str(d.title)),\"mpps\":\(num(d.mppsMedian)),\"ns_per_packet\":\(num(d.nsPerPacketMedian)),\"cycles_per_packet\":\(num(d.cyclesPerPacketMedian)),\"overhead_ns\":\(num(d.overheadNs)),\"overhead_ci95\":\(num(d.overheadCI95)),\"windows\":\(d.windows),\"churn_cost_pct\":\(num(d.churnCostPct)),\"churn_cost_ci95\":\(num(d.churnCostCI95)),\"churn_rate\":\(num(d.churnRateMean))}"
-        }.joined(separator: ",")
-        s += "],\"trials_detail\":["
-        s += results.map { r in
-            "{\"design\":\(str(r.design.rawValue)),\"trial\":\(r.trial),\"window\":\(r.window),\"baseline_ns\":\(num(r.baselineNs)),\"quiet\":\(r.quiet),\"mpps\":\(num(r.mpps)),\"ns_per_packet\":\(num(r.nsPerPacket)),\"cycles_per_packet\":\(num(r.cyclesPerPacket)),\"received\":\(r.counters.received),\"verdicts\":[\(r.counters.verdicts.map(String.init).joined(separator: ","))],\"invalid\":\(r.counters.invalid)}"
-        }.joined(separator: ",")
-        s += "]}"
-        return s
+    /// The whole report as JSON through Codable (sorted keys, snake case), wrapped with
+    /// the schema version and what produced it (BenchResultsFile). Non-finite numbers are
+    /// written as the strings "nan", "inf", "-inf".
+    public func json(command: [String] = CommandLine.arguments, commit: String? = nil, timestamp: Date = Date()) -> String {
+        let file = BenchResultsFile(schemaVersion: BenchResultsFile.currentSchema, command: command, commit: commit,
+                                    timestamp: ISO8601DateFormatter().string(from: timestamp), report: self)
+        return String(decoding: (try? BenchResultsFile.encoder.encode(file)) ?? Data("{}".utf8), as: UTF8.self)
     }
 
     /// Overhead per design with 95% CI error bars, as SVG.

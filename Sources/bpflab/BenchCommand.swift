@@ -108,19 +108,35 @@ struct Bench: ParsableCommand {
             FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
         // Files first (each whole or not at all), then stdout, which may be a closed pipe.
+        let json = report.json(commit: gitCommit()) + "\n"
         if let out {
-            try OutputFiles.write(report.json() + "\n", to: out + "/bench.json")
+            try OutputFiles.write(json, to: out + "/bench.json")
             try OutputFiles.write(report.csv(), to: out + "/bench.csv")
             try OutputFiles.write(report.table(), to: out + "/table.txt")
         }
         if let plot { try OutputFiles.write(report.svg(), to: plot) }
         switch format {
-        case "json": try StandardOutput.write(report.json() + "\n")
+        case "json": try StandardOutput.write(json)
         case "csv": try StandardOutput.write(report.csv())
         default: try StandardOutput.write(report.table())
         }
         if report.partial { throw ExitCode(130) }
     }
+}
+
+/// The checkout's commit, when bpflab runs from one (for results files).
+func gitCommit() -> String? {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+    p.arguments = ["rev-parse", "--short", "HEAD"]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return nil }
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { return nil }
+    let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    return s.isEmpty ? nil : s
 }
 
 extension String {

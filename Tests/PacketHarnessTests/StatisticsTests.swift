@@ -1,6 +1,7 @@
 // The interval's arithmetic: Student's t quantiles for any degrees of freedom (the old
 // table stopped at 30 and clamped 31–60 at 2.000), checked against published values.
 import XCTest
+import Foundation
 @testable import PacketHarness
 
 final class StatisticsTests: XCTestCase {
@@ -40,5 +41,32 @@ final class StatisticsTests: XCTestCase {
         XCTAssertTrue(report.table().contains("TSC ticks/pkt"))
         XCTAssertTrue(report.machine.line(workers: 1).contains("steps of"))
         XCTAssertGreaterThanOrEqual(report.machine.tscStepTicks, 1)
+    }
+}
+
+final class ResultsFileTests: XCTestCase {
+    func testResultsRoundTripThroughCodableAndCompare() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline, .chainPass, .tailJIT]
+        c.trials = 3
+        c.targetCI = 0
+        let a = try Bench(c).run(), b = try Bench(c).run()
+        let ja = a.json(command: ["bpflab", "bench"], commit: "abc1234")
+        XCTAssertTrue(ja.contains("\"schema_version\":1"))
+        XCTAssertTrue(ja.contains("\"commit\":\"abc1234\""))
+        let fa = try BenchResultsFile.read(Data(ja.utf8)), fb = try BenchResultsFile.read(Data(b.json().utf8))
+        XCTAssertEqual(fa.report.summaries.map(\.design), a.summaries.map(\.design))
+        XCTAssertEqual(fa.report.machine, a.machine, "the machine line survives the round trip (acronym keys included)")
+        XCTAssertEqual(fa.report.results.count, a.results.count)
+        let rows = DesignComparison.compare(fa.report, fb.report)
+        XCTAssertEqual(rows.map(\.design), [.chainPass, .tailJIT], "the baseline has no overhead to compare")
+        for r in rows {
+            XCTAssertNotNil(r.delta)
+            XCTAssertEqual(r.moved, abs(r.delta!) > r.deltaCI!)
+        }
+        var bad = ja.replacingOccurrences(of: "\"schema_version\":1", with: "\"schema_version\":9")
+        XCTAssertThrowsError(try BenchResultsFile.read(Data(bad.utf8)))
+        bad = "{\"not\": \"results\"}"
+        XCTAssertThrowsError(try BenchResultsFile.read(Data(bad.utf8)))
     }
 }
