@@ -4,6 +4,7 @@
 // program alone). Every design must drop every packet: the harness checks that before it
 // measures anything.
 import BPFKernel
+import Foundation
 
 public enum DesignID: String, CaseIterable, Sendable, Codable {
     case beforePatch = "before-patch"
@@ -85,9 +86,13 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         if s == "seed" { return seedSuite }
         if s == "attach" { return attachSuite }
         var out: [DesignID] = []
-        for part in s.split(separator: ",") {
-            guard let d = DesignID(rawValue: String(part)) else {
-                throw HarnessError("unknown design '\(part)'; known: \(allCases.map(\.rawValue).joined(separator: ", "))")
+        for raw in s.split(separator: ",") {
+            let part = raw.trimmingCharacters(in: .whitespaces)  // "a, b" as well as "a,b"
+            if part.isEmpty { continue }
+            // One spelling per concept: accept '_' for '-' (static_key_on = static-key-on).
+            guard let d = DesignID(rawValue: part) ?? DesignID(rawValue: part.replacingOccurrences(of: "_", with: "-")) else {
+                let names = allCases.map(\.rawValue)
+                throw HarnessError(unknownMessage("design", part, names))
             }
             if !out.contains(d) { out.append(d) }
         }

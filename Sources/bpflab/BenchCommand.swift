@@ -61,6 +61,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Write an SVG plot of overhead per design to this file.")
     var plot: String?
 
+    @Flag(help: "No progress lines.")
+    var quiet = false
+
     func validate() throws {
         guard ["table", "json", "csv"].contains(format) else {
             throw ValidationError("--format must be table, json or csv (got '\(format)')")
@@ -97,8 +100,17 @@ struct Bench: ParsableCommand {
         let bench = try PacketHarness.Bench(cfg)
         let tty = isatty(STDERR_FILENO) != 0
         var lineOpen = false
+        let started = Date()
+        var lastLine = Date.distantPast
         let report = try bench.run(shouldStop: { Interrupt.wasRequested }) { done, total, msg in
-            let line = "[\(done)/\(total)] \(msg)"
+            if quiet { return }
+            let now = Date()
+            // On a terminal the line is rewritten in place; in a log, one line every 3 s.
+            if !tty && done != total && now.timeIntervalSince(lastLine) < 3 { return }
+            lastLine = now
+            let elapsed = now.timeIntervalSince(started)
+            let eta = done > 0 && done < total ? String(format: ", about %.0f s left", elapsed / Double(done) * Double(total - done)) : ""
+            let line = "[\(done)/\(total)] \(String(format: "%.0f", elapsed)) s\(eta) — \(msg)"
             let text = tty ? "\r\u{1b}[K" + line + (done == total ? "\n" : "") : line + "\n"
             lineOpen = tty && done != total
             _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
