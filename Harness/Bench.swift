@@ -72,6 +72,10 @@ public struct BenchConfig: Sendable {
     public var quantile: Double = 0.5
     /// First CPU to pin workers on (worker i → CPU (first + i) mod online CPUs).
     public var firstCPU: Int = 0
+    /// Independent blocks the trials are split into (each with its own design order);
+    /// with more than one, the table adds an interval over block means and the sequential
+    /// phase (--target-ci) is off.
+    public var blocks: Int = 1
     /// Allow more workers than online CPUs (two workers then share a CPU: their rates do
     /// not add up; the report says so).
     public var oversubscribe = false
@@ -92,6 +96,9 @@ public struct BenchConfig: Sendable {
         guard !designs.isEmpty else { throw HarnessError("no designs to run") }
         guard targetCI >= 0 && targetCI.isFinite else { throw HarnessError("--target-ci must be 0 (off) or a positive number of ns (got \(targetCI))") }
         guard maxTime > 0 && maxTime <= 86_400 else { throw HarnessError("--max-time must be between 0 and 86400 seconds (got \(maxTime))") }
+        guard blocks >= 1 && blocks <= 20 && trials >= 2 * blocks else {
+            throw HarnessError("--blocks must be between 1 and 20, with at least two trials per block (got \(blocks) blocks for \(trials) trials)")
+        }
         guard quantile > 0 && quantile < 1 else { throw HarnessError("--quantile must be strictly between 0 and 1 (got \(quantile))") }
     }
 }
@@ -102,6 +109,8 @@ public struct TrialResult: Sendable, Codable {
     public let trial: Int
     /// Position within the trial (baseline windows are the even ones).
     public var window: Int = 0
+    /// The independent block the window belongs to (--blocks).
+    public var block: Int = 0
     public let mpps: Double            // all workers
     public let mppsPerWorker: Double
     public let nsPerPacket: Double     // per core: 1000 / mppsPerWorker
@@ -136,6 +145,15 @@ public struct DesignSummary: Sendable, Codable {
     public let churnCostCI95: Double?
     public let churnRateMean: Double?
     public let gracePeriodMeanNs: Double?
+    /// The overhead relative to the bracketing baseline windows (% per window, mean and 95%
+    /// half-width): what stays comparable between runs at the VM's two speeds.
+    public var overheadPct: Double? = nil
+    public var overheadPctCI95: Double? = nil
+    /// With --blocks N: the mean of the N block means and its 95% half-width (t, N − 1
+    /// dof) — an interval over independent blocks, closer to run-to-run than the
+    /// windows' interval.
+    public var blockOverheadNs: Double? = nil
+    public var blockCI95: Double? = nil
 }
 
 public struct BenchReport: Sendable, Codable {
@@ -160,6 +178,8 @@ public struct BenchReport: Sendable, Codable {
     public var partial: Bool = false
     /// More workers than CPUs (--oversubscribe).
     public var oversubscribed: Bool = false
+    /// Independent blocks (--blocks).
+    public var blocks: Int = 1
 }
 
 public final class Bench {
@@ -264,9 +284,14 @@ public final class Bench {
                 r = try one(churn: false)
             }
             r.window = w
+            r.block = config.blocks > 1 ? min(config.blocks - 1, trial * config.blocks / config.trials) : 0
             done += 1
             return r
         }
+        // Each block runs the designs in its own order (a seeded shuffle), so no order
+        // effect is shared by every block.
+        var rng = SplitMix64(seed: 0x6b6c_6f63)
+        let blockOrders: [[DesignSetup]] = (0..<config.blocks).map { b in b == 0 ? others : others.shuffled(using: &rng) }
         var open = others
         var trial = 0
         var missed: [DesignID] = []
@@ -274,7 +299,8 @@ public final class Bench {
         rounds: while !open.isEmpty {
           do {
             // B d1 B d2 … B, then B … d2 B d1 B: no design always runs right after another.
-            let order = trial % 2 == 0 ? open : open.reversed()
+            let blockOrder = config.blocks > 1 ? blockOrders[min(config.blocks - 1, trial * config.blocks / config.trials)].filter { s in open.contains { $0.id == s.id } } : open
+            let order = trial % 2 == 0 ? blockOrder : blockOrder.reversed()
             var w = 0
             var before = try base.map { try window($0, trial, 0) }
             if let b = before { results.append(b); w = 1 }
@@ -295,7 +321,7 @@ public final class Bench {
             trial += 1
             if trial < config.trials { continue }
             // Sequential phase: only designs whose interval is still wider than the target.
-            guard config.targetCI > 0, base != nil else { break }
+            guard config.targetCI > 0, base != nil, config.blocks == 1 else { break }
             let summaries = Bench.summarize(results, designs: open.map(\.id))
             open = open.filter { s in summaries.first { $0.design == s.id }.map { ($0.overheadCI95 ?? .infinity) > config.targetCI } ?? false }
             let elapsed = Double(cbpf_ktime_get_ns() - started) / 1e9
@@ -314,8 +340,8 @@ public final class Bench {
                            rounds: trial, targetCI: config.targetCI, targetMissed: missed,
                            packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
                            placement: placement, churn: config.churn, results: results,
-                           summaries: Bench.summarize(results, designs: config.designs), verdictCheck: verdictLine,
-                           partial: partial, oversubscribed: config.threads > machine.onlineCPUs)
+                           summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
+                           partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks)
     }
 
     private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
@@ -377,12 +403,23 @@ public final class Bench {
 
     /// Medians, and the overhead against the bracketing baseline windows with a 95% CI
     /// (Student's t over the design's windows).
-    public static func summarize(_ results: [TrialResult], designs: [DesignID]) -> [DesignSummary] {
+    public static func summarize(_ results: [TrialResult], designs: [DesignID], blocks: Int = 1) -> [DesignSummary] {
         designs.map { d in
             let rs = results.filter { $0.design == d && !$0.quiet }
             var overhead: Double?, ci: Double?
             let diffs = rs.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
             if !diffs.isEmpty { (overhead, ci) = meanCI95(diffs) }
+            var pct: Double?, pctCI: Double?
+            let rel = rs.compactMap { r in r.baselineNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
+            if !rel.isEmpty { (pct, pctCI) = meanCI95(rel) }
+            var blockMean: Double?, blockCI: Double?
+            if blocks > 1 {
+                let means = (0..<blocks).compactMap { b -> Double? in
+                    let xs = rs.filter { $0.block == b }.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
+                    return xs.isEmpty ? nil : xs.reduce(0, +) / Double(xs.count)
+                }
+                if means.count >= 2 { (blockMean, blockCI) = meanCI95(means) }
+            }
             var cost: Double?, costCI: Double?
             let costs = rs.compactMap { r in r.quietNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
             if !costs.isEmpty { (cost, costCI) = meanCI95(costs) }
@@ -394,7 +431,8 @@ public final class Bench {
                                  overheadNs: overhead, overheadCI95: ci, windows: rs.count,
                                  churnCostPct: cost, churnCostCI95: costCI,
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
-                                 gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count))
+                                 gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count),
+                                 overheadPct: pct, overheadPctCI95: pctCI, blockOverheadNs: blockMean, blockCI95: blockCI)
         }
     }
 }

@@ -13,13 +13,20 @@ extension BenchReport {
             } else {
                 over = ""
             }
-            var row = [s.title, perf, over, String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
+            let pct = s.overheadPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.overheadPctCI95 ?? .nan, digits: 1) + " %" } ?? ""
+            var row = [s.title, perf, over, pct]
+            if blocks > 1 {
+                row.append(s.blockOverheadNs.map { String(format1: $0, digits: 2) + " ± " + String(format1: s.blockCI95 ?? .nan, digits: 2) + " ns" } ?? "")
+            }
+            row += [String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
             if churn != nil {
                 row.append(s.churnCostPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.churnCostCI95 ?? .nan, digits: 1) + " %" } ?? "")
             }
             return row
         }
-        var header = ["Test case", "Perf", "Overhead (95% CI)", "TSC ticks/pkt", "windows"]
+        var header = ["Test case", "Perf", "Overhead (95% CI)", "of baseline"]
+        if blocks > 1 { header.append("over \(blocks) blocks (95% CI)") }
+        header += ["TSC ticks/pkt", "windows"]
         if churn != nil { header.append("churn cost (95% CI)") }
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -27,7 +34,7 @@ extension BenchReport {
             "| " + cells.enumerated().map { $1.padding(widths[$0]) }.joined(separator: " | ") + " |"
         }
         var s = line(header) + "\n"
-        s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "+") + "|\n"
+        s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n"  // GitHub Markdown: pipes only
         for r in rows { s += line(r) + "\n" }
         s += "\n" + machine.line(workers: threads) + "\n"
         s += "\(trials) trials"
@@ -37,6 +44,8 @@ extension BenchReport {
             s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time or round budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
+        s += "Overhead: mean over windows (± covers this run's windows only); of baseline: the same relative to each bracketing baseline window, comparable across the VM's speeds"
+        s += blocks > 1 ? "; over blocks: the mean of \(blocks) independent blocks, each in its own design order (± over the block means, closer to run to run)\n" : "\n"
         if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }
         if oversubscribed { s += "OVERSUBSCRIBED: \(threads) workers on \(machine.onlineCPUs) CPUs — workers share CPUs, so their rates do not add up\n" }
         let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()

@@ -64,6 +64,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress lines.")
     var quiet = false
 
+    @Option(help: "Split the trials into this many independent blocks, each with its own design order; adds an interval over the block means (turns off --target-ci's extra rounds).")
+    var blocks = 1
+
     func validate() throws {
         guard ["table", "json", "csv"].contains(format) else {
             throw ValidationError("--format must be table, json or csv (got '\(format)')")
@@ -80,6 +83,7 @@ struct Bench: ParsableCommand {
             cfg.designs = try DesignID.parseList(designs)
             cfg.threads = threads
             cfg.oversubscribe = oversubscribe
+            cfg.blocks = blocks
             cfg.duration = duration
             cfg.trials = trials
             cfg.targetCI = targetCI

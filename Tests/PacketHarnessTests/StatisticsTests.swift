@@ -70,3 +70,27 @@ final class ResultsFileTests: XCTestCase {
         XCTAssertThrowsError(try BenchResultsFile.read(Data(bad.utf8)))
     }
 }
+
+final class BlockTests: XCTestCase {
+    func testBlocksGiveEachWindowItsBlockAndAnIntervalOverBlockMeans() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline, .chainPass, .tailJIT]
+        c.trials = 6
+        c.blocks = 3
+        let r = try Bench(c).run()
+        XCTAssertEqual(Set(r.results.map(\.block)), [0, 1, 2])
+        XCTAssertEqual(r.results.filter { $0.design == .tailJIT }.map(\.block), [0, 0, 1, 1, 2, 2])
+        for s in r.summaries where s.design != .baseline {
+            XCTAssertNotNil(s.blockCI95, "\(s.design)")
+            XCTAssertNotNil(s.overheadPct)
+            // The block mean of equal-sized blocks is the overall mean.
+            XCTAssertEqual(s.blockOverheadNs!, s.overheadNs!, accuracy: 1e-9)
+        }
+        XCTAssertTrue(r.table().contains("over 3 blocks (95% CI)"))
+        XCTAssertEqual(r.rounds, 6, "no sequential rounds with blocks")
+        var bad = BenchConfig()
+        bad.trials = 4
+        bad.blocks = 3
+        XCTAssertThrowsError(try bad.validate(), "two trials per block at least")
+    }
+}
