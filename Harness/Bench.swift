@@ -209,15 +209,7 @@ public final class Bench {
             var verdicts: [UInt32] = []
             for flow in 0..<min(frames.flows, 64) {
                 var f = frames.frame(flow: flow)
-                let v: UInt32 = f.withUnsafeMutableBufferPointer { b in
-                    var md = cbpf_xdp_md()
-                    md.data = b.baseAddress!
-                    md.data_meta = md.data
-                    md.data_hard_start = md.data
-                    md.data_end = b.baseAddress! + b.count
-                    md.ingress_ifindex = device.ifindex
-                    return s.runOnce(device, &md)
-                }
+                let v = withXDPContext(&f, ifindex: device.ifindex) { s.runOnce(device, $0) }
                 verdicts.append(v)
             }
             table.append(verdicts)

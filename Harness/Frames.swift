@@ -1,3 +1,4 @@
+import CBPFShims
 // Frames.swift — synthetic Ethernet/IPv4/UDP frames, as a traffic generator would send:
 // one per flow (varying the UDP source port), of a chosen size (60 to 1514 bytes).
 
@@ -59,3 +60,17 @@ public struct HarnessError: Error, CustomStringConvertible, Sendable {
 
 /// A u32 as the 4 little-endian bytes map keys and values are made of.
 func u32Bytes(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+
+/// Runs `body` with an XDP context over `frame` (data, meta and hard start at its first
+/// byte, data_end past its last) for one packet outside the driver's ring.
+public func withXDPContext<T>(_ frame: inout [UInt8], ifindex: UInt32, _ body: (UnsafeMutablePointer<cbpf_xdp_md>) -> T) -> T {
+    frame.withUnsafeMutableBufferPointer { b in
+        var md = cbpf_xdp_md()
+        md.data = b.baseAddress
+        md.data_meta = b.baseAddress
+        md.data_hard_start = b.baseAddress
+        md.data_end = b.baseAddress.map { $0 + b.count }
+        md.ingress_ifindex = ifindex
+        return withUnsafeMutablePointer(to: &md, body)
+    }
+}

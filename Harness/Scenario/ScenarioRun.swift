@@ -420,16 +420,10 @@ public final class ScenarioRunner {
             let disp = UnsafePointer(kernel.xdpDispatcher.raw)
             out.tracedVerdict = tracer.traceDevice(dev, runner: via ? .dispatched(disp) : .patched)
             out.trace = tracer.lines
-            out.realVerdict = frame.withUnsafeMutableBufferPointer { b -> UInt32 in
-                var md = cbpf_xdp_md()
-                md.data = b.baseAddress
-                md.data_meta = b.baseAddress
-                md.data_hard_start = b.baseAddress
-                md.data_end = b.baseAddress! + b.count
-                md.ingress_ifindex = dev.ifindex
+            out.realVerdict = withXDPContext(&frame, ifindex: dev.ifindex) { md -> UInt32 in
                 guard let p = dev.currentProg else { return UInt32(CBPF_XDP_PASS) }
-                if via { return bpfProgRunDispatched(disp, p, &md) }
-                return dev.receiveGeneric(&md) ?? bpfProgRun(p, &md)
+                if via { return bpfProgRunDispatched(disp, p, md) }
+                return dev.receiveGeneric(md) ?? bpfProgRun(p, md)
             }
         case let .testRun(p, size, _):
             if let size { frame = size <= frame.count ? Array(frame.prefix(size)) : frame + [UInt8](repeating: 0, count: size - frame.count) }

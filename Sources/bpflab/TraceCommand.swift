@@ -78,15 +78,7 @@ struct Trace: ParsableCommand {
         var frame = FrameSpec(size: 64, flows: max(1, flow + 1)).frame(flow: flow)
         let tracer = PacketTracer(kernel: kernel, frame: frame, ifindex: dev.ifindex)
         let traced = tracer.traceDevice(dev, runner: s.runner)
-        let real = frame.withUnsafeMutableBufferPointer { b -> UInt32 in
-            var md = cbpf_xdp_md()
-            md.data = b.baseAddress
-            md.data_meta = b.baseAddress
-            md.data_hard_start = b.baseAddress
-            md.data_end = b.baseAddress! + b.count
-            md.ingress_ifindex = dev.ifindex
-            return s.runOnce(dev, &md)
-        }
+        let real = withXDPContext(&frame, ifindex: dev.ifindex) { s.runOnce(dev, $0) }
         return (tracer.lines, traced, real)
     }
 }

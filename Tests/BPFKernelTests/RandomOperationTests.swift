@@ -327,13 +327,7 @@ struct RandomOpRunner {
         var frame = [UInt8](repeating: 0xab, count: 64)
         let tracer = PacketTracer(kernel: kernel, frame: frame, ifindex: dev.ifindex)
         let predicted = tracer.traceDevice(dev)
-        let real = frame.withUnsafeMutableBufferPointer { b -> UInt32 in
-            var md = cbpf_xdp_md()
-            md.data = b.baseAddress
-            md.data_end = b.baseAddress! + b.count
-            md.ingress_ifindex = dev.ifindex
-            return dev.runXDP(&md)
-        }
+        let real = withXDPContext(&frame, ifindex: dev.ifindex) { dev.runXDP($0) }
         return predicted == real ? nil : "the device gave \(real) where its configuration implies \(predicted):\n\(tracer.text)"
     }
 
