@@ -81,6 +81,15 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     public static let attachSuite: [DesignID] = [.baseline, .extSlot, .trampoline, .libxdp1, .libxdp3, .dispatcherHit,
                                                  .dispatcherMiss, .staticKeyOff, .staticKeyOn, .indirectCall, .runAll]
 
+    /// The design called `name` ('_' accepted for '-': one spelling per concept); an
+    /// unknown name is an error naming the closest one.
+    public static func named(_ name: String) throws -> DesignID {
+        guard let d = DesignID(rawValue: name) ?? DesignID(rawValue: name.replacingOccurrences(of: "_", with: "-")) else {
+            throw HarnessError(unknownMessage("design", name, allCases.map(\.rawValue)))
+        }
+        return d
+    }
+
     public static func parseList(_ s: String) throws -> [DesignID] {
         if s == "all" { return allCases }
         if s == "seed" { return seedSuite }
@@ -89,11 +98,7 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         for raw in s.split(separator: ",") {
             let part = raw.trimmingCharacters(in: .whitespaces)  // "a, b" as well as "a,b"
             if part.isEmpty { continue }
-            // One spelling per concept: accept '_' for '-' (static_key_on = static-key-on).
-            guard let d = DesignID(rawValue: part) ?? DesignID(rawValue: part.replacingOccurrences(of: "_", with: "-")) else {
-                let names = allCases.map(\.rawValue)
-                throw HarnessError(unknownMessage("design", part, names))
-            }
+            let d = try named(part)
             if !out.contains(d) { out.append(d) }
         }
         if out.isEmpty { throw HarnessError("--designs is empty") }

@@ -194,7 +194,7 @@ public struct RunArrayRun: ProgRunner {
 /// Generic (skb-mode) XDP: each packet goes through the do_xdp_generic kernel function,
 /// which trampolines can attach to (scenarios; not a bench runner).
 public struct GenericXDPRun: ProgRunner {
-    public let dev: NetDevice
+    public unowned(unsafe) let dev: NetDevice  // no ARC per packet; the caller keeps the device
     public init(dev: NetDevice) { self.dev = dev }
     public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
         if let v = dev.receiveGeneric(ctx) { return v }

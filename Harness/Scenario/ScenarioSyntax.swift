@@ -43,7 +43,7 @@ func editDistance(_ a: String, _ b: String) -> Int {
 }
 
 /// The closest of `candidates` to `word`, if close enough to be a likely typo.
-func suggestion(for word: String, in candidates: [String]) -> String? {
+public func suggestion(for word: String, in candidates: [String]) -> String? {
     let best = candidates.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }.min { $0.1 < $1.1 }
     guard let (c, d) = best, d <= (c.count <= 3 ? 1 : c.count <= 8 ? 2 : 3) else { return nil }
     return c

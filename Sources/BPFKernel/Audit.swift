@@ -150,7 +150,7 @@ extension Kernel {
                     add(Kernel.key(p), BPFProg.fromRaw(raw), .chainSlot(i))
                 }
                 for m in p.usedMaps { add(Kernel.key(p), m, .usedMap) }
-                if let d = p.dstLock.withLock({ p.dstProg }) { add(Kernel.key(p), d, .dstProg) }
+                if let d = p.dstProg { add(Kernel.key(p), d, .dstProg) }
             case let m as BPFMap:
                 g.nodes.append(RefNode(key: Kernel.key(m), kind: .map, label: "map \(m.id) '\(m.name)' (\(m.type.name))",
                                        refcnt: m.refcnt, usercnt: m.usercnt, dying: m.objectState != .live))

@@ -45,7 +45,7 @@ extension BPFProg {
     func strongProgRefs() -> [BPFProg] {
         var out: [BPFProg] = []
         for i in 0..<Int(CBPF_NUM_CHAIN_SLOTS) { if let n = chainSlot(i) { out.append(n) } }
-        if let d = dstProg { out.append(d) }
+        if let d = dstProg { out.append(d) }  // read under dst_mutex: a link may be taking it
         return out
     }
 

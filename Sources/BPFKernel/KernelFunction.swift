@@ -54,15 +54,20 @@ public final class KernelFunction: @unchecked Sendable {
 
 /// BPF_PROG_RUN for C callers (the generic-XDP receive path calls it through kargs[1]).
 let genericXDPProgRun: bpfp_prog_run_fn = { p, ctx in bpfProgRun(p!, ctx!) }
+/// Its address, as do_xdp_generic finds it in kargs[1].
+public let genericXDPProgRunWord = UInt64(UInt(bitPattern: unsafeBitCast(genericXDPProgRun, to: UnsafeRawPointer.self)))
 
 extension NetDevice {
     /// One packet through generic XDP (skb mode): the receive path calls
     /// do_xdp_generic, a kernel function trampolines can attach to, which runs the
     /// program attached in skb mode. nil when no program is attached in skb mode.
+    /// Per packet: one rcu_dereference and a call through the function's entry word — no
+    /// lock, no lookup (the slot is published by install, the entry resolved at init).
+    @inlinable @inline(__always)
     public func receiveGeneric(_ ctx: UnsafeMutablePointer<cbpf_xdp_md>) -> UInt32? {
-        guard let p = program(mode: .skb), let f = kernel.kernelFunctions["do_xdp_generic"] else { return nil }
-        ctx.pointee.kargs = (UInt64(UInt(bitPattern: p.raw)), UInt64(UInt(bitPattern: unsafeBitCast(genericXDPProgRun, to: UnsafeRawPointer.self))))
-        return cbpf_text_call(f.text, ctx)
+        guard let p = cbpf_rcu_dereference(genericSlot) else { return nil }
+        ctx.pointee.kargs = (UInt64(UInt(bitPattern: p)), genericXDPProgRunWord)
+        return cbpf_text_call(genericEntry, ctx)
     }
 }
 

@@ -50,6 +50,10 @@ public final class NetDevice: @unchecked Sendable {
     /// The published program the receive path runs (native, or generic when that is the
     /// one attached: the two are never active together); read per packet.
     public let xdpSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    /// The skb-mode program alone (rcu), for generic XDP's receive path (do_xdp_generic).
+    public let genericSlot: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    /// do_xdp_generic's entry word (KernelFunction.swift), resolved once.
+    public let genericEntry: UnsafePointer<cbpf_text>
     private let lock = KLock()  // rtnl_lock
     /// dev->xdp_state[mode]: the program of each mode and the link that owns it, if any.
     private var attachedByMode: [BPFProg?] = [nil, nil, nil]
@@ -67,12 +71,16 @@ public final class NetDevice: @unchecked Sendable {
         self.queues = max(1, queues)
         xdpSlot = .allocate(capacity: 1)
         xdpSlot.initialize(to: nil)
+        genericSlot = .allocate(capacity: 1)
+        genericSlot.initialize(to: nil)
+        genericEntry = kernel.kernelFunctions["do_xdp_generic"]!.entry
         kernel.registerHolder(self)
     }
 
     deinit {
         detachAll()
         xdpSlot.deallocate()
+        genericSlot.deallocate()
     }
 
     /// The program the receive path runs (native, else generic; no reference taken).
@@ -164,6 +172,7 @@ public final class NetDevice: @unchecked Sendable {
             let run = attachedByMode[XDPMode.drv.rawValue] ?? attachedByMode[XDPMode.skb.rawValue]
             _ = cbpf_xchg_ptr(xdpSlot, run.map { UnsafeMutableRawPointer($0.raw) })
         }
+        if mode == .skb { _ = cbpf_xchg_ptr(genericSlot, prog.map { UnsafeMutableRawPointer($0.raw) }) }
         return old
     }
 

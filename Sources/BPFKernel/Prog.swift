@@ -218,9 +218,12 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     let dataBytes: Int
     let state = Atomic<UInt8>(ObjectState.live.rawValue)
     private var selfRetain: Unmanaged<BPFProg>?
-    /// The program an extension or tracing program attaches to (held: one reference, put
-    /// when this program is freed — the target never holds its extensions).
-    public private(set) var dstProg: BPFProg?
+    /// The program an extension or tracing program was loaded against (held: one
+    /// reference, which moves into its first link, or is put when this program is freed —
+    /// the target never holds its extensions). nil once a link took it.
+    public var dstProg: BPFProg? { dstLock.withLock { dstStorage } }
+    /// dst_prog itself (guarded by dstLock).
+    private var dstStorage: BPFProg?
     /// The function of `dstProg` it attaches to (0: main, n: global function n).
     public private(set) var dstFunc = 0
     /// A tracing program's kernel-function target (attach_btf_id in vmlinux): kept for
@@ -230,27 +233,21 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     public private(set) var savedDstType: ProgType?
     /// Serialises the move of dst_prog into a link (aux->dst_mutex).
     let dstLock = KLock()
-    /// Whether dst_prog was handed to a link (bpf_tracing_prog_attach clears it): a later
-    /// link must name its target, or is refused.
-    var dstTaken = false
 
     /// bpf_tracing_prog_attach's hand-over: the load-time target and its reference move
-    /// to the caller (the new link). nil when already taken.
+    /// to the caller (the new link); dst_prog is then empty, so a later link must name its
+    /// target. nil when already taken (or never set).
     func takeDstProg() -> (prog: BPFProg, function: Int)? {
         dstLock.withLock {
-            guard let d = dstProg, !dstTaken else { return nil }
-            dstTaken = true
-            dstProg = nil
+            guard let d = dstStorage else { return nil }
+            dstStorage = nil
             return (d, dstFunc)
         }
     }
 
     /// Gives a taken target back (the link that took it failed before it was published).
     func returnDstProg(_ d: BPFProg) {
-        dstLock.withLock {
-            dstProg = d
-            dstTaken = false
-        }
+        dstLock.withLock { dstStorage = d }
     }
     /// This program's functions: [0] main (its own record), then its global functions.
     public private(set) var functions: [(name: String, text: UnsafeMutablePointer<cbpf_text>)] = []
@@ -410,7 +407,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         switch attachTarget {
         case let .prog(target, function)?:
             target.inc()  // dst_prog: moves into the first link, or is put when this program is freed
-            prog.dstProg = target
+            prog.dstStorage = target
             prog.dstFunc = function
             prog.savedDstType = target.type
         case let .kernel(kf)?:
@@ -603,7 +600,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         }
         for cb in onFree { cb() }
         onFree.removeAll()
-        if let d = dstLock.withLock({ () -> BPFProg? in let d = dstProg; dstProg = nil; return d }) {
+        if let d = dstLock.withLock({ () -> BPFProg? in let d = dstStorage; dstStorage = nil; return d }) {
             d.put()  // the load-time reference on the target, never handed to a link
         }
         for m in usedMaps { m.put() }  // bpf_free_used_maps: balances the inc in load

@@ -124,7 +124,7 @@ struct Bench: ParsableCommand {
             FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
         // Files first (each whole or not at all), then stdout, which may be a closed pipe.
-        let json = report.json(commit: gitCommit()) + "\n"
+        let json = out != nil || format == "json" ? report.json(commit: gitCommit()) + "\n" : ""
         if let out {
             try OutputFiles.write(json, to: out + "/bench.json")
             try OutputFiles.write(report.csv(), to: out + "/bench.csv")

@@ -38,10 +38,8 @@ struct Graph: ParsableCommand {
     func run() throws {
         if let out, let why = OutputFiles.problem(directory: out) { throw optionError("--out", why) }
         if let design {
-            guard let id = DesignID(rawValue: design) else {
-                let names = DesignID.allCases.map(\.rawValue)
-                throw ValidationError("unknown design '\(design)'" + (names.min { levenshtein($0, design) < levenshtein($1, design) }.map { "; did you mean '\($0)'?" } ?? ""))
-            }
+            let id: DesignID
+            do { id = try DesignID.named(design) } catch let e as HarnessError { throw ValidationError(e.message) }
             let kernel = Kernel(KernelConfig(checked: true))
             let bpf = BPF(kernel: kernel)
             let dev = NetDevice(kernel: kernel, name: "bench0")

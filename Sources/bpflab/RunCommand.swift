@@ -61,8 +61,7 @@ struct Run: ParsableCommand {
         if !FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
             guard let s = ShippedScenarios.all.first(where: { $0.name == scenario }) else {
                 var msg = "'\(scenario)' is neither a file nor a shipped scenario (see `bpflab scenarios`)"
-                if let m = ShippedScenarios.all.map(\.name).min(by: { levenshtein($0, scenario) < levenshtein($1, scenario) }),
-                   levenshtein(m, scenario) <= 3 { msg += "; did you mean '\(m)'?" }
+                if let m = suggestion(for: scenario, in: ShippedScenarios.all.map(\.name)) { msg += "; did you mean '\(m)'?" }
                 throw ScenarioFileError(text: msg)
             }
             path = s.path
@@ -121,16 +120,6 @@ func jsonString(_ s: String) -> String {
     String(decoding: (try? JSONEncoder().encode(s)) ?? Data("\"\"".utf8), as: UTF8.self)
 }
 
-func levenshtein(_ a: String, _ b: String) -> Int {
-    let a = Array(a), b = Array(b)
-    var prev = Array(0...b.count)
-    for i in 1...max(1, a.count) where !a.isEmpty {
-        var cur = [i] + Array(repeating: 0, count: b.count)
-        for j in 1...max(1, b.count) where !b.isEmpty { cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)) }
-        prev = cur
-    }
-    return a.isEmpty ? b.count : prev[b.count]
-}
 
 /// An invalid scenario file: exit code 2.
 struct ScenarioFileError: Error, CustomStringConvertible {

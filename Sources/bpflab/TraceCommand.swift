@@ -32,10 +32,8 @@ struct Trace: ParsableCommand {
     func run() throws {
         let lines: [TraceLine], traced: UInt32, real: UInt32?
         if let design {
-            guard let id = DesignID(rawValue: design) else {
-                let names = DesignID.allCases.map(\.rawValue)
-                throw ValidationError("unknown design '\(design)'" + (names.min { levenshtein($0, design) < levenshtein($1, design) }.map { "; did you mean '\($0)'?" } ?? ""))
-            }
+            let id: DesignID
+            do { id = try DesignID.named(design) } catch let e as HarnessError { throw ValidationError(e.message) }
             (lines, traced, real) = try Trace.design(id, flow: flow)
         } else {
             let runner: ScenarioRunner
