@@ -237,8 +237,8 @@ public final class ScenarioRunner {
         var observed: [String: String] = [:]
         var thrown: BPFError?
         var notOpen: String?
-        var (what, args) = describe(step.operation)
-        _ = args
+        let (description, args) = describe(step.operation)
+        var what = description
         var verdicts: [UInt64] = []
         var invalid: UInt64 = 0
         var retval: UInt32?

@@ -4,6 +4,9 @@
 // rcu_thread_offline/online, rcu_read_lock/unlock, rcu_dereference, rcu_assign_pointer,
 // synchronize_rcu, call_rcu, rcu_barrier) and the kernel's kernel/rcu/tree.c contract.
 //
+// THE DEADLOCK RULE: never call `synchronize` or `barrier` inside a read-side section, nor
+// while holding a lock a reader needs before its next quiescent state.
+//
 // The mechanism, its rules and why: BPFKernel.docc/rcu-and-deferred-free.md (the DocC article "RCU and deferred free").
 import CBPFShims
 import Synchronization
