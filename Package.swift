@@ -11,6 +11,8 @@ let package = Package(
         .library(name: "BPFKernel", targets: ["BPFKernel"]),
         .library(name: "PacketHarness", targets: ["PacketHarness"]),
         .executable(name: "bpflab", targets: ["bpflab"]),
+        // The interpreter behind the bpf_conformance suite's plugin protocol.
+        .executable(name: "bpflab-conformance-plugin", targets: ["bpflab-conformance-plugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -20,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
+        // The eBPF instruction set: struct bpf_insn, the assembler (the bpf_conformance
+        // suite's syntax), the disassembler (the verifier log's), helper IDs. No dependencies.
+        .target(name: "BPFInstructions"),
         // The kernel's primitives: READ_ONCE/WRITE_ONCE, acquire/release, xchg, cmpxchg,
         // atomic64, barriers, cpu_relax, rdtsc, array_index_nospec, affinity — and the
         // fixed-layout "kernel memory" records every per-packet path reads.
@@ -43,12 +48,12 @@ let package = Package(
         // The kernel objects and their rules, one file per object.
         .target(
             name: "BPFKernel",
-            dependencies: ["CBPFShims", "BPFPrograms", "CNuma"]
+            dependencies: ["CBPFShims", "BPFPrograms", "CNuma", "BPFInstructions"]
         ),
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
+            dependencies: ["BPFKernel", "BPFInstructions", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
             resources: [.copy("Scenarios")]
         ),
@@ -56,9 +61,18 @@ let package = Package(
             name: "bpflab",
             dependencies: [
                 "BPFKernel",
+                "BPFInstructions",
                 "PacketHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .executableTarget(
+            name: "bpflab-conformance-plugin",
+            dependencies: ["BPFKernel", "BPFInstructions"]
+        ),
+        .testTarget(
+            name: "BPFInstructionsTests",
+            dependencies: ["BPFInstructions", "BPFKernel"]
         ),
         .testTarget(
             name: "BPFKernelTests",

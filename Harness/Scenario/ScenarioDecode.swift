@@ -8,6 +8,7 @@
 import BPFKernel
 import CBPFShims
 import Yams
+import BPFInstructions
 
 struct ScenarioDecoder {
     private var scope: [String: ObjectKind] = [:]

@@ -7,6 +7,7 @@
 // interpolates a node's contents (a node can stand for megabytes).
 import Foundation
 import Yams
+import BPFInstructions
 
 /// A problem with the scenario file itself, with where it is: exit code 2.
 public struct ScenarioError: Error, CustomStringConvertible, Equatable {
@@ -24,29 +25,6 @@ public struct ScenarioError: Error, CustomStringConvertible, Equatable {
     init(_ node: Node, _ message: String) {
         self.init(line: node.mark?.line ?? 1, column: node.mark?.column ?? 1, message: message)
     }
-}
-
-/// Levenshtein distance, for "did you mean".
-func editDistance(_ a: String, _ b: String) -> Int {
-    let a = Array(a), b = Array(b)
-    if a.isEmpty { return b.count }
-    if b.isEmpty { return a.count }
-    var prev = Array(0...b.count), cur = Array(repeating: 0, count: b.count + 1)
-    for i in 1...a.count {
-        cur[0] = i
-        for j in 1...b.count {
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
-        }
-        swap(&prev, &cur)
-    }
-    return prev[b.count]
-}
-
-/// The closest of `candidates` to `word`, if close enough to be a likely typo.
-public func suggestion(for word: String, in candidates: [String]) -> String? {
-    let best = candidates.map { ($0, editDistance(word.lowercased(), $0.lowercased())) }.min { $0.1 < $1.1 }
-    guard let (c, d) = best, d <= (c.count <= 3 ? 1 : c.count <= 8 ? 2 : 3) else { return nil }
-    return c
 }
 
 /// "unknown X 'y' [in Z]; did you mean 'b'? (known: a, b, c)"

@@ -140,6 +140,8 @@ public final class Kernel: @unchecked Sendable {
         linkIDR = IDR(range: config.idRange)
         counters = allocRecord(bytes: kernelCounterSlots * 8).bindMemory(to: UInt64.self, capacity: kernelCounterSlots)
         counterNames[faultCallDepthCounter] = 0  // counter 0: bodies count call-depth faults there
+        // The interpreter's faults (bpf_interpreter.h BPFI_FAULT_*), at fixed slots.
+        for (i, name) in interpreterFaultCounters.enumerated() where i > 0 { counterNames[name] = UInt32(i) }
         xdpDispatcher = BPFDispatcher(kernel: self, name: "xdp")
     }
 
@@ -225,6 +227,10 @@ extension Kernel {
 
 /// The counter a run's call-depth fault is counted in (slot 0 of the kernel's counters).
 public let faultCallDepthCounter = "fault.call_depth"
+/// The counters the bytecode interpreter counts its faults in, by BPFI_FAULT_* slot: an
+/// access outside every region the run may touch, too many backward jumps, a helper given
+/// the wrong kind of argument, an opcode the interpreter lacks.
+public let interpreterFaultCounters = [faultCallDepthCounter, "fault.mem", "fault.budget", "fault.helper", "fault.insn"]
 
 /// Fault injection for record allocation: while positive, each `allocRecordOrFail` fails
 /// with ENOMEM and decrements it (tests show every caller answers with an errno).

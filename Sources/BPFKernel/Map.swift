@@ -14,6 +14,7 @@ public enum MapType: UInt32, Sendable, CaseIterable {
     case hash = 1
     case array = 2
     case progArray = 3
+    case percpuArray = 6
     /// The lab's static-key map (seed 000's proposal; not a mainline map type).
     case staticKey = 0x1000
 
@@ -22,6 +23,7 @@ public enum MapType: UInt32, Sendable, CaseIterable {
         case .hash: return "hash"
         case .array: return "array"
         case .progArray: return "prog_array"
+        case .percpuArray: return "percpu_array"
         case .staticKey: return "static_key"
         }
     }
@@ -68,8 +70,17 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
     let counters: UnsafeMutablePointer<UInt64>
     let state = Atomic<UInt8>(ObjectState.live.rawValue)
     private var selfRetain: Unmanaged<BPFMap>?
+    /// What programs reach (struct bpf_map as the helpers read it): the interpreter's
+    /// helpers find the elements through it. Subclasses fill in their storage.
+    public let record: UnsafeMutablePointer<cbpf_map>
 
     init(kernel: Kernel, attr: MapCreateAttr, type: MapType) {
+        record = allocRecord(bytes: MemoryLayout<cbpf_map>.stride).bindMemory(to: cbpf_map.self, capacity: 1)
+        record.pointee.magic = CBPF_MAP_MAGIC
+        record.pointee.type = type.rawValue
+        record.pointee.key_size = attr.keySize
+        record.pointee.value_size = attr.valueSize
+        record.pointee.max_entries = attr.maxEntries
         self.kernel = kernel
         self.type = type
         self.keySize = attr.keySize
@@ -81,9 +92,13 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
         counters = allocRecord(bytes: 64).bindMemory(to: UInt64.self, capacity: 8)
         counters[0] = 1  // the creator's fd: refcnt and usercnt
         counters[1] = 1
+        record.pointee.owner = UnsafeMutableRawPointer(Unmanaged.passUnretained(self).toOpaque())
     }
 
-    deinit { counters.deallocate() }
+    deinit {
+        counters.deallocate()
+        record.deallocate()
+    }
 
     /// map_create's core: validate, build, publish. Returns the map holding one
     /// reference and one user reference (the caller's fd): balance with `putWithUref()`.
@@ -107,7 +122,11 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
             try StaticKeyMap.allocCheck(attr)
             map = StaticKeyMap(kernel: kernel, attr: attr)
         case .hash:
-            throw fail(.EINVAL, "hash maps are not modelled by the lab")
+            try HashMap.allocCheck(attr)
+            map = try HashMap(kernel: kernel, attr: attr)
+        case .percpuArray:
+            try PerCPUArrayMap.allocCheck(attr)
+            map = try PerCPUArrayMap(kernel: kernel, attr: attr)
         }
         do {
             let id = try kernel.mapIDR.alloc(map)
@@ -266,9 +285,21 @@ public final class ArrayMap: BPFMap, @unchecked Sendable {
         elemSize = Int((attr.valueSize + 7) & ~7)
         storage = try allocRecordOrFail(bytes: max(64, elemSize * Int(attr.maxEntries)), what: "array map '\(attr.name)'")
         super.init(kernel: kernel, attr: attr, type: .array)
+        record.pointee.values = storage.assumingMemoryBound(to: UInt8.self)
+        record.pointee.values_bytes = UInt64(elemSize) * UInt64(attr.maxEntries)
+        record.pointee.elem_size = UInt32(elemSize)
     }
 
-    override func freeStorage() { storage.deallocate() }
+    /// The address of element `index`'s value (direct value access: ld_imm64 map_value).
+    func valueAddress(_ index: UInt32, offset: UInt32) -> UnsafeMutableRawPointer {
+        storage + Int(index) * elemSize + Int(offset)
+    }
+
+    override func freeStorage() {
+        record.pointee.values = nil
+        record.pointee.values_bytes = 0
+        storage.deallocate()
+    }
 
     override func lookup(key: [UInt8]) throws -> [UInt8] {
         let i = try indexKey(key)

@@ -10,6 +10,7 @@
 import CBPFShims
 import BPFPrograms
 import Synchronization
+import BPFInstructions
 
 /// enum bpf_prog_type (the ones the lab models).
 public enum ProgType: UInt32, Sendable, CaseIterable {
@@ -128,6 +129,13 @@ public struct ProgLoadAttr: Sendable {
     public var functions: [ProgFunction] = []
     /// Where in the data block the functions' text pointers go (required with `functions`).
     public var functionTableOffset: Int?
+    /// A bytecode program: its instructions (struct bpf_insn[]), run by the interpreter
+    /// (Bytecode.swift). Map references are ld_imm64 with the map fd pseudo-sources.
+    public var insns: [BPFInsn]?
+    /// A bytecode program's static keys: entry k is the fd of the static-key map behind
+    /// local key id k (JA_CFG's key field, the kfunc's first argument) — seed 000's
+    /// "(local_id → map) mappings" passed at load.
+    public var staticKeyFDs: [Int32] = []
 
     public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
                 flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
@@ -148,6 +156,15 @@ public struct ProgLoadAttr: Sendable {
                 mapFDs: [Int32] = [], jited: Bool = true) {
         self.init(type: type, body: nil, name: name, flags: flags, mapFDs: mapFDs, jited: jited)
         self.steps = steps
+    }
+
+    /// A bytecode program (interpreted: the lab has no JIT for instructions yet).
+    public init(type: ProgType = .xdp, insns: [BPFInsn], name: String = "", flags: ProgLoadFlags = [],
+                expectedAttachType: AttachType = .unspecified, staticKeyFDs: [Int32] = [], license: String = "GPL") {
+        self.init(type: type, body: nil, name: name, flags: flags, expectedAttachType: expectedAttachType,
+                  license: license, jited: false)
+        self.insns = insns
+        self.staticKeyFDs = staticKeyFDs
     }
 
     /// A program returning `value` (any u32, valid XDP action or not).
@@ -260,8 +277,10 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     /// Whether an extension (freplace) is attached to one of this program's subprograms.
     var extensionAttached: Bool { extensionCount.load(ordering: .acquiring) > 0 }
     let extensionCount = Atomic<Int>(0)
-    /// The image of a step program (nil for a native body).
+    /// The image of a step or bytecode program (nil for a native body).
     var stepImage: ProgImage?
+    /// A bytecode program's instructions, as loaded and as run (nil for other programs).
+    public private(set) var bytecode: BytecodeInfo?
     /// Extra text of a native program with global functions.
     var functionImage: ProgImage?
 
@@ -324,17 +343,21 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     /// Returns the program holding one reference (the caller's): balance with `put()`.
     /// On error nothing has changed.
     static func load(kernel: Kernel, attr: ProgLoadAttr, maps: [BPFMap], arrays: [Int32: ProgArray] = [:],
-                     target: BPFProg? = nil, keys: [Int32: StaticKeyMap] = [:]) throws -> BPFProg {
+                     target: BPFProg? = nil, keys: [Int32: StaticKeyMap] = [:],
+                     insnMaps: [Int32: BPFMap] = [:]) throws -> BPFProg {
         let unknown = attr.progFlags & ~ProgLoadFlags.all.rawValue
         if unknown != 0 {
             throw fail(.EINVAL, "unknown prog_flags 0x\(String(unknown, radix: 16))")
         }
-        if attr.body != nil && attr.steps != nil {
-            throw fail(.EINVAL, "a program has either a native body or steps, not both")
+        if [attr.body != nil, attr.steps != nil, attr.insns != nil].filter({ $0 }).count > 1 {
+            throw fail(.EINVAL, "a program has one of a native body, steps or instructions, not several")
+        }
+        if attr.insns != nil && attr.jited {
+            throw fail(.ENOTSUPP, "the lab has no JIT for instructions yet: bytecode programs are interpreted (load with jited: false)")
         }
         let stepsBody = attr.jited ? ProgBody(symbol: "bpfp_step_jit", fn: bpfp_step_jit)
                                    : ProgBody(symbol: "bpfp_step_interp", fn: bpfp_step_interp)
-        guard let body = attr.steps != nil ? stepsBody : attr.body else {
+        guard let body = attr.insns != nil ? interpreterBody : attr.steps != nil ? stepsBody : attr.body else {
             throw fail(.EINVAL, "program has no instructions (insn_cnt is 0)")
         }
         if attr.data.count > progMaxDataBytes {
@@ -375,6 +398,33 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         }
         var image: ProgImage?
         var loadAttr = attr
+        var bytecode: BytecodeInfo?
+        if let insns = attr.insns {
+            // The verifier's environment: an extension is checked as its target's type.
+            let env = VerifierEnvironment.program(resolvedType)
+            func mapFor(_ i: BPFInsn) -> BPFMap? {
+                switch i.src {
+                case Pseudo.mapFD, Pseudo.mapValue: return insnMaps[i.imm]
+                case Pseudo.mapIndex, Pseudo.mapIndexValue:
+                    guard i.imm >= 0 && Int(i.imm) < attr.mapFDs.count else { return nil }
+                    return insnMaps[attr.mapFDs[Int(i.imm)]]
+                default: return nil
+                }
+            }
+            let v = try Verifier.check(insns, environment: env, jited: false) { src, imm in
+                mapFor(BPFInsn(code: 0x18, src: src, imm: imm))
+            }
+            var keyMaps: [Int: StaticKeyMap] = [:]
+            for (k, fd) in attr.staticKeyFDs.enumerated() {
+                guard k < Int(BPFI_MAX_KEYS) else { throw fail(.E2BIG, "at most \(BPFI_MAX_KEYS) static keys per program") }
+                keyMaps[k] = keys[fd]
+            }
+            let (img, xlated) = try ProgImage.bytecode(v, counters: kernel.counters, usedMaps: unique, mapFor: mapFor,
+                                                       keys: keyMaps, raw: false)
+            image = img
+            loadAttr.data = img.mainBlock
+            bytecode = BytecodeInfo(original: insns, xlated: xlated, functionStarts: v.functionStarts, log: v.log)
+        }
         if let sp = attr.steps {
             let img = try ProgImage.build(sp, kernel: kernel, arrays: arrays, keys: keys, jited: attr.jited)
             image = img
@@ -395,6 +445,11 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let prog = BPFProg(kernel: kernel, attr: loadAttr, type: type, body: image?.specialised ?? body, maps: unique)
         prog.stepImage = image
         prog.functionImage = funcImage
+        prog.bytecode = bytecode
+        if let bytecode {
+            let tag = bytecodeTag(bytecode.original)
+            withUnsafeMutableBytes(of: &prog.raw.pointee.tag) { dst in for i in 0..<8 { dst[i] = tag[i] } }
+        }
         prog.functions = [(attr.name, UnsafeMutablePointer(OpaquePointer(prog.raw)))] + ((image ?? funcImage)?.functions ?? [])
         do {
             let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step

@@ -40,6 +40,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         array.pointee.index_mask = mask - 1
         array.pointee.magic = CBPF_ARRAY_MAGIC
         super.init(kernel: kernel, attr: attr, type: .progArray)
+        record.pointee.progs = array
         array.pointee.owner = UnsafeMutableRawPointer(Unmanaged.passUnretained(self).toOpaque())
     }
 

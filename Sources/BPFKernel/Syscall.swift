@@ -8,6 +8,7 @@
 //
 // The mechanism, its rules and why: BPFKernel.docc/the-bpf-2-facade.md (the DocC article "The bpf(2) facade").
 import CBPFShims
+import BPFInstructions
 import Synchronization
 
 /// What BPF_OBJ_GET_INFO_BY_FD reports for a program (struct bpf_prog_info), plus the
@@ -105,11 +106,27 @@ public final class BPF: @unchecked Sendable {
             return out
         }
         let arrays: [Int32: ProgArray] = try resolve(attr.steps?.arrayFDs ?? [], "bpf_tail_call needs a prog array")
-        let keys: [Int32: StaticKeyMap] = try resolve(attr.steps?.keyFDs ?? [], "a static branch needs a static-key map")
+        let keys: [Int32: StaticKeyMap] = try resolve((attr.steps?.keyFDs ?? []) + attr.staticKeyFDs, "a static branch needs a static-key map")
+        // A bytecode program's map references: the fds in its ld_imm64 pairs, and fd_array.
+        var insnMaps: [Int32: BPFMap] = [:]
+        if let insns = attr.insns {
+            var fdsUsed = attr.mapFDs
+            var pc = 0
+            while pc < insns.count {
+                let i = insns[pc]
+                if i.isWide && (i.src == Pseudo.mapFD || i.src == Pseudo.mapValue) { fdsUsed.append(i.imm) }
+                pc += i.isWide ? 2 : 1
+            }
+            for fd in fdsUsed where insnMaps[fd] == nil {
+                guard let m = try? fds.getMap(fd) else { continue }  // the verifier names the bad fd (EBADF)
+                if !maps.contains(where: { $0 === m }) { maps.append(m) } else { m.put() }
+                insnMaps[fd] = m
+            }
+        }
         let target = attr.attachProgFD >= 0 ? try fds.getProg(attr.attachProgFD) : nil
         defer { target?.put() }  // getProg (the new program takes its own reference)
         return try fds.installNew {
-            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps, arrays: arrays, target: target, keys: keys))  // the fd takes load's reference
+            .prog(try BPFProg.load(kernel: kernel, attr: attr, maps: maps, arrays: arrays, target: target, keys: keys, insnMaps: insnMaps))  // the fd takes load's reference
         }
     }
 

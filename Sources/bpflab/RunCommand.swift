@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import PacketHarness
+import BPFInstructions
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(

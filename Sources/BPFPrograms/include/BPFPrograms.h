@@ -5,6 +5,8 @@
 #define BPF_PROGRAMS_H
 #include <stdint.h>
 #include "CBPFShims.h"
+#include "bpf_htab.h"
+#include "bpf_interpreter.h"
 
 /// Returns XDP_PASS. Data block: unused.
 uint32_t bpfp_xdp_pass(const void *ctx, const void *insnsi);

@@ -66,6 +66,8 @@ typedef struct cbpf_xdp_md {
     uint64_t func_ret;          /* what an fexit program sees: the traced function's return value */
     uint64_t kargs[2];          /* a kernel function's arguments (KernelFunction.swift), as a
                                    trampoline finds them in the caller's registers */
+    uint8_t *data_hard_end;     /* end of the frame's buffer (xdp_data_hard_end: hard start +
+                                   frame_sz - tailroom); NULL = no room past data_end */
 } cbpf_xdp_md;
 
 _Static_assert(offsetof(cbpf_xdp_md, call_depth) == offsetof(cbpf_xdp_md, tail_call_cnt) + 4,
@@ -234,6 +236,24 @@ CBPF_INLINE cbpf_prog *cbpf_array_slot(const cbpf_array *a, uint32_t index) {
 CBPF_INLINE cbpf_prog *cbpf_array_xchg(cbpf_array *a, uint32_t index, cbpf_prog *p) {
     return (cbpf_prog *)cbpf_xchg_ptr((void **)&a->ptrs[index], p);
 }
+
+/// struct bpf_map as programs reach it: what the helpers read. Built by the map's Swift
+/// object at create time (Map.swift), freed with it after the grace period.
+typedef struct cbpf_map {
+    uint64_t magic;              /* CBPF_MAP_MAGIC while live */
+    uint32_t type;               /* enum bpf_map_type */
+    uint32_t key_size;
+    uint32_t value_size;
+    uint32_t max_entries;
+    uint32_t elem_size;          /* array: value_size rounded up to 8 */
+    uint32_t _pad;
+    uint8_t *values;             /* array / per-CPU array: the elements; hash: the element pool */
+    uint64_t values_bytes;       /* bytes at `values` (a program may touch only these) */
+    cbpf_array *progs;           /* prog array: its slots */
+    void *impl;                  /* hash: the table (cbpf_htab) */
+    void *owner;                 /* the Swift object (unretained) */
+} cbpf_map;
+#define CBPF_MAP_MAGIC 0x4250462d4d415021ULL /* "BPF-MAP!" */
 
 // ---- Accessors the Swift side uses on records (kept here so every access names its
 // ---- ordering once).
