@@ -45,7 +45,8 @@ public enum Assembler {
         var labels: [String: (slot: Int, line: Int)] = [:]
         var slot = 0
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            var l = SourceLine(number: n + 1, text: Substring(raw))
+            // Each line its own string, so columns count from the line's start.
+            var l = SourceLine(number: n + 1, text: Substring(String(raw)))
             l.stripComment()
             // Labels: "name:" at the start (an instruction may follow on the same line).
             while let (name, col, rest) = l.leadingLabel() {
@@ -173,7 +174,8 @@ struct LineAssembler {
             let cls = is32 ? InsnClass.jmp32 : .jmp
             let dst = try register(ops[0])
             let rel = try target(ops[2], wide: false)
-            if let src = try? register(ops[1]) {
+            if ops[1].text.hasPrefix("%") {
+                let src = try register(ops[1])
                 return [BPFInsn(code: cls.rawValue | op.rawValue | InsnSource.x.rawValue, dst: dst, src: src, off: Int16(rel))]
             }
             return [BPFInsn(code: cls.rawValue | op.rawValue, dst: dst, off: Int16(rel), imm: try imm32(ops[1]))]
@@ -202,7 +204,8 @@ struct LineAssembler {
         }
         try count(ops, 2, String(mn), mcol)
         let dst = try register(ops[0])
-        if let src = try? register(ops[1]) {
+        if ops[1].text.hasPrefix("%") {
+            let src = try register(ops[1])
             return [BPFInsn(code: cls.rawValue | op.rawValue | InsnSource.x.rawValue, dst: dst, src: src, off: off)]
         }
         if off != 0 && op == .mov {
@@ -395,7 +398,8 @@ struct LineAssembler {
             return .callLocal(Int32(slot - (line.slot + 1)))
         }
         if words.count == 2, words[0] == "kfunc" { return .callKfunc(try imm32(Operand(text: words[1]))) }
-        if words.count == 1, let reg = try? register(ops[0]) {
+        if words.count == 1, ops[0].text.hasPrefix("%") {
+            let reg = try register(ops[0])
             return BPFInsn(code: 0x8d, dst: reg)  // callx (BPF_CALL | BPF_X): the target in dst_reg
         }
         guard words.count == 1 else {

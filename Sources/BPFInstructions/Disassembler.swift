@@ -44,12 +44,17 @@ public enum Disassembler {
 
     /// Label names for the targets of jumps and local calls ("L<pc>").
     static func jumpTargets(_ insns: [BPFInsn]) -> [Int: String] {
-        var t: [Int: String] = [:]
+        var starts: Set<Int> = []
         var pc = 0
         while pc < insns.count {
-            let i = insns[pc]
-            if let dest = branchTarget(i, pc: pc), dest >= 0, dest <= insns.count { t[dest] = "L\(dest)" }
-            pc += i.isWide ? 2 : 1
+            starts.insert(pc)
+            pc += insns[pc].isWide ? 2 : 1
+        }
+        // Only targets at an instruction's start get a label; any other offset (out of the
+        // program, into an ld_imm64) stays a number, so the text still assembles back.
+        var t: [Int: String] = [:]
+        for pc in starts {
+            if let dest = branchTarget(insns[pc], pc: pc), starts.contains(dest) { t[dest] = "L\(dest)" }
         }
         return t
     }

@@ -152,13 +152,19 @@ public final class RawProgram: @unchecked Sendable {
         public let instructions: UInt64
     }
 
-    /// Runs over a copy of `memory` (the program may write it); returns r0, or the fault.
+    /// Runs over a copy of `memory` (the program may write it); returns r0, or the fault,
+    /// and the memory as the run left it.
     public func run(memory: [UInt8]) -> (Result, [UInt8]) {
         var mem = memory
-        let r = mem.withUnsafeMutableBufferPointer { b in
-            bpfi_run_raw(block.assumingMemoryBound(to: bpfi_image.self), b.baseAddress, UInt64(b.count))
-        }
+        let r = mem.withUnsafeMutableBufferPointer { b in run(memory: b.baseAddress, length: b.count) }
+        return (r, mem)
+    }
+
+    /// Runs over `length` bytes at `memory` (r1, r2): the run may touch only those, its
+    /// stack and nothing else.
+    public func run(memory: UnsafeMutablePointer<UInt8>?, length: Int) -> Result {
+        let r = bpfi_run_raw(block.assumingMemoryBound(to: bpfi_image.self), memory, UInt64(length))
         let fault = r.fault == 0 ? nil : interpreterFaultCounters[Int(r.fault) - 1]
-        return (Result(r0: r.r0, fault: fault, faultPC: Int(r.fault_pc), instructions: r.insns), mem)
+        return Result(r0: r.r0, fault: fault, faultPC: Int(r.fault_pc), instructions: r.insns)
     }
 }

@@ -196,6 +196,7 @@ public final class BPF: @unchecked Sendable {
         md.data = data
         md.data_meta = data
         md.data_end = data + attr.data.count
+        md.data_hard_end = start + 4096 - 320  // frame_sz less the skb_shared_info tailroom
         md.ingress_ifindex = 1
         let reps = max(1, attr.repeatCount)
         var ret: UInt32 = 0
