@@ -1,11 +1,11 @@
-// `bpflab prog show`: bpftool's listing, over a demo kernel.
+// `bpflab prog show` and `bpflab prog dump xlated`: bpftool's listings, over a demo kernel.
 import ArgumentParser
 import BPFKernel
 
 struct Prog: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect programs (bpftool style).",
-        subcommands: [Show.self]
+        subcommands: [Show.self, Dump.self]
     )
 
     struct Show: ParsableCommand {
