@@ -156,7 +156,8 @@ struct ScenarioDecoder {
     private mutating func mapSpec(_ n: Node, _ name: String, extraKeys: [String] = []) throws -> MapSpec {
         let f = try Fields(n, "map '\(name)'", allowed: ScenarioVocabulary.mapKeys + extraKeys)
         let t = try choiceValue(try f.require("type", "map '\(name)'"), "map type", ScenarioVocabulary.mapTypes)
-        let type: MapType = t == "prog_array" ? .progArray : t == "array" ? .array : .staticKey
+        let type: MapType = ["prog_array": .progArray, "array": .array, "static_key": .staticKey,
+                             "hash": .hash, "percpu_array": .percpuArray][t]!
         let maxEntries = try f["max_entries"].map { try u32Value($0, "max_entries") } ?? 1
         let keySize = try f["key_size"].map { try u32Value($0, "key_size") } ?? 4
         let valueSize = try f["value_size"].map { try u32Value($0, "value_size") } ?? 4
@@ -170,12 +171,40 @@ struct ScenarioDecoder {
 
     private func program(_ n: Node, _ name: String) throws -> ProgramSpec {
         let f = try Fields(n, "program '\(name)'", allowed: ScenarioVocabulary.programKeys)
-        let bodies = ["builtin", "returns", "steps"].filter { f[$0] != nil }
+        let bodies = ["builtin", "returns", "steps", "asm", "raw"].filter { f[$0] != nil }
         guard bodies.count == 1 else {
-            throw ScenarioError(n, bodies.isEmpty ? "program '\(name)' needs builtin:, returns: or steps:" : "program '\(name)' has both \(bodies[0]): and \(bodies[1]):")
+            throw ScenarioError(n, bodies.isEmpty ? "program '\(name)' needs builtin:, returns:, steps:, asm: or raw:" : "program '\(name)' has both \(bodies[0]): and \(bodies[1]):")
         }
         let body: ProgramBody
-        if let b = f["builtin"] {
+        if f["asm"] != nil || f["raw"] != nil {
+            let keys = try f["static_keys"].map { try listValue($0, "static_keys").map { try ref($0, .map, "static_keys") } } ?? []
+            if let a = f["asm"] {
+                let text = try stringValue(a, "asm")
+                // Checked now, so a wrong line is reported with the file's line; maps by name.
+                do {
+                    _ = try Assembler.assemble(text) { mapName in
+                        try self.use(mapName, .map, a)
+                        return 0
+                    }
+                } catch let e as AssemblyError {
+                    let line = (a.mark?.line ?? 1) + e.line
+                    throw ScenarioError(line: line, column: e.column, message: "program '\(name)', asm line \(e.line), column \(e.column): \(e.message)")
+                }
+                body = .bytecode(.asm(text), staticKeys: keys)
+            } else {
+                let text = try stringValue(f["raw"]!, "raw")
+                do {
+                    body = .bytecode(.raw(try BPFBytecode.decode(try BPFBytecode.parseHex(text))), staticKeys: keys)
+                } catch let e as BytecodeError {
+                    throw ScenarioError(f["raw"]!, "program '\(name)': raw: \(e.message)")
+                }
+            }
+            if let e = f["engine"], try choiceValue(e, "engine", ProgramEngine.allCases.map(\.rawValue)) != "interp" {
+                throw ScenarioError(e, "bytecode programs run on the interpreter (engine: interp); the lab has no JIT for instructions yet")
+            }
+        } else if f["static_keys"] != nil {
+            throw ScenarioError(f.keyNode("static_keys")!, "static_keys: go with asm: or raw:")
+        } else if let b = f["builtin"] {
             let s = try choiceValue(b, "builtin", ScenarioVocabulary.builtins)
             body = .builtin(["pass": .xdpPass, "drop": .xdpDrop, "tx": .xdpTx, "aborted": .xdpAborted][s]!)
         } else if let r = f["returns"] {

@@ -5,6 +5,7 @@
 // parser accepts, the lists its error messages print, and `bpflab scenarios --vocabulary`
 // — comes from the tables at the end of this file, and nowhere else.
 import BPFKernel
+import BPFInstructions
 
 /// Where a value came from in the file.
 public struct Position: Sendable, Codable, Equatable {
@@ -37,6 +38,14 @@ public enum ProgramBody: Sendable {
     case builtin(ProgBody)
     case returns(UInt32)
     case steps(main: [StepSpec], subprogs: [[StepSpec]], subprogNames: [String])
+    /// Instructions: assembler text (`asm: |`, maps by name) or raw bytes (`raw:` hex), with
+    /// the static-key maps behind local keys 0, 1, … (`static_keys:`).
+    case bytecode(BytecodeSource, staticKeys: [String])
+}
+
+public enum BytecodeSource: Sendable {
+    case asm(String)
+    case raw([BPFInsn])
 }
 
 public enum ProgramEngine: String, Sendable, CaseIterable {
@@ -192,8 +201,8 @@ public struct VocabularyEntry: Sendable {
 public enum ScenarioVocabulary {
     public static let topLevel = ["name", "description", "maps", "programs", "slots", "device", "devices", "packet", "sequence"]
     public static let mapKeys = ["type", "max_entries", "key_size", "value_size"]
-    public static let mapTypes = ["prog_array", "array", "static_key"]
-    public static let programKeys = ["builtin", "returns", "steps", "subprogs", "subprog_names", "flags", "engine", "extends", "traces"]
+    public static let mapTypes = ["prog_array", "array", "static_key", "hash", "percpu_array"]
+    public static let programKeys = ["builtin", "returns", "steps", "asm", "raw", "static_keys", "subprogs", "subprog_names", "flags", "engine", "extends", "traces"]
     public static let builtins = ["pass", "drop", "tx", "aborted"]
     public static let programFlags = ["chain_calls", "xdp_has_frags"]
     public static let traceKinds = ["fentry", "fexit", "fmod_ret"]

@@ -7,6 +7,7 @@
 // failure; so is one that succeeds when an errno was expected. The format is documented
 // in README.md ("Scenario files"); the vocabulary is ScenarioModel.swift's.
 import BPFKernel
+import BPFInstructions
 import CBPFShims
 import Foundation
 import Yams
@@ -172,6 +173,13 @@ public final class ScenarioRunner {
             attr = ProgLoadAttr(steps: StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) },
                                                    directTailCalls: spec.engine == .direct, subprogNames: names),
                                 name: objName(name), jited: spec.engine != .interp)
+        case let .bytecode(source, keys):
+            let insns: [BPFInsn]
+            switch source {
+            case let .asm(text): insns = try Assembler.assemble(text) { try self.fd($0, .map) }
+            case let .raw(i): insns = i
+            }
+            attr = ProgLoadAttr(insns: insns, name: objName(name), staticKeyFDs: try keys.map { try fd($0, .map) })
         }
         attr.progFlags |= spec.flags.rawValue
         switch spec.attach {

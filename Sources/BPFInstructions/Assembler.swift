@@ -39,8 +39,10 @@ public enum Assembler {
         return m
     }
 
-    /// Assembles `text` into instruction slots (a wide ld_imm64 is two).
-    public static func assemble(_ text: String) throws -> [BPFInsn] {
+    /// Assembles `text` into instruction slots (a wide ld_imm64 is two). `mapNamed`
+    /// resolves `lddw %rN, map NAME` to a map fd (scenario files name their maps); without
+    /// it only fd numbers are accepted.
+    public static func assemble(_ text: String, mapNamed: ((String) throws -> Int32)? = nil) throws -> [BPFInsn] {
         var lines: [SourceLine] = []
         var labels: [String: (slot: Int, line: Int)] = [:]
         var slot = 0
@@ -65,7 +67,7 @@ public enum Assembler {
         out.reserveCapacity(slot)
         let labelSlots = labels.mapValues(\.slot)
         for l in lines {
-            out += try LineAssembler(line: l, labels: labelSlots, lastSlot: slot - 1).assemble()
+            out += try LineAssembler(line: l, labels: labelSlots, lastSlot: slot - 1, mapNamed: mapNamed).assemble()
         }
         return out
     }
@@ -128,6 +130,7 @@ struct LineAssembler {
     let labels: [String: Int]
     /// The program's last slot (where a jump to an undefined "exit" goes).
     let lastSlot: Int
+    let mapNamed: ((String) throws -> Int32)?
 
     func fail(_ column: Int, _ message: String) -> AssemblyError {
         AssemblyError(line: line.number, column: column, message)
@@ -372,7 +375,12 @@ struct LineAssembler {
         let dst = try register(ops[0])
         let words = ops[1].text.split(separator: " ", omittingEmptySubsequences: true)
         if words.count == 2, words[0] == "map" || words[0] == "map_value" {
-            let fd = try imm32(Operand(text: words[1]))
+            let fd: Int32
+            if let c = words[1].first, c.isLetter || c == "_", let resolve = mapNamed {
+                fd = try resolve(String(words[1]))
+            } else {
+                fd = try imm32(Operand(text: words[1]))
+            }
             if words[0] == "map" {
                 guard ops.count == 2 else { throw fail(ops[2].column, "lddw %rN, map FD takes no offset") }
                 return BPFInsn.ldImm64(dst, UInt64(UInt32(bitPattern: fd)), src: Pseudo.mapFD)

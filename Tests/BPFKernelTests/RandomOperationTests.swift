@@ -242,7 +242,7 @@ struct RandomOpRunner {
                           : "load: {\(newName): {steps: [{return: 0}], traces: {program: \(try prog(t)), kind: \(kind)}}}"
         case let .loadExtension(t, f): return "load: {\(newName): {builtin: drop, extends: {program: \(try prog(t)), function: \(f)}}}"
         case let .mapCreate(t, e, v):
-            let types: [UInt32: String] = [2: "array", 3: "prog_array", 0x1000: "static_key"]
+            let types: [UInt32: String] = [1: "hash", 2: "array", 3: "prog_array", 0x1000: "static_key"]
             guard let type = types[t] else { return "# map_create of map type \(t) (not in the scenario language)" }
             return "map_create: {name: \(newName), type: \(type), max_entries: \(e), value_size: \(v)}"
         case let .close(i): return "close: \(try n(i))"
