@@ -501,6 +501,11 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
                                   target: BPFProg?) throws -> TrampolineTarget? {
         switch type {
         case .ext, .tracing:
+            // bpf_check_attach_target: "Can attach to only JITed progs" — a trampoline or an
+            // extension patches the target's machine code, which an interpreted program has not.
+            if let target, !target.jited {
+                throw fail(.EINVAL, "can attach only to JIT-ed programs; '\(target.name)' is interpreted")
+            }
             if type == .ext {
                 guard let target else {
                     throw fail(.EINVAL, "extension programs need attach_prog_fd (the program whose function they replace)")

@@ -3,6 +3,7 @@
 // bpf-to-bpf calls, helpers, configurable jumps, and the faults that end a stray run.
 import XCTest
 import CBPFShims
+import BPFPrograms
 import BPFInstructions
 @testable import BPFKernel
 
@@ -344,5 +345,67 @@ final class BytecodeTests: KernelTestCase {
         assertErrno(.EINVAL, "owner: interpreted vs JIT-ed") {
             try loadAsm("mov %r6, %r1\nlddw %r2, map \(jmp)\nmov %r3, 0\ncall 12\nmov %r0, 0\nexit")
         }
+    }
+
+    // MARK: bytecode in the other places a program goes
+
+    func testABytecodeExtensionReplacesALibxdpPlaceholder() throws {
+        var cfg = bpfp_xdp_dispatcher_config()
+        cfg.num_progs_enabled = 1
+        withUnsafeMutableBytes(of: &cfg.chain_call_actions) { b in
+            for i in 0..<10 { b.storeBytes(of: UInt32(1 << 2 | 1 << 31), toByteOffset: i * 4, as: UInt32.self) }
+        }
+        var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: "disp")
+        attr.functions = (0..<10).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
+        attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
+        let d = try load(attr)
+        var ext = ProgLoadAttr(type: .ext, insns: try asm("mov %r0, 1\nexit"), name: "bc_drop")
+        ext.attachProgFD = d
+        ext.attachFunc = "prog0"
+        let e = try bpf.progLoad(ext)
+        let l = try bpf.linkCreate(LinkCreateAttr(progFD: e, attachType: .unspecified))
+        XCTAssertEqual(try run(d), UInt32(CBPF_XDP_DROP), "the interpreter runs in the dispatcher's slot")
+        try bpf.objClose(l)
+        XCTAssertEqual(try run(d), UInt32(CBPF_XDP_PASS))
+    }
+
+    func testTracingAndExtensionsAttachOnlyToJitedPrograms() throws {
+        let interpreted = try loadAsm("mov %r0, 2\nexit")
+        assertErrno(.EINVAL, "fentry on an interpreted program") {
+            try bpf.progLoad(.tracing(.traceFentry, on: interpreted, body: .xdpPass))
+        }
+        assertErrno(.EINVAL, "freplace of an interpreted program") {
+            try bpf.progLoad(.extension(of: interpreted, function: "sub0", body: .xdpPass))
+        }
+    }
+
+    func testABytecodeProgramRunsInAChainSlotAndAsAFentryProgram() throws {
+        let first = try bpf.progLoad(ProgLoadAttr(body: .xdpPass, name: "first", flags: .chainCalls))
+        let second = try bpf.progLoad(ProgLoadAttr(type: .xdp, insns: try asm("mov %r0, 3\nexit"), name: "bc_tx", flags: .chainCalls))
+        try bpf.progChainAdd(prev: first, retcode: 2, next: second)
+        XCTAssertEqual(try run(first), UInt32(CBPF_XDP_TX), "XDP_PASS chained into the bytecode program")
+        // A tracing program made of instructions reads its link's cookie into a map.
+        let target = try loadReturning(2, name: "target")
+        let seen = try bpf.mapCreate(MapCreateAttr(type: .array, valueSize: 8, maxEntries: 1, name: "seen"))
+        var t = ProgLoadAttr(type: .tracing, insns: try asm("""
+            call 174
+            mov %r6, %r0
+            stw [%r10-4], 0
+            lddw %r1, map \(seen)
+            mov %r2, %r10
+            add %r2, -4
+            call 1
+            jeq %r0, 0, out
+            stxdw [%r0+0], %r6
+            out:
+            mov %r0, 0
+            exit
+            """), name: "bc_fentry", expectedAttachType: .traceFentry)
+        t.attachProgFD = target
+        let tr = try bpf.progLoad(t)
+        let l = try bpf.linkCreate(LinkCreateAttr(progFD: tr, attachType: .traceFentry, cookie: 42))
+        XCTAssertEqual(try run(target), 2, "the fentry program runs and the target's verdict stands")
+        XCTAssertEqual(try bpf.mapLookupElem(seen, key: key(0)), [42, 0, 0, 0, 0, 0, 0, 0], "bpf_get_attach_cookie gave the link's cookie")
+        try bpf.objClose(l)
     }
 }
