@@ -25,6 +25,9 @@ let package = Package(
         // The eBPF instruction set: struct bpf_insn, the assembler (the bpf_conformance
         // suite's syntax), the disassembler (the verifier log's), helper IDs. No dependencies.
         .target(name: "BPFInstructions"),
+        // eBPF objects as clang writes them: ELF sections, symbols, relocations, BTF-defined
+        // maps, global data — read into programs and maps (no libbpf; see BPFObjectFile.swift).
+        .target(name: "BPFObject", dependencies: ["BPFInstructions"]),
         // The kernel's primitives: READ_ONCE/WRITE_ONCE, acquire/release, xchg, cmpxchg,
         // atomic64, barriers, cpu_relax, rdtsc, array_index_nospec, affinity — and the
         // fixed-layout "kernel memory" records every per-packet path reads.
@@ -48,7 +51,7 @@ let package = Package(
         // The kernel objects and their rules, one file per object.
         .target(
             name: "BPFKernel",
-            dependencies: ["CBPFShims", "BPFPrograms", "CNuma", "BPFInstructions"]
+            dependencies: ["CBPFShims", "BPFPrograms", "CNuma", "BPFInstructions", "BPFObject"]
         ),
         // The packet driver and the measurement harness.
         .target(
@@ -72,12 +75,12 @@ let package = Package(
         ),
         .testTarget(
             name: "BPFInstructionsTests",
-            dependencies: ["BPFInstructions", "BPFKernel"]
+            dependencies: ["BPFInstructions", "BPFObject", "BPFKernel"]
         ),
         .testTarget(
             name: "BPFKernelTests",
             // PacketHarness for the tracer, the random-operation test's reference model.
-            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness"]
+            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness", "BPFInstructions", "BPFObject"]
         ),
         .testTarget(
             name: "PacketHarnessTests",

@@ -1,0 +1,78 @@
+// ObjectLoader.swift — an eBPF object's maps and programs loaded into the lab's kernel
+// through its own syscalls, as libbpf's bpf_object__load does for the real one: create
+// each map (global data maps filled with their section's bytes), write the maps' fds into
+// the programs' ld_imm64 pairs (BPF_PSEUDO_MAP_FD, or BPF_PSEUDO_MAP_VALUE with the
+// offset), then BPF_PROG_LOAD each program. On any error everything created is closed:
+// nothing is left behind.
+//
+// Mirrors: tools/lib/bpf/libbpf.c (bpf_object__create_maps, bpf_object__populate_internal_map,
+// bpf_object__relocate_data, bpf_object__load_progs).
+import BPFInstructions
+import BPFObject
+
+/// What an object became in the lab: fds by map and program name.
+public struct LoadedObject: Sendable {
+    public var maps: [String: Int32] = [:]
+    public var programs: [String: Int32] = [:]
+}
+
+extension BPF {
+    /// Loads `object`'s maps and the programs named in `only` (all when nil). Extensions and
+    /// tracing programs on a BPF program need their target's fd in `targets` (by program
+    /// name); `functions` renames the function a program attaches to (by program name),
+    /// e.g. to put an extension written for `placeholder` into libxdp's `prog0`.
+    public func loadObject(_ object: BPFObjectFile, only: [String]? = nil, targets: [String: Int32] = [:],
+                           functions: [String: String] = [:]) throws -> LoadedObject {
+        var out = LoadedObject()
+        do {
+            for m in object.maps {
+                var attr = MapCreateAttr(type: .array, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries,
+                                         flags: m.flags, name: String(m.name.prefix(15)))
+                attr.mapType = m.type
+                let fd = try mapCreate(attr)
+                out.maps[m.name] = fd
+                if let v = m.initialValue { try mapUpdateElem(fd, key: [0, 0, 0, 0], value: v) }
+            }
+            for p in object.programs where only?.contains(p.name) ?? true {
+                var insns = p.insns
+                for (slot, ref) in p.mapReferences {
+                    switch ref {
+                    case let .map(name):
+                        insns[slot].src = Pseudo.mapFD
+                        insns[slot].imm = out.maps[name]!
+                        insns[slot + 1].imm = 0
+                    case let .value(name, off):
+                        insns[slot].src = Pseudo.mapValue
+                        insns[slot].imm = out.maps[name]!
+                        insns[slot + 1].imm = Int32(bitPattern: off)
+                    }
+                }
+                var attr = ProgLoadAttr(type: .xdp, insns: insns, name: String(p.name.prefix(15)), license: object.license)
+                switch p.kind {
+                case .xdp: attr.progType = ProgType.xdp.rawValue
+                case .socketFilter: attr.progType = ProgType.socketFilter.rawValue
+                case .schedCls: attr.progType = ProgType.schedCls.rawValue
+                case let .ext(function):
+                    attr.progType = ProgType.ext.rawValue
+                    attr.attachFunc = functions[p.name] ?? function
+                    attr.attachProgFD = targets[p.name] ?? -1
+                case let .tracing(kind, function):
+                    attr.progType = ProgType.tracing.rawValue
+                    attr.expectedAttachType = (kind == "fentry" ? AttachType.traceFentry : kind == "fexit" ? .traceFexit : .modifyReturn).rawValue
+                    attr.attachProgFD = targets[p.name] ?? -1
+                    attr.attachFunc = functions[p.name] ?? function
+                }
+                do {
+                    out.programs[p.name] = try progLoad(attr)
+                } catch let e as BPFError {
+                    throw BPFError(e.errno, "program '\(p.name)' (section \(p.section)): \(e.message)")
+                }
+            }
+        } catch {
+            for fd in out.programs.values { try? objClose(fd) }
+            for fd in out.maps.values { try? objClose(fd) }
+            throw error
+        }
+        return out
+    }
+}
