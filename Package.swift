@@ -56,7 +56,7 @@ let package = Package(
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "BPFInstructions", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
+            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
             resources: [.copy("Scenarios")]
         ),

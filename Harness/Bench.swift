@@ -180,6 +180,8 @@ public struct BenchReport: Sendable, Codable {
     public var oversubscribed: Bool = false
     /// Independent blocks (--blocks).
     public var blocks: Int = 1
+    /// Instructions the interpreter runs per packet, by design (bytecode designs only).
+    public var instructionsPerPacket: [String: UInt64]? = nil
 }
 
 public final class Bench {
@@ -328,12 +330,16 @@ public final class Bench {
           }
         }
         progress(total, total, "done")
-        return BenchReport(machine: machine, threads: config.threads, duration: config.duration, trials: config.trials,
-                           rounds: trial, targetCI: config.targetCI, targetMissed: missed,
-                           packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
-                           placement: placement, churn: config.churn, results: results,
-                           summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
-                           partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks)
+        var report = BenchReport(machine: machine, threads: config.threads, duration: config.duration, trials: config.trials,
+                                 rounds: trial, targetCI: config.targetCI, targetMissed: missed,
+                                 packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
+                                 placement: placement, churn: config.churn, results: results,
+                                 summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
+                                 partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks)
+        var insns: [String: UInt64] = [:]
+        for s in setups { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }
+        if !insns.isEmpty { report.instructionsPerPacket = insns }
+        return report
     }
 
     private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {

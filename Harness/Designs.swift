@@ -4,6 +4,9 @@
 // program alone). Every design must drop every packet: the harness checks that before it
 // measures anything.
 import BPFKernel
+import BPFInstructions
+import BPFObject
+import BPFPrograms
 import Foundation
 
 public enum DesignID: String, CaseIterable, Sendable, Codable {
@@ -25,6 +28,15 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     case staticKeyOn = "static-key-on"
     case indirectCall = "indirect-call"
     case runAll = "run-all"
+    // Real instructions, run by the kernel's interpreter (BPFPrograms/interpreter.c).
+    case bytecodeDrop = "bytecode-drop"
+    case bytecodeTail = "bytecode-tail"
+    case bytecodeParser = "bytecode-parser"
+    // Seed 004: an fentry program on the DROP program reading per-attachment data four ways.
+    case dataCookie = "data-cookie"
+    case dataArray = "data-array"
+    case dataHash = "data-hash"
+    case dataGlobal = "data-global"
 
     /// The row name in the seed-shaped table.
     public var title: String {
@@ -47,6 +59,13 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .staticKeyOn: return "Static key on (hook + DROP)"
         case .indirectCall: return "Indirect call table (PASS, DROP)"
         case .runAll: return "Run-all array (PASS, DROP)"
+        case .bytecodeDrop: return "Bytecode DROP (interpreter)"
+        case .bytecodeTail: return "Bytecode tail call (interpreter)"
+        case .bytecodeParser: return "Bytecode Eth/IPv4/UDP parser (clang)"
+        case .dataCookie: return "fentry reads the link cookie"
+        case .dataArray: return "fentry reads an array map"
+        case .dataHash: return "fentry reads a hash map"
+        case .dataGlobal: return "fentry reads a global variable"
         }
     }
 
@@ -71,6 +90,13 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .staticKeyOn: return "the same with the key on: the branch calls a hook function (returns PASS, ignored)"
         case .indirectCall: return "the DROP program calling the PASS program through a NULL-checked function-table slot"
         case .runAll: return "BPF_PROG_RUN_ARRAY over [PASS, DROP]: every program runs, the first non-PASS verdict wins"
+        case .bytecodeDrop: return "the DROP program as instructions (r0 = 1; exit), run by the interpreter: its fixed cost per packet"
+        case .bytecodeTail: return "an instruction program tail-calling the bytecode DROP program (bpf_tail_call, the interpreter's JMP_TAIL_CALL)"
+        case .bytecodeParser: return "bpf/xdp_parser.c compiled by clang: Ethernet, IPv4, UDP, a hash-map count per port, DROP for port 9000"
+        case .dataCookie: return "seed 004: the DROP program with a clang-built fentry program adding bpf_get_attach_cookie() to a global (bpf/attach_data.c)"
+        case .dataArray: return "seed 004: the same, reading an array map's value (bpf_map_lookup_elem)"
+        case .dataHash: return "seed 004: the same, reading a hash map's value (bpf_map_lookup_elem)"
+        case .dataGlobal: return "seed 004: the same, reading a global variable (.data, direct value access)"
         }
     }
 
@@ -83,6 +109,13 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
 
     /// The design called `name` ('_' accepted for '-': one spelling per concept); an
     /// unknown name is an error naming the closest one.
+    /// Instructions in the interpreter, beside the native designs they mirror, and seed 004.
+    public static let bytecodeSuite: [DesignID] = [.baseline, .bytecodeDrop, .tailInterp, .bytecodeTail, .bytecodeParser,
+                                                   .trampoline, .dataCookie, .dataArray, .dataHash, .dataGlobal]
+
+    /// Designs built from the shipped, clang-compiled objects (bpf/out).
+    public var needsObjects: Bool { [.bytecodeParser, .dataCookie, .dataArray, .dataHash, .dataGlobal].contains(self) }
+
     public static func named(_ name: String) throws -> DesignID {
         guard let d = DesignID(rawValue: name) ?? DesignID(rawValue: name.replacingOccurrences(of: "_", with: "-")) else {
             throw HarnessError(unknownMessage("design", name, allCases.map(\.rawValue)))
@@ -94,6 +127,7 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         if s == "all" { return allCases }
         if s == "seed" { return seedSuite }
         if s == "attach" { return attachSuite }
+        if s == "bytecode" { return bytecodeSuite }
         var out: [DesignID] = []
         for raw in s.split(separator: ",") {
             let part = raw.trimmingCharacters(in: .whitespaces)  // "a, b" as well as "a,b"
@@ -120,6 +154,9 @@ public struct DesignSetup: @unchecked Sendable {
     /// A static-key map whose flips leave the verdicts unchanged.
     public var staticKey: Int32?
     public var runner: RunnerKind = .patched
+    /// The bytecode program each packet runs (the root, or the fentry program of seed
+    /// 004's designs): the report counts its instructions per packet.
+    public var bytecodeProg: Int32?
     /// Undoes what closing the fds does not (scratch devices, dispatcher targets, arrays).
     var teardown: () -> Void = {}
 
@@ -223,6 +260,41 @@ public struct DesignSetup: @unchecked Sendable {
             try bpf.mapUpdateElem(table, key: [0, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: hook)))
             let p = try load(ProgLoadAttr(steps: StepProgram([.indirectCall(arrayFD: table, index: .constant(0)), .returnConst(drop)]), name: dropName))
             return DesignSetup(id: id, root: p, fds: [p, hook, table])
+        case .bytecodeDrop:
+            let d = try load(ProgLoadAttr(insns: [.mov64(0, imm: Int32(drop)), .exit], name: dropName))
+            var s = DesignSetup(id: id, root: d, fds: [d])
+            s.bytecodeProg = d
+            return s
+        case .bytecodeTail:
+            let jmp = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "jmp"))
+            let d = try load(ProgLoadAttr(insns: [.mov64(0, imm: Int32(drop)), .exit], name: dropName))
+            try bpf.mapUpdateElem(jmp, key: [0, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: d)))
+            let t = try load(ProgLoadAttr(insns: try Assembler.assemble("""
+                lddw %r2, map \(jmp)
+                mov %r3, 0
+                call 12
+                mov %r0, 2
+                exit
+                """), name: "xdp_tail"))
+            var s = DesignSetup(id: id, root: t, fds: [t, d, jmp], progArray: jmp)
+            s.bytecodeProg = t
+            return s
+        case .bytecodeParser:
+            let l = try bpf.loadObject(try ShippedObjects.object("xdp_parser"))
+            var s = DesignSetup(id: id, root: l.programs["xdp_parser"]!, fds: Array(l.programs.values) + Array(l.maps.values))
+            s.bytecodeProg = s.root
+            return s
+        case .dataCookie, .dataArray, .dataHash, .dataGlobal:
+            let name = ["data-cookie": "by_cookie", "data-array": "by_array", "data-hash": "by_hash", "data-global": "by_global"][id.rawValue]!
+            let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
+            let l = try bpf.loadObject(try ShippedObjects.object("attach_data"), only: [name], targets: [name: d],
+                                       functions: [name: dropName])
+            try bpf.mapUpdateElem(l.maps["data_array"]!, key: [0, 0, 0, 0], value: [5, 0, 0, 0, 0, 0, 0, 0])
+            try bpf.mapUpdateElem(l.maps["data_hash"]!, key: [0, 0, 0, 0], value: [5, 0, 0, 0, 0, 0, 0, 0])
+            let link = try bpf.linkCreate(LinkCreateAttr(progFD: l.programs[name]!, attachType: .traceFentry, cookie: 5))
+            var s = DesignSetup(id: id, root: d, fds: [d] + Array(l.programs.values) + [link] + Array(l.maps.values))
+            s.bytecodeProg = l.programs[name]!
+            return s
         case .runAll:
             let a = try load(ProgLoadAttr(body: .xdpPass, name: "xdp_pass"))
             let d = try load(ProgLoadAttr(body: .xdpDrop, name: dropName))
@@ -247,6 +319,17 @@ public struct DesignSetup: @unchecked Sendable {
         case let .dispatched(d): return DispatchedProgRun(dispatcher: d).run(prog, ctx)
         case let .runArray(slot): return RunArrayRun(slot: slot).run(prog, ctx)
         }
+    }
+
+    /// Instructions the interpreter executes for one packet of `frame` in this design's
+    /// bytecode program (tail calls followed), or nil if it has none.
+    public func instructionsPerPacket(_ bpf: BPF, frame: [UInt8]) -> UInt64? {
+        guard let fd = bytecodeProg, let p = try? bpf.prog(fd) else { return nil }
+        defer { p.put() }  // bpf.prog's
+        var f = frame
+        var n: UInt64 = 0
+        _ = withXDPContext(&f, ifindex: 1) { bpfi_prog_run_counted($0, p.raw.pointee.insnsi, &n) }
+        return n
     }
 
     public func close(_ bpf: BPF) {

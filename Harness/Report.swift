@@ -44,6 +44,15 @@ extension BenchReport {
             s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time or round budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
+        if let ipp = instructionsPerPacket {
+            let cells = summaries.compactMap { d -> String? in
+                guard let n = ipp[d.design.rawValue], n > 0, let o = d.overheadNs else { return nil }
+                return "\(d.design.rawValue) \(n) (\(String(format1: o / Double(n), digits: 2)) ns/insn)"
+            }
+            if !cells.isEmpty {
+                s += "interpreter: instructions per packet (overhead / instructions, the interpreter's entry included): " + cells.joined(separator: ", ") + "\n"
+            }
+        }
         s += "Overhead: mean over windows (± covers this run's windows only); of baseline: the same relative to each bracketing baseline window, comparable across the VM's speeds"
         s += blocks > 1 ? "; over blocks: the mean of \(blocks) independent blocks, each in its own design order (± over the block means, closer to run to run)\n" : "\n"
         if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }

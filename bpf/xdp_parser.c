@@ -1,5 +1,5 @@
 // xdp_parser.c — a realistic parser: Ethernet, IPv4, UDP; the verdict by UDP destination
-// port (53 passes, 9 is dropped, anything else passes), and a per-port packet count in a
+// port (9000 — where the bench's frames go — is dropped, anything else passes), and a per-port packet count in a
 // hash map.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -17,7 +17,7 @@ struct {
 } port_counts SEC(".maps");
 
 __u64 packets_seen = 0;     /* .bss */
-const __u16 drop_port = 9;  /* .rodata */
+const __u16 drop_port = 9000;  /* .rodata: the bench's traffic goes to UDP port 9000 */
 
 SEC("xdp")
 int xdp_parser(struct xdp_md *ctx)

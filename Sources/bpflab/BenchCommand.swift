@@ -10,10 +10,10 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure what each way of running the next program costs per packet.",
-        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials, then further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table. --designs seed or attach picks one group."
+        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials, then further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table. --designs seed, attach or bytecode picks one group (bytecode: instructions in the interpreter, and seed 004's four ways to read attachment data, from the clang-built objects of bpf/)."
     )
 
-    @Option(help: "Comma-separated designs, or 'all', 'seed' or 'attach' (baseline is always included). Use --list to see them.")
+    @Option(help: "Comma-separated designs, or 'all', 'seed', 'attach' or 'bytecode' (baseline is always included). Use --list to see them.")
     var designs = "all"
 
     @Flag(help: "List the designs and exit.")

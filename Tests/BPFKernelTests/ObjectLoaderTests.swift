@@ -59,7 +59,7 @@ final class ObjectLoaderTests: KernelTestCase {
         XCTAssertEqual(u32(try bpf.mapLookupElem(l.maps["runs"]!, key: key(0))), 34)
     }
 
-    func testParserCountsPortsInAHashMapAndDropsPort9() throws {
+    func testParserCountsPortsInAHashMapAndDropsPort9000() throws {
         guard let obj = try object("xdp_parser") else { return }
         let l = try bpf.loadObject(obj)
         let fd = l.programs["xdp_parser"]!
@@ -70,13 +70,13 @@ final class ObjectLoaderTests: KernelTestCase {
             f[36] = UInt8(port >> 8); f[37] = UInt8(port & 0xff)
             return f
         }
-        XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: fd, data: udp(9))).retval, UInt32(CBPF_XDP_DROP))
+        XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: fd, data: udp(9000))).retval, UInt32(CBPF_XDP_DROP))
         XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: fd, data: udp(53))).retval, UInt32(CBPF_XDP_PASS))
         XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: fd, data: udp(53))).retval, UInt32(CBPF_XDP_PASS))
         var arp = udp(53); arp[12] = 0x08; arp[13] = 0x06
         XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: fd, data: arp)).retval, UInt32(CBPF_XDP_PASS))
         XCTAssertEqual(try bpf.mapLookupElem(l.maps["port_counts"]!, key: key(53)), [2, 0, 0, 0, 0, 0, 0, 0])
-        XCTAssertEqual(try bpf.mapLookupElem(l.maps["port_counts"]!, key: key(9)), [1, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(try bpf.mapLookupElem(l.maps["port_counts"]!, key: key(9000)), [1, 0, 0, 0, 0, 0, 0, 0])
         XCTAssertEqual(try bpf.mapLookupElem(l.maps[".bss"]!, key: key(0)), [4, 0, 0, 0, 0, 0, 0, 0], "packets_seen in .bss")
     }
 
