@@ -7,6 +7,8 @@
 // interpreter.c), kernel/bpf/core.c (bpf_prog_select_runtime choosing the interpreter:
 // bpf_func = the interpreter when there is no JIT; bpf_prog_calc_tag over the instructions
 // with map fds zeroed), kernel/bpf/syscall.c (bpf_prog_get_info_by_fd: xlated_prog_insns).
+//
+// The mechanism, its rules and why: BPFKernel.docc/bytecode-and-the-interpreter.md (the DocC article "Bytecode and the interpreter").
 import CBPFShims
 import BPFPrograms
 import BPFInstructions

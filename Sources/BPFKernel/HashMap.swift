@@ -6,6 +6,8 @@
 // reach it from the interpreter's helpers as well as from the syscall side; see
 // bpf_htab.h for what is and is not the kernel's behaviour (elements reused at once, as
 // the kernel's preallocated htab does; one extra element instead of one per CPU).
+//
+// The mechanism, its rules and why: BPFKernel.docc/bytecode-and-the-interpreter.md (the DocC article "Bytecode and the interpreter").
 import CBPFShims
 import BPFPrograms
 

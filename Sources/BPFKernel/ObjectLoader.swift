@@ -7,6 +7,8 @@
 //
 // Mirrors: tools/lib/bpf/libbpf.c (bpf_object__create_maps, bpf_object__populate_internal_map,
 // bpf_object__relocate_data, bpf_object__load_progs).
+//
+// The mechanism, its rules and why: BPFKernel.docc/bytecode-and-the-interpreter.md (the DocC article "Bytecode and the interpreter").
 import BPFInstructions
 import BPFObject
 

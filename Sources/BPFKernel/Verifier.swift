@@ -18,6 +18,8 @@
 // programs the kernel refuses (an unchecked packet access, a loop it cannot bound) and
 // refuses none the kernel accepts for these reasons — except reading r1–r5 after a call,
 // which the kernel refuses as well.
+//
+// The mechanism, its rules and why: BPFKernel.docc/bytecode-and-the-interpreter.md (the DocC article "Bytecode and the interpreter").
 import BPFInstructions
 
 /// What a program may call and how it is entered.
