@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 
 source Tests/install-deps.sh
 
+bash bpf/build.sh >&2   # the shipped BPF C programs (the bytecode designs load them)
 swift build -c release --product bpflab >&2
 exec .build/release/bpflab bench "$@"

@@ -408,4 +408,23 @@ final class BytecodeTests: KernelTestCase {
         XCTAssertEqual(try bpf.mapLookupElem(seen, key: key(0)), [42, 0, 0, 0, 0, 0, 0, 0], "bpf_get_attach_cookie gave the link's cookie")
         try bpf.objClose(l)
     }
+
+    func testTheReadmesBytecodeSnippetLoadsAndGivesThePacketLength() throws {
+        // README bytecode snippet begins
+        let prog = try bpf.progLoad(ProgLoadAttr(insns: try Assembler.assemble("""
+            ldxw %r2, [%r1+0]        # ctx->data
+            ldxw %r3, [%r1+4]        # ctx->data_end
+            mov %r0, %r3
+            sub %r0, %r2             # the packet's length
+            exit
+            """), name: "pktlen"))
+        // README bytecode snippet ends
+        XCTAssertEqual(try run(prog), UInt32(testPacket.count))
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let me = try String(contentsOfFile: #filePath, encoding: .utf8)
+        let body = me.components(separatedBy: "// README bytecode snippet begins\n")[1].components(separatedBy: "        // README bytecode snippet ends")[0]
+        let snippet = body.split(separator: "\n", omittingEmptySubsequences: false).map { String($0.dropFirst(8)) }.joined(separator: "\n")
+        XCTAssertTrue(readme.contains(snippet), "the README holds this snippet line for line:\n\(snippet)")
+    }
 }
