@@ -1,3 +1,4 @@
+import Foundation
 // ScenarioDecode.swift — YAML text → ScenarioFile, every name and key checked first.
 //
 // The text is bounded (YAMLGuard), composed by Yams, then decoded in one pass that keeps
@@ -9,6 +10,7 @@ import BPFKernel
 import CBPFShims
 import Yams
 import BPFInstructions
+import BPFObject
 
 struct ScenarioDecoder {
     private var scope: [String: ObjectKind] = [:]
@@ -94,6 +96,7 @@ struct ScenarioDecoder {
             progs.append((e.name, spec))
             definitions[e.name] = spec
             try declare(e.name, .program, e.key)
+            declareObjectMaps(spec)
         }
         var slots: [(String, UInt32, String, Position)] = []
         for e in try namedEntries(f["slots"], "slots") {
@@ -126,6 +129,14 @@ struct ScenarioDecoder {
     private mutating func declare(_ name: String, _ kind: ObjectKind, _ at: Node) throws {
         if let k = scope[name] { throw ScenarioError(at, "'\(name)' already names an open \(k.rawValue)") }
         scope[name] = kind
+    }
+
+    /// An object program's maps: the scenario's own of the same name, or opened under
+    /// their names when the program loads.
+    private mutating func declareObjectMaps(_ spec: ProgramSpec) {
+        if case let .bytecode(.object(obj, _), _) = spec.body {
+            for m in obj.maps where scope[m.name] == nil { scope[m.name] = .map }
+        }
     }
 
     private func use(_ name: String, _ kind: ObjectKind, _ at: Node) throws {
@@ -171,12 +182,38 @@ struct ScenarioDecoder {
 
     private func program(_ n: Node, _ name: String) throws -> ProgramSpec {
         let f = try Fields(n, "program '\(name)'", allowed: ScenarioVocabulary.programKeys)
-        let bodies = ["builtin", "returns", "steps", "asm", "raw"].filter { f[$0] != nil }
+        let bodies = ["builtin", "returns", "steps", "asm", "raw", "object"].filter { f[$0] != nil }
         guard bodies.count == 1 else {
-            throw ScenarioError(n, bodies.isEmpty ? "program '\(name)' needs builtin:, returns:, steps:, asm: or raw:" : "program '\(name)' has both \(bodies[0]): and \(bodies[1]):")
+            throw ScenarioError(n, bodies.isEmpty ? "program '\(name)' needs builtin:, returns:, steps:, asm:, raw: or object:" : "program '\(name)' has both \(bodies[0]): and \(bodies[1]):")
         }
+        if f["program"] != nil && f["object"] == nil { throw ScenarioError(f.keyNode("program")!, "program: names a program of an object: (it goes with object:)") }
         let body: ProgramBody
-        if f["asm"] != nil || f["raw"] != nil {
+        if let o = f["object"] {
+            let file = try stringValue(o, "object")
+            let obj: BPFObjectFile
+            do {
+                if file.hasSuffix(".o") {
+                    guard let data = FileManager.default.contents(atPath: file) else { throw ScenarioError(o, "cannot read object '\(file.prefix(80))'") }
+                    obj = try BPFObjectFile(bytes: Array(data))
+                } else {
+                    obj = try ShippedObjects.object(file)
+                }
+            } catch let e as ObjectError {
+                throw ScenarioError(o, "object '\(file.prefix(80))': \(e.message)")
+            } catch let e as HarnessError {
+                throw ScenarioError(o, e.message)
+            }
+            let names = obj.programs.map(\.name)
+            let pn: String
+            if let p = f["program"] {
+                pn = try stringValue(p, "program")
+                guard names.contains(pn) else { throw ScenarioError(p, unknownMessage("program", pn, names, in: "object '\(file.prefix(40))'")) }
+            } else {
+                guard names.count == 1 else { throw ScenarioError(o, "object '\(file.prefix(40))' has \(names.count) programs; name one with program: (\(names.joined(separator: ", ")))") }
+                pn = names[0]
+            }
+            body = .bytecode(.object(obj, program: pn), staticKeys: [])
+        } else if f["asm"] != nil || f["raw"] != nil {
             let keys = try f["static_keys"].map { try listValue($0, "static_keys").map { try ref($0, .map, "static_keys") } } ?? []
             if let a = f["asm"] {
                 let text = try stringValue(a, "asm")
@@ -397,6 +434,7 @@ struct ScenarioDecoder {
                 let name = try nameValue(a, "load")
                 guard let spec = definitions[name] else { throw ScenarioError(a, "no program '\(name)' is declared under programs: (or write load: {\(name): {…}})") }
                 try declare(name, .program, a)
+                declareObjectMaps(spec)
                 operation = .load(name: name, spec: spec)
             } else {
                 let e = try namedEntries(a, "load")
@@ -404,6 +442,7 @@ struct ScenarioDecoder {
                 let spec = try program(e[0].value, e[0].name)
                 definitions[e[0].name] = spec
                 try declare(e[0].name, .program, e[0].key)
+                declareObjectMaps(spec)
                 operation = .load(name: e[0].name, spec: spec)
             }
         case "close":

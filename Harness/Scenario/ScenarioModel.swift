@@ -6,6 +6,7 @@
 // — comes from the tables at the end of this file, and nowhere else.
 import BPFKernel
 import BPFInstructions
+import BPFObject
 
 /// Where a value came from in the file.
 public struct Position: Sendable, Codable, Equatable {
@@ -46,6 +47,9 @@ public enum ProgramBody: Sendable {
 public enum BytecodeSource: Sendable {
     case asm(String)
     case raw([BPFInsn])
+    /// A program of an object clang wrote (`object: FILE.o` or a shipped name, `program:`).
+    /// Its maps are the scenario's maps of the same names, or created from the object.
+    case object(BPFObjectFile, program: String)
 }
 
 public enum ProgramEngine: String, Sendable, CaseIterable {
@@ -202,7 +206,7 @@ public enum ScenarioVocabulary {
     public static let topLevel = ["name", "description", "maps", "programs", "slots", "device", "devices", "packet", "sequence"]
     public static let mapKeys = ["type", "max_entries", "key_size", "value_size"]
     public static let mapTypes = ["prog_array", "array", "static_key", "hash", "percpu_array"]
-    public static let programKeys = ["builtin", "returns", "steps", "asm", "raw", "static_keys", "subprogs", "subprog_names", "flags", "engine", "extends", "traces"]
+    public static let programKeys = ["builtin", "returns", "steps", "asm", "raw", "object", "program", "static_keys", "subprogs", "subprog_names", "flags", "engine", "extends", "traces"]
     public static let builtins = ["pass", "drop", "tx", "aborted"]
     public static let programFlags = ["chain_calls", "xdp_has_frags"]
     public static let traceKinds = ["fentry", "fexit", "fmod_ret"]

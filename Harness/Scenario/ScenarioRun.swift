@@ -178,9 +178,32 @@ public final class ScenarioRunner {
             switch source {
             case let .asm(text): insns = try Assembler.assemble(text) { try self.fd($0, .map) }
             case let .raw(i): insns = i
+            case let .object(obj, program):
+                // The object's maps: the scenario's maps of the same name, else created from
+                // the object (and open under that name from then on).
+                let p = obj.program(named: program)!
+                var fds: [String: Int32] = [:]
+                for m in obj.maps {
+                    if let h = handles[m.name], h.kind == .map {
+                        fds[m.name] = h.fd
+                    } else if handles[m.name] == nil {
+                        let fd = try bpf.createObjectMap(m)
+                        handles[m.name] = (fd, .map)
+                        fds[m.name] = fd
+                    }
+                }
+                attr = try bpf.objectProgramAttr(obj, p, mapFDs: fds)
+                attr.name = objName(name)
+                return try finishAttr(attr, spec)
             }
             attr = ProgLoadAttr(insns: insns, name: objName(name), staticKeyFDs: try keys.map { try fd($0, .map) })
         }
+        return try finishAttr(attr, spec)
+    }
+
+    /// Flags and the attach target from the spec (extends: / traces:), over what the body gave.
+    private func finishAttr(_ a: ProgLoadAttr, _ spec: ProgramSpec) throws -> ProgLoadAttr {
+        var attr = a
         attr.progFlags |= spec.flags.rawValue
         switch spec.attach {
         case let .extends(program, function)?:

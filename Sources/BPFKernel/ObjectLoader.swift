@@ -19,6 +19,59 @@ public struct LoadedObject: Sendable {
 }
 
 extension BPF {
+    /// Creates one of an object's maps (a global-data map filled with its section's bytes).
+    /// Returns the new fd.
+    public func createObjectMap(_ m: ObjectMap) throws -> Int32 {
+        var attr = MapCreateAttr(type: .array, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries,
+                                 flags: m.flags, name: String(m.name.prefix(15)))
+        attr.mapType = m.type
+        let fd = try mapCreate(attr)
+        if let v = m.initialValue {
+            do { try mapUpdateElem(fd, key: [0, 0, 0, 0], value: v) } catch {
+                try? objClose(fd)
+                throw error
+            }
+        }
+        return fd
+    }
+
+    /// The load attributes of an object's program, its map references filled in from
+    /// `mapFDs` (by the object's map names; every map the program uses must be there).
+    public func objectProgramAttr(_ object: BPFObjectFile, _ p: ObjectProgram, mapFDs: [String: Int32],
+                                  target: Int32? = nil, function: String? = nil) throws -> ProgLoadAttr {
+        var insns = p.insns
+        for (slot, ref) in p.mapReferences {
+            switch ref {
+            case let .map(name):
+                guard let fd = mapFDs[name] else { throw fail(.EINVAL, "program '\(p.name)' uses map '\(name)', which was not created") }
+                insns[slot].src = Pseudo.mapFD
+                insns[slot].imm = fd
+                insns[slot + 1].imm = 0
+            case let .value(name, off):
+                guard let fd = mapFDs[name] else { throw fail(.EINVAL, "program '\(p.name)' uses map '\(name)', which was not created") }
+                insns[slot].src = Pseudo.mapValue
+                insns[slot].imm = fd
+                insns[slot + 1].imm = Int32(bitPattern: off)
+            }
+        }
+        var attr = ProgLoadAttr(type: .xdp, insns: insns, name: String(p.name.prefix(15)), license: object.license)
+        switch p.kind {
+        case .xdp: attr.progType = ProgType.xdp.rawValue
+        case .socketFilter: attr.progType = ProgType.socketFilter.rawValue
+        case .schedCls: attr.progType = ProgType.schedCls.rawValue
+        case let .ext(f):
+            attr.progType = ProgType.ext.rawValue
+            attr.attachFunc = function ?? f
+            attr.attachProgFD = target ?? -1
+        case let .tracing(kind, f):
+            attr.progType = ProgType.tracing.rawValue
+            attr.expectedAttachType = (kind == "fentry" ? AttachType.traceFentry : kind == "fexit" ? .traceFexit : .modifyReturn).rawValue
+            attr.attachProgFD = target ?? -1
+            attr.attachFunc = function ?? f
+        }
+        return attr
+    }
+
     /// Loads `object`'s maps and the programs named in `only` (all when nil). Extensions and
     /// tracing programs on a BPF program need their target's fd in `targets` (by program
     /// name); `functions` renames the function a program attaches to (by program name),
@@ -27,43 +80,9 @@ extension BPF {
                            functions: [String: String] = [:]) throws -> LoadedObject {
         var out = LoadedObject()
         do {
-            for m in object.maps {
-                var attr = MapCreateAttr(type: .array, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries,
-                                         flags: m.flags, name: String(m.name.prefix(15)))
-                attr.mapType = m.type
-                let fd = try mapCreate(attr)
-                out.maps[m.name] = fd
-                if let v = m.initialValue { try mapUpdateElem(fd, key: [0, 0, 0, 0], value: v) }
-            }
+            for m in object.maps { out.maps[m.name] = try createObjectMap(m) }
             for p in object.programs where only?.contains(p.name) ?? true {
-                var insns = p.insns
-                for (slot, ref) in p.mapReferences {
-                    switch ref {
-                    case let .map(name):
-                        insns[slot].src = Pseudo.mapFD
-                        insns[slot].imm = out.maps[name]!
-                        insns[slot + 1].imm = 0
-                    case let .value(name, off):
-                        insns[slot].src = Pseudo.mapValue
-                        insns[slot].imm = out.maps[name]!
-                        insns[slot + 1].imm = Int32(bitPattern: off)
-                    }
-                }
-                var attr = ProgLoadAttr(type: .xdp, insns: insns, name: String(p.name.prefix(15)), license: object.license)
-                switch p.kind {
-                case .xdp: attr.progType = ProgType.xdp.rawValue
-                case .socketFilter: attr.progType = ProgType.socketFilter.rawValue
-                case .schedCls: attr.progType = ProgType.schedCls.rawValue
-                case let .ext(function):
-                    attr.progType = ProgType.ext.rawValue
-                    attr.attachFunc = functions[p.name] ?? function
-                    attr.attachProgFD = targets[p.name] ?? -1
-                case let .tracing(kind, function):
-                    attr.progType = ProgType.tracing.rawValue
-                    attr.expectedAttachType = (kind == "fentry" ? AttachType.traceFentry : kind == "fexit" ? .traceFexit : .modifyReturn).rawValue
-                    attr.attachProgFD = targets[p.name] ?? -1
-                    attr.attachFunc = functions[p.name] ?? function
-                }
+                let attr = try objectProgramAttr(object, p, mapFDs: out.maps, target: targets[p.name], function: functions[p.name])
                 do {
                     out.programs[p.name] = try progLoad(attr)
                 } catch let e as BPFError {
