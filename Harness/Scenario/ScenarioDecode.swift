@@ -236,7 +236,7 @@ struct ScenarioDecoder {
                     throw ScenarioError(f["raw"]!, "program '\(name)': raw: \(e.message)")
                 }
             }
-            if let e = f["engine"], try choiceValue(e, "engine", ProgramEngine.allCases.map(\.rawValue)) != "interp" {
+            if let e = f["engine"], !["interp", "bytecode"].contains(try choiceValue(e, "engine", ProgramEngine.allCases.map(\.rawValue))) {
                 throw ScenarioError(e, "bytecode programs run on the interpreter (engine: interp); the lab has no JIT for instructions yet")
             }
         } else if f["static_keys"] != nil {

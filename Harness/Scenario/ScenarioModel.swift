@@ -54,6 +54,8 @@ public enum BytecodeSource: Sendable {
 
 public enum ProgramEngine: String, Sendable, CaseIterable {
     case jit, interp, direct
+    /// Compiled to instructions and run by the bytecode interpreter (StepCompiler.swift).
+    case bytecode
 }
 
 public struct ProgramSpec: Sendable {

@@ -55,6 +55,10 @@ public struct ScenarioRunOptions {
     /// Trace one packet (or test run) just before this step runs — it must be a
     /// `packets` or `test_run` step — then stop (`bpflab trace`).
     public var traceStep: Int?
+    /// Run every program declared `engine: interp` (steps, builtins, returns) as compiled
+    /// instructions on the bytecode interpreter instead (`bpflab run --bytecode`): the
+    /// scenario's expectations must hold the same.
+    public var bytecodeForInterp = false
     public init() {}
 }
 
@@ -72,6 +76,7 @@ public final class ScenarioRunner {
     private var libxdp: LibXDP!
     private var statsFD: Int32?
     private var frames = FrameSpec(size: 64, flows: 1)
+    private var bytecodeForInterp = false
 
     /// Decodes and checks `yaml` whole; throws ScenarioError (with line and column) if the
     /// file is invalid. Nothing runs yet.
@@ -86,6 +91,7 @@ public final class ScenarioRunner {
     /// Runs it on a fresh checked kernel, tears everything down, and reports.
     public func run(_ options: ScenarioRunOptions = ScenarioRunOptions()) -> ScenarioOutcome {
         var out = ScenarioOutcome(name: name)
+        bytecodeForInterp = options.bytecodeForInterp
         kernel = Kernel(KernelConfig(checked: true))
         bpf = BPF(kernel: kernel)
         libxdp = LibXDP(bpf: bpf)
@@ -166,13 +172,24 @@ public final class ScenarioRunner {
 
     private func progAttr(_ name: String, _ spec: ProgramSpec) throws -> ProgLoadAttr {
         var attr: ProgLoadAttr
+        let engine = bytecodeForInterp && spec.engine == .interp ? .bytecode : spec.engine
+        func compiled(_ sp: StepProgram) -> ProgLoadAttr {
+            var a = ProgLoadAttr(steps: sp, name: objName(name), jited: false)
+            a.compileSteps = true
+            return a
+        }
         switch spec.body {
+        case let .builtin(b) where engine == .bytecode:
+            let v: [String: UInt32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
+            attr = compiled(StepProgram([.returnConst(v[b.symbol] ?? 0)]))
+        case let .returns(v) where engine == .bytecode:
+            attr = compiled(StepProgram([.returnConst(v)]))
         case let .builtin(b): attr = ProgLoadAttr(body: b, name: objName(name))
         case let .returns(v): attr = .returning(v, name: objName(name))
         case let .steps(main, subs, names):
-            attr = ProgLoadAttr(steps: StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) },
-                                                   directTailCalls: spec.engine == .direct, subprogNames: names),
-                                name: objName(name), jited: spec.engine != .interp)
+            let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) },
+                                 directTailCalls: engine == .direct, subprogNames: names)
+            attr = engine == .bytecode ? compiled(sp) : ProgLoadAttr(steps: sp, name: objName(name), jited: engine != .interp)
         case let .bytecode(source, keys):
             let insns: [BPFInsn]
             switch source {

@@ -19,6 +19,7 @@ public enum HelperID: Int32, Sendable, CaseIterable {
     case xdpAdjustTail = 65
     case ktimeGetBootNs = 125
     case getAttachCookie = 174
+    case getFuncRet = 184
 
     /// The kernel's name, as `call bpf_tail_call#12` prints it.
     public var name: String {
@@ -37,6 +38,7 @@ public enum HelperID: Int32, Sendable, CaseIterable {
         case .xdpAdjustTail: return "bpf_xdp_adjust_tail"
         case .ktimeGetBootNs: return "bpf_ktime_get_boot_ns"
         case .getAttachCookie: return "bpf_get_attach_cookie"
+        case .getFuncRet: return "bpf_get_func_ret"
         }
     }
 
@@ -52,6 +54,7 @@ public enum HelperID: Int32, Sendable, CaseIterable {
         case .redirect: return [.anything, .anything]
         case .xdpAdjustHead, .xdpAdjustMeta, .xdpAdjustTail: return [.context, .anything]
         case .getAttachCookie: return [.context]
+        case .getFuncRet: return [.context, .memory]
         }
     }
 }
@@ -65,10 +68,14 @@ public enum HelperArgument: Sendable {
 public enum KfuncID: Int32, Sendable, CaseIterable {
     /// bpf_static_key_set(key_id, on): flips the program's static key `key_id` (seed 000).
     case staticKeySet = 1
+    /// bpf_lab_counter_add(slot): the kernel's named counter `slot` += 1 (a step program's
+    /// count step, compiled to instructions).
+    case counterAdd = 2
 
     public var name: String {
         switch self {
         case .staticKeySet: return "bpf_static_key_set"
+        case .counterAdd: return "bpf_lab_counter_add"
         }
     }
 }

@@ -136,6 +136,9 @@ public struct ProgLoadAttr: Sendable {
     /// local key id k (JA_CFG's key field, the kfunc's first argument) — seed 000's
     /// "(local_id → map) mappings" passed at load.
     public var staticKeyFDs: [Int32] = []
+    /// A step program compiled to instructions and run by the interpreter
+    /// (StepCompiler.swift) instead of a native step body. Needs `jited: false`.
+    public var compileSteps = false
 
     public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
                 flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
@@ -281,6 +284,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     var stepImage: ProgImage?
     /// A bytecode program's instructions, as loaded and as run (nil for other programs).
     public private(set) var bytecode: BytecodeInfo?
+    /// A compiled step program's variables (its .data map), nil otherwise.
+    var compiledVars: ArrayMap?
     /// Extra text of a native program with global functions.
     var functionImage: ProgImage?
 
@@ -357,7 +362,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         }
         let stepsBody = attr.jited ? ProgBody(symbol: "bpfp_step_jit", fn: bpfp_step_jit)
                                    : ProgBody(symbol: "bpfp_step_interp", fn: bpfp_step_interp)
-        guard let body = attr.insns != nil ? interpreterBody : attr.steps != nil ? stepsBody : attr.body else {
+        guard let body = attr.insns != nil || attr.compileSteps ? interpreterBody : attr.steps != nil ? stepsBody : attr.body else {
             throw fail(.EINVAL, "program has no instructions (insn_cnt is 0)")
         }
         if attr.data.count > progMaxDataBytes {
@@ -399,7 +404,29 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         var image: ProgImage?
         var loadAttr = attr
         var bytecode: BytecodeInfo?
-        if let insns = attr.insns {
+        var insnMaps = insnMaps
+        // A step program compiled to instructions: its variables are a .data map of its own.
+        var varsMap: BPFMap?
+        if attr.compileSteps, let sp = attr.steps {
+            if attr.jited { throw fail(.ENOTSUPP, "compiled step programs run on the interpreter (jited: false)") }
+            try ProgImage.verify(sp)
+            var compiled = try StepCompiler.compile(sp, counterSlot: { try kernel.counterIndex($0) }, varsFD: nil)
+            if compiled.usesVars {
+                let m = try BPFMap.create(kernel: kernel, attr: MapCreateAttr(type: .array, valueSize: UInt32(max(1, sp.vars) * 8), maxEntries: 1, name: ".data"))
+                varsMap = m
+                insnMaps[StepCompiler.varsPlaceholder] = m
+                unique.append(m)
+            }
+            for fd in compiled.keyFDs where keys[fd] == nil { throw fail(.EINVAL, "fd \(fd) is not a static-key map") }
+            for (fd, a) in arrays { insnMaps[fd] = a }
+            for (fd, k) in keys { insnMaps[fd] = k }
+            loadAttr.insns = compiled.insns
+            loadAttr.staticKeyFDs = compiled.keyFDs
+            loadAttr.steps = nil
+            compiled.insns = []
+        }
+        defer { varsMap?.putWithUref() }  // the creator's references: the program holds its own
+        if let insns = loadAttr.insns {
             // The verifier's environment: an extension is checked as its target's type.
             let env = VerifierEnvironment.program(resolvedType)
             func mapFor(_ i: BPFInsn) -> BPFMap? {
@@ -415,7 +442,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
                 mapFor(BPFInsn(code: 0x18, src: src, imm: imm))
             }
             var keyMaps: [Int: StaticKeyMap] = [:]
-            for (k, fd) in attr.staticKeyFDs.enumerated() {
+            for (k, fd) in loadAttr.staticKeyFDs.enumerated() {
                 guard k < Int(BPFI_MAX_KEYS) else { throw fail(.E2BIG, "at most \(BPFI_MAX_KEYS) static keys per program") }
                 keyMaps[k] = keys[fd]
             }
@@ -425,7 +452,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             loadAttr.data = img.mainBlock
             bytecode = BytecodeInfo(original: insns, xlated: xlated, functionStarts: v.functionStarts, log: v.log)
         }
-        if let sp = attr.steps {
+        if let sp = loadAttr.steps {
             let img = try ProgImage.build(sp, kernel: kernel, arrays: arrays, keys: keys, jited: attr.jited)
             image = img
             loadAttr.data = img.mainBlock
@@ -446,6 +473,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         prog.stepImage = image
         prog.functionImage = funcImage
         prog.bytecode = bytecode
+        prog.compiledVars = varsMap as? ArrayMap
         if let bytecode {
             let tag = bytecodeTag(bytecode.original)
             withUnsafeMutableBytes(of: &prog.raw.pointee.tag) { dst in for i in 0..<8 { dst[i] = tag[i] } }

@@ -421,6 +421,13 @@ extension Kernel {
 extension BPFProg {
     /// Writes variable `index` of a step program (like updating its .data map).
     public func setVar(_ index: Int, _ value: UInt64) throws {
+        if let m = compiledVars {
+            guard index >= 0 && index < Int(m.valueSize) / 8 else {
+                throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(m.valueSize / 8)")
+            }
+            cbpf_write_once_u64(m.valueAddress(0, offset: UInt32(index * 8)).assumingMemoryBound(to: UInt64.self), value)
+            return
+        }
         guard let img = stepImage else { throw fail(.EINVAL, "'\(name)' is not a step program; it has no variables") }
         guard index >= 0 && index < img.varCount else {
             throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(img.varCount)")
@@ -430,6 +437,12 @@ extension BPFProg {
 
     /// Reads variable `index` of a step program.
     public func getVar(_ index: Int) throws -> UInt64 {
+        if let m = compiledVars {
+            guard index >= 0 && index < Int(m.valueSize) / 8 else {
+                throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(m.valueSize / 8)")
+            }
+            return cbpf_read_once_u64(m.valueAddress(0, offset: UInt32(index * 8)).assumingMemoryBound(to: UInt64.self))
+        }
         guard let img = stepImage else { throw fail(.EINVAL, "'\(name)' is not a step program; it has no variables") }
         guard index >= 0 && index < img.varCount else {
             throw fail(.E2BIG, "variable \(index) is out of range; '\(name)' has \(img.varCount)")

@@ -257,7 +257,7 @@ enum Verifier {
         case .program(.schedCls):
             return common.contains(h) || h == .redirect
         case .program(.tracing), .program(.rawTracepoint):
-            return common.contains(h) || h == .getAttachCookie
+            return common.contains(h) || h == .getAttachCookie || h == .getFuncRet
         case .program(.ext):
             // An extension is checked as its target's type by the caller; the union here.
             return common.contains(h) || [.redirect, .xdpAdjustHead, .xdpAdjustMeta, .xdpAdjustTail].contains(h)
@@ -436,7 +436,7 @@ enum Verifier {
                         if h == .tailCall { tailCall = true }
                     } else if i.isKfuncCall {
                         try need(1, s, pc)
-                        try need(2, s, pc)
+                        if i.imm == KfuncID.staticKeySet.rawValue { try need(2, s, pc) }
                     }
                     s = (s & ~0b11_1111) | 1  // r0 = the result; r1–r5 clobbered
                     s &= all

@@ -473,6 +473,14 @@ select_insn:
             insn += insn->imm + 1;
             goto select_insn;
         case 2: { /* the lab's kfuncs */
+            if (insn->imm == 2) {
+                /* bpf_lab_counter_add(slot): the kernel's named counter `slot` += 1 (what a
+                 * step program's count step does, compiled to instructions) */
+                if (regs[1] >= BPFI_COUNTER_SLOTS || !s->img->counters) FAULT(BPFI_FAULT_HELPER);
+                cbpf_atomic64_add_relaxed(&s->img->counters[regs[1]], 1);
+                regs[0] = 0;
+                CONT;
+            }
             if (insn->imm != 1) FAULT(BPFI_FAULT_INSN);
             uint64_t id = regs[1];
             if (id >= BPFI_MAX_KEYS || !s->img->keys[id].set) FAULT(BPFI_FAULT_HELPER);
@@ -551,6 +559,12 @@ select_insn:
             regs[0] = (uint64_t)r;
             break;
         }
+        case 184: /* bpf_get_func_ret(ctx, &value): an fexit program's view of the traced function's value */
+            if (!s->md || regs[1] != (uint64_t)(uintptr_t)s->md) FAULT(BPFI_FAULT_HELPER);
+            if (!mem_ok(s, regs[2], 8)) FAULT(BPFI_FAULT_MEM);
+            memcpy((void *)(uintptr_t)regs[2], &s->md->func_ret, 8);
+            regs[0] = 0;
+            break;
         case 174: /* bpf_get_attach_cookie(ctx) */
             if (!s->md) FAULT(BPFI_FAULT_HELPER);
             regs[0] = s->md->bpf_cookie;

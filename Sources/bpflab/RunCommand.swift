@@ -26,6 +26,9 @@ struct Run: ParsableCommand {
     @Option(help: "Output: text (a line per step) or json (one object per step, then a summary object).")
     var format: OutputFormat = .text
 
+    @Flag(help: "Run every 'engine: interp' program (steps, builtins) as compiled instructions on the bytecode interpreter.")
+    var bytecode = false
+
     @Flag(help: "Run the auditor after every step (every reference accounted for; a finding fails the step).")
     var audit = false
 
@@ -43,6 +46,7 @@ struct Run: ParsableCommand {
             var options = ScenarioRunOptions()
             options.shouldStop = { Interrupt.wasRequested }
             options.auditEveryStep = audit
+            options.bytecodeForInterp = bytecode
             options.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
             let outcome = runner.run(options)
             try Run.report(outcome, format: format, quiet: quiet)

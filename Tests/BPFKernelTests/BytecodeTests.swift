@@ -427,4 +427,59 @@ final class BytecodeTests: KernelTestCase {
         let snippet = body.split(separator: "\n", omittingEmptySubsequences: false).map { String($0.dropFirst(8)) }.joined(separator: "\n")
         XCTAssertTrue(readme.contains(snippet), "the README holds this snippet line for line:\n\(snippet)")
     }
+
+    // MARK: step programs compiled to instructions
+
+    func loadSteps(_ sp: StepProgram, compiled: Bool, name: String = "sp") throws -> Int32 {
+        var a = ProgLoadAttr(steps: sp, name: name, jited: false)
+        a.compileSteps = compiled
+        return try bpf.progLoad(a)
+    }
+
+    func testCompiledStepProgramsAgreeWithTheStepInterpreter() throws {
+        let key0 = try bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "k"))
+        let programs: [StepProgram] = [
+            StepProgram([.returnConst(3)]),
+            StepProgram([.count("a"), .count("a"), .returnConst(2)]),
+            StepProgram([.call(0), .returnLast], subprogs: [[.count("sub"), .returnConst(1)]]),
+            StepProgram([.setVar(2, 0x1_0000_0004), .returnVar(2)]),
+            StepProgram([.staticBranch(keyFD: key0, call: 0), .returnLast], subprogs: [[.returnConst(3)]]),
+            StepProgram([.call(0), .returnLast], subprogs: [[.call(1), .returnLast], [.returnConst(4)]]),
+        ]
+        for (i, sp) in programs.enumerated() {
+            for keyOn in [false, true] {
+                try bpf.mapUpdateElem(key0, key: key(0), value: key(keyOn ? 1 : 0))
+                kernel.resetCounters()
+                let a = try loadSteps(sp, compiled: false, name: "steps\(i)")
+                let va = try run(a)
+                let ca = kernel.counterValues
+                kernel.resetCounters()
+                let b = try loadSteps(sp, compiled: true, name: "insns\(i)")
+                let vb = try run(b)
+                XCTAssertEqual(va, vb, "program \(i) (key \(keyOn)): steps give \(va), instructions \(vb)")
+                XCTAssertEqual(ca, kernel.counterValues, "program \(i): the same counts")
+                let pb = try bpf.prog(b)
+                XCTAssertNotNil(pb.bytecode, "program \(i) is bytecode")
+                pb.put()  // bpf.prog's
+                try bpf.objClose(a)
+                try bpf.objClose(b)
+            }
+        }
+    }
+
+    func testACompiledStepProgramsVariablesAreItsDataMap() throws {
+        let fd = try loadSteps(StepProgram([.returnVar(1)], vars: 4), compiled: true)
+        XCTAssertEqual(try run(fd), 0)
+        try bpf.progSetVar(fd, index: 1, value: 7)
+        XCTAssertEqual(try run(fd), 7, "progSetVar writes the program's .data map")
+        assertErrno(.E2BIG, "a variable past the map") { try bpf.progSetVar(fd, index: 4, value: 1) }
+        XCTAssertTrue(try Bpftool.dumpXlated(bpf, fd: fd).contains("map[id:"), "the dump shows the .data map")
+    }
+
+    func testAnIndirectCallHasNoInstructionAndIsRefused() throws {
+        let table = try progArray(1)
+        assertErrno(.EINVAL, "indirect call") {
+            try loadSteps(StepProgram([.indirectCall(arrayFD: table, index: .constant(0)), .returnConst(1)]), compiled: true)
+        }
+    }
 }

@@ -22,6 +22,25 @@ final class ScenarioTests: XCTestCase {
         }
     }
 
+    func testEveryShippedScenarioHoldsWithInterpretedProgramsCompiledToBytecode() throws {
+        // The step interpreter and the bytecode interpreter are the same engine: every
+        // program a shipped scenario runs with engine: interp, compiled to instructions,
+        // gives the same results.
+        var compiled = 0
+        for s in ShippedScenarios.all {
+            let runner = try Run.load(s.name).0
+            if !runner.file.programs.contains(where: { $0.spec.engine == .interp }) { continue }
+            var options = ScenarioRunOptions()
+            options.auditEveryStep = true
+            options.bytecodeForInterp = true
+            let outcome = runner.run(options)
+            XCTAssertTrue(outcome.passed, "\(s.name) on bytecode: \(outcome.failures)")
+            XCTAssertEqual(outcome.liveAfterTeardown, 0, "\(s.name) leaked")
+            compiled += 1
+        }
+        XCTAssertGreaterThanOrEqual(compiled, 3, "scenarios with interpreted programs are found")
+    }
+
     func testAFailedExpectationNamesTheStepAndExitsOne() throws {
         let yaml = """
         name: wrong

@@ -33,6 +33,8 @@ _Static_assert(sizeof(bpfi_insn) == 8, "struct bpf_insn is 8 bytes");
 /// local calls; the next one faults (BPFI_FAULT_BUDGET). The kernel's verifier proves
 /// loops bounded instead; the lab cannot, so it bounds them at run time.
 #define BPFI_BACKEDGE_BUDGET 1000000u
+/// The kernel's named counters (Kernel.swift's kernelCounterSlots): bpf_lab_counter_add's range.
+#define BPFI_COUNTER_SLOTS 1024
 /// Local static keys per program (JA_CFG's 4-bit key id).
 #define BPFI_MAX_KEYS 16
 
