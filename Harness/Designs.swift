@@ -32,6 +32,7 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     case bytecodeDrop = "bytecode-drop"
     case bytecodeTail = "bytecode-tail"
     case bytecodeParser = "bytecode-parser"
+    case bytecodeTailLoop = "bytecode-tail-loop"
     // Seed 004: an fentry program on the DROP program reading per-attachment data four ways.
     case dataCookie = "data-cookie"
     case dataArray = "data-array"
@@ -62,6 +63,7 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .bytecodeDrop: return "Bytecode DROP (interpreter)"
         case .bytecodeTail: return "Bytecode tail call (interpreter)"
         case .bytecodeParser: return "Bytecode Eth/IPv4/UDP parser (clang)"
+        case .bytecodeTailLoop: return "Bytecode self tail call, 34 runs (clang)"
         case .dataCookie: return "fentry reads the link cookie"
         case .dataArray: return "fentry reads an array map"
         case .dataHash: return "fentry reads a hash map"
@@ -93,6 +95,7 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
         case .bytecodeDrop: return "the DROP program as instructions (r0 = 1; exit), run by the interpreter: its fixed cost per packet"
         case .bytecodeTail: return "an instruction program tail-calling the bytecode DROP program (bpf_tail_call, the interpreter's JMP_TAIL_CALL)"
         case .bytecodeParser: return "bpf/xdp_parser.c compiled by clang: Ethernet, IPv4, UDP, a hash-map count per port, DROP for port 9000"
+        case .bytecodeTailLoop: return "bpf/tail_loop.c compiled by clang: counts into an array map and tail-calls itself; 34 runs per packet, then DROP"
         case .dataCookie: return "seed 004: the DROP program with a clang-built fentry program adding bpf_get_attach_cookie() to a global (bpf/attach_data.c)"
         case .dataArray: return "seed 004: the same, reading an array map's value (bpf_map_lookup_elem)"
         case .dataHash: return "seed 004: the same, reading a hash map's value (bpf_map_lookup_elem)"
@@ -110,11 +113,11 @@ public enum DesignID: String, CaseIterable, Sendable, Codable {
     /// The design called `name` ('_' accepted for '-': one spelling per concept); an
     /// unknown name is an error naming the closest one.
     /// Instructions in the interpreter, beside the native designs they mirror, and seed 004.
-    public static let bytecodeSuite: [DesignID] = [.baseline, .bytecodeDrop, .tailInterp, .bytecodeTail, .bytecodeParser,
+    public static let bytecodeSuite: [DesignID] = [.baseline, .bytecodeDrop, .tailInterp, .bytecodeTail, .bytecodeTailLoop, .bytecodeParser,
                                                    .trampoline, .dataCookie, .dataArray, .dataHash, .dataGlobal]
 
     /// Designs built from the shipped, clang-compiled objects (bpf/out).
-    public var needsObjects: Bool { [.bytecodeParser, .dataCookie, .dataArray, .dataHash, .dataGlobal].contains(self) }
+    public var needsObjects: Bool { [.bytecodeParser, .bytecodeTailLoop, .dataCookie, .dataArray, .dataHash, .dataGlobal].contains(self) }
 
     public static func named(_ name: String) throws -> DesignID {
         guard let d = DesignID(rawValue: name) ?? DesignID(rawValue: name.replacingOccurrences(of: "_", with: "-")) else {
@@ -283,6 +286,13 @@ public struct DesignSetup: @unchecked Sendable {
             let l = try bpf.loadObject(try ShippedObjects.object("xdp_parser"))
             var s = DesignSetup(id: id, root: l.programs["xdp_parser"]!, fds: Array(l.programs.values) + Array(l.maps.values))
             s.bytecodeProg = s.root
+            return s
+        case .bytecodeTailLoop:
+            let l = try bpf.loadObject(try ShippedObjects.object("tail_loop"))
+            let p = l.programs["tail_loop"]!
+            try bpf.mapUpdateElem(l.maps["jmp_table"]!, key: [0, 0, 0, 0], value: u32Bytes(UInt32(bitPattern: p)))
+            var s = DesignSetup(id: id, root: p, fds: [p] + Array(l.maps.values), progArray: l.maps["jmp_table"]!)
+            s.bytecodeProg = p
             return s
         case .dataCookie, .dataArray, .dataHash, .dataGlobal:
             let name = ["data-cookie": "by_cookie", "data-array": "by_array", "data-hash": "by_hash", "data-global": "by_global"][id.rawValue]!

@@ -55,7 +55,7 @@ final class ObjectLoaderTests: KernelTestCase {
         guard let obj = try object("tail_loop") else { return }
         let l = try bpf.loadObject(obj)
         try setSlot(l.maps["jmp_table"]!, 0, l.programs["tail_loop"]!)
-        XCTAssertEqual(try run(l.programs["tail_loop"]!), UInt32(CBPF_XDP_PASS))
+        XCTAssertEqual(try run(l.programs["tail_loop"]!), UInt32(CBPF_XDP_DROP))
         XCTAssertEqual(u32(try bpf.mapLookupElem(l.maps["runs"]!, key: key(0))), 34)
     }
 
