@@ -63,6 +63,14 @@ static int key_equal(const htab *h, uint32_t i, const uint64_t *w) {
     return 1;
 }
 
+/* A key's words, hash and bucket. */
+typedef struct where { uint64_t w[64]; uint32_t hash, bucket; } where;
+static void locate(const cbpf_map *m, const htab *h, const uint8_t *key, where *at) {
+    key_words(m, h, key, at->w);
+    at->hash = hash_key(at->w, h->key_words);
+    at->bucket = at->hash & (h->n_buckets - 1);
+}
+
 /* The element holding key `w` in bucket b, or 0; index + 1. */
 static uint32_t find(const htab *h, uint32_t b, uint32_t hash, const uint64_t *w) {
     for (uint32_t e = __atomic_load_n(&h->buckets[b], __ATOMIC_ACQUIRE); e; e = next_of(h, e - 1)) {
@@ -110,10 +118,9 @@ void cbpf_htab_destroy(cbpf_map *m) {
 
 void *cbpf_htab_lookup(const cbpf_map *m, const uint8_t *key) {
     const htab *h = m->impl;
-    uint64_t w[64];
-    key_words(m, h, key, w);
-    uint32_t hash = hash_key(w, h->key_words);
-    uint32_t e = find(h, hash & (h->n_buckets - 1), hash, w);
+    where at;
+    locate(m, h, key, &at);
+    uint32_t e = find(h, at.bucket, at.hash, at.w);
     return e ? m->values + (uint64_t)(e - 1) * h->value_stride : NULL;
 }
 
@@ -142,10 +149,10 @@ static void free_elem(htab *h, uint32_t e, int counted) {
 int64_t cbpf_htab_update(const cbpf_map *m, const uint8_t *key, const uint8_t *value, uint64_t flags) {
     htab *h = m->impl;
     if (flags > 2) return -EINVAL;
-    uint64_t w[64];
-    key_words(m, h, key, w);
-    uint32_t hash = hash_key(w, h->key_words);
-    uint32_t b = hash & (h->n_buckets - 1);
+    where at;
+    locate(m, h, key, &at);
+    uint32_t b = at.bucket, hash = at.hash;
+    const uint64_t *w = at.w;
     lock(&h->locks[b]);
     uint32_t old = find(h, b, hash, w);
     if (old && flags == 1) { unlock(&h->locks[b]); return -EEXIST; }
@@ -171,10 +178,10 @@ int64_t cbpf_htab_update(const cbpf_map *m, const uint8_t *key, const uint8_t *v
 
 int64_t cbpf_htab_delete(const cbpf_map *m, const uint8_t *key) {
     htab *h = m->impl;
-    uint64_t w[64];
-    key_words(m, h, key, w);
-    uint32_t hash = hash_key(w, h->key_words);
-    uint32_t b = hash & (h->n_buckets - 1);
+    where at;
+    locate(m, h, key, &at);
+    uint32_t b = at.bucket, hash = at.hash;
+    const uint64_t *w = at.w;
     lock(&h->locks[b]);
     uint32_t e = find(h, b, hash, w);
     if (!e) { unlock(&h->locks[b]); return -ENOENT; }
@@ -193,10 +200,10 @@ int64_t cbpf_htab_delete(const cbpf_map *m, const uint8_t *key) {
 
 int cbpf_htab_copy_value(const cbpf_map *m, const uint8_t *key, uint8_t *out) {
     htab *h = m->impl;
-    uint64_t w[64];
-    key_words(m, h, key, w);
-    uint32_t hash = hash_key(w, h->key_words);
-    uint32_t b = hash & (h->n_buckets - 1);
+    where at;
+    locate(m, h, key, &at);
+    uint32_t b = at.bucket, hash = at.hash;
+    const uint64_t *w = at.w;
     lock(&h->locks[b]);
     uint32_t e = find(h, b, hash, w);
     if (e) memcpy(out, m->values + (uint64_t)(e - 1) * h->value_stride, m->value_size);
@@ -208,12 +215,11 @@ int cbpf_htab_next_key(const cbpf_map *m, const uint8_t *key, uint8_t *next) {
     htab *h = m->impl;
     uint32_t b = 0;
     if (key) {
-        uint64_t w[64];
-        key_words(m, h, key, w);
-        uint32_t hash = hash_key(w, h->key_words);
-        b = hash & (h->n_buckets - 1);
+        where at;
+        locate(m, h, key, &at);
+        b = at.bucket;
         lock(&h->locks[b]);
-        uint32_t e = find(h, b, hash, w);
+        uint32_t e = find(h, b, at.hash, at.w);
         if (e) {
             uint32_t n = next_of(h, e - 1);
             if (n) {

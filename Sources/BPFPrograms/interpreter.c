@@ -631,53 +631,36 @@ select_insn:
     STORE(STX_MEM_DW, uint64_t, SRC)
 #undef STORE
 
-    /* Atomics (BPF_ATOMIC): the operation in imm; aligned, like the verifier demands. */
-    STX_ATOMIC_W: {
-        uint64_t a = DST + (uint64_t)(int64_t)OFF;
-        if ((a & 3) || !mem_ok(s, a, 4)) FAULT(BPFI_FAULT_MEM);
-        uint32_t *p = (uint32_t *)(uintptr_t)a, v = (uint32_t)SRC, old;
-        switch (insn->imm) {
-        case 0x00: __atomic_fetch_add(p, v, __ATOMIC_RELAXED); break;
-        case 0x40: __atomic_fetch_or(p, v, __ATOMIC_RELAXED); break;
-        case 0x50: __atomic_fetch_and(p, v, __ATOMIC_RELAXED); break;
-        case 0xa0: __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); break;
-        case 0x01: SRC = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-        case 0x41: SRC = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-        case 0x51: SRC = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xa1: SRC = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xe1: SRC = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xf1:
-            old = (uint32_t)regs[0];
-            __atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-            regs[0] = old;  /* zero-extended */
-            break;
-        default: FAULT(BPFI_FAULT_INSN);
-        }
-        CONT;
+    /* Atomics (BPF_ATOMIC): the operation in imm; aligned, like the verifier demands. The
+     * plain operations are relaxed, the fetching ones fully ordered (as the kernel's
+     * atomic_fetch_* are); a 32-bit result is zero-extended. */
+#define ATOMIC(NAME, T)                                                                       \
+    NAME: {                                                                                   \
+        uint64_t a = DST + (uint64_t)(int64_t)OFF;                                            \
+        if ((a & (sizeof(T) - 1)) || !mem_ok(s, a, sizeof(T))) FAULT(BPFI_FAULT_MEM);        \
+        T *p = (T *)(uintptr_t)a, v = (T)SRC, old;                                            \
+        switch (insn->imm) {                                                                  \
+        case 0x00: __atomic_fetch_add(p, v, __ATOMIC_RELAXED); break;                         \
+        case 0x40: __atomic_fetch_or(p, v, __ATOMIC_RELAXED); break;                          \
+        case 0x50: __atomic_fetch_and(p, v, __ATOMIC_RELAXED); break;                         \
+        case 0xa0: __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); break;                         \
+        case 0x01: SRC = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;                   \
+        case 0x41: SRC = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;                    \
+        case 0x51: SRC = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;                   \
+        case 0xa1: SRC = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;                   \
+        case 0xe1: SRC = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); break;                  \
+        case 0xf1:                                                                            \
+            old = (T)regs[0];                                                                 \
+            __atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);  \
+            regs[0] = old;                                                                    \
+            break;                                                                            \
+        default: FAULT(BPFI_FAULT_INSN);                                                      \
+        }                                                                                     \
+        CONT;                                                                                 \
     }
-    STX_ATOMIC_DW: {
-        uint64_t a = DST + (uint64_t)(int64_t)OFF;
-        if ((a & 7) || !mem_ok(s, a, 8)) FAULT(BPFI_FAULT_MEM);
-        uint64_t *p = (uint64_t *)(uintptr_t)a, v = SRC, old;
-        switch (insn->imm) {
-        case 0x00: __atomic_fetch_add(p, v, __ATOMIC_RELAXED); break;
-        case 0x40: __atomic_fetch_or(p, v, __ATOMIC_RELAXED); break;
-        case 0x50: __atomic_fetch_and(p, v, __ATOMIC_RELAXED); break;
-        case 0xa0: __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); break;
-        case 0x01: SRC = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); break;
-        case 0x41: SRC = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); break;
-        case 0x51: SRC = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xa1: SRC = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xe1: SRC = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); break;
-        case 0xf1:
-            old = regs[0];
-            __atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-            regs[0] = old;
-            break;
-        default: FAULT(BPFI_FAULT_INSN);
-        }
-        CONT;
-    }
+    ATOMIC(STX_ATOMIC_W, uint32_t)
+    ATOMIC(STX_ATOMIC_DW, uint64_t)
+#undef ATOMIC
 
 BAD:
     FAULT(BPFI_FAULT_INSN);

@@ -90,25 +90,19 @@ extension Prog {
         var program: String
 
         func run() throws {
-            let kernel = Kernel(KernelConfig(checked: true))
-            let bpf = BPF(kernel: kernel)
-            defer {
-                bpf.closeAll()
-                kernel.rcuBarrier()
-            }
-            try Demo.load(into: bpf, packets: 1)
-            let infos = Bpftool.progInfos(bpf)
-            guard let info = infos.first(where: { String($0.id) == program || $0.name == program }) else {
-                let names = infos.map(\.name)
-                var msg = "no program named or numbered '\(program)'"
-                if let s = suggestion(for: program, in: names) { msg += "; did you mean '\(s)'?" }
-                throw ValidationError(msg + " (programs: \(infos.map { "\($0.id) \($0.name)" }.joined(separator: ", ")))")
-            }
-            let fd = try bpf.progGetFdById(info.id)
-            do {
-                try StandardOutput.write(try Bpftool.dumpXlated(bpf, fd: fd))
-            } catch let e as BPFError {
-                throw ValidationError("\(e)")
+            try Prog.withDemo(packets: 1) { bpf in
+                let infos = Bpftool.progInfos(bpf)
+                guard let info = infos.first(where: { String($0.id) == program || $0.name == program }) else {
+                    var msg = "no program named or numbered '\(program)'"
+                    if let s = suggestion(for: program, in: infos.map(\.name)) { msg += "; did you mean '\(s)'?" }
+                    throw ValidationError(msg + " (programs: \(infos.map { "\($0.id) \($0.name)" }.joined(separator: ", ")))")
+                }
+                let fd = try bpf.progGetFdById(info.id)
+                do {
+                    try StandardOutput.write(try Bpftool.dumpXlated(bpf, fd: fd))
+                } catch let e as BPFError {
+                    throw ValidationError("\(e)")
+                }
             }
         }
     }

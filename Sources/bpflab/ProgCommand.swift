@@ -20,15 +20,23 @@ struct Prog: ParsableCommand {
         var packets: UInt32 = 1000
 
         func run() throws {
-            let kernel = Kernel(KernelConfig(checked: true))
-            let bpf = BPF(kernel: kernel)
-            defer {
-                bpf.closeAll()
-                kernel.rcuBarrier()
+            try Prog.withDemo(packets: packets) { bpf in
+                let infos = Bpftool.progInfos(bpf)
+                print(json ? Bpftool.progShowJSON(infos) : Bpftool.progShow(infos), terminator: json ? "\n" : "")
             }
-            try Demo.load(into: bpf, packets: packets)
-            let infos = Bpftool.progInfos(bpf)
-            print(json ? Bpftool.progShowJSON(infos) : Bpftool.progShow(infos), terminator: json ? "\n" : "")
         }
+    }
+
+    /// Runs `body` over a checked kernel holding the demo programs (Demo.swift), each run
+    /// `packets` times with stats on; everything is closed afterwards.
+    static func withDemo<T>(packets: UInt32, _ body: (BPF) throws -> T) throws -> T {
+        let kernel = Kernel(KernelConfig(checked: true))
+        let bpf = BPF(kernel: kernel)
+        defer {
+            bpf.closeAll()
+            kernel.rcuBarrier()
+        }
+        try Demo.load(into: bpf, packets: packets)
+        return try body(bpf)
     }
 }

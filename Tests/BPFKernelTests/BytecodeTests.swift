@@ -132,12 +132,7 @@ final class BytecodeTests: KernelTestCase {
     func testPerCPUArrayGivesEachCPUItsOwnValue() throws {
         let m = try bpf.mapCreate(MapCreateAttr(type: .percpuArray, valueSize: 8, maxEntries: 1, name: "pc"))
         let fd = try loadAsm("""
-            stw [%r10-4], 0
-            lddw %r1, map \(m)
-            mov %r2, %r10
-            add %r2, -4
-            call 1
-            jeq %r0, 0, miss
+            \(lookupZero(m, miss: "miss"))
             mov %r1, 1
             lock add [%r0+0], %r1
             ldxdw %r0, [%r0+0]
@@ -160,12 +155,7 @@ final class BytecodeTests: KernelTestCase {
         let jmp = try progArray(2)
         let text = """
             mov %r6, %r1
-            stw [%r10-4], 0
-            lddw %r1, map \(counts)
-            mov %r2, %r10
-            add %r2, -4
-            call 1
-            jeq %r0, 0, out
+            \(lookupZero(counts, miss: "out"))
             mov %r1, 1
             lock add [%r0+0], %r1
             mov %r1, %r6
@@ -350,15 +340,7 @@ final class BytecodeTests: KernelTestCase {
     // MARK: bytecode in the other places a program goes
 
     func testABytecodeExtensionReplacesALibxdpPlaceholder() throws {
-        var cfg = bpfp_xdp_dispatcher_config()
-        cfg.num_progs_enabled = 1
-        withUnsafeMutableBytes(of: &cfg.chain_call_actions) { b in
-            for i in 0..<10 { b.storeBytes(of: UInt32(1 << 2 | 1 << 31), toByteOffset: i * 4, as: UInt32.self) }
-        }
-        var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: "disp")
-        attr.functions = (0..<10).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
-        attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
-        let d = try load(attr)
+        let d = try loadLibxdpDispatcher(enabled: 1)
         var ext = ProgLoadAttr(type: .ext, insns: try asm("mov %r0, 1\nexit"), name: "bc_drop")
         ext.attachProgFD = d
         ext.attachFunc = "prog0"
@@ -390,12 +372,7 @@ final class BytecodeTests: KernelTestCase {
         var t = ProgLoadAttr(type: .tracing, insns: try asm("""
             call 174
             mov %r6, %r0
-            stw [%r10-4], 0
-            lddw %r1, map \(seen)
-            mov %r2, %r10
-            add %r2, -4
-            call 1
-            jeq %r0, 0, out
+            \(lookupZero(seen, miss: "out"))
             stxdw [%r0+0], %r6
             out:
             mov %r0, 0

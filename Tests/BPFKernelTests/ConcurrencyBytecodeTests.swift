@@ -17,12 +17,7 @@ final class ConcurrencyBytecodeTests: KernelTestCase {
         let key0 = try bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "k"))
         let root = try bpf.progLoad(ProgLoadAttr(insns: try Assembler.assemble("""
             mov %r6, %r1
-            stw [%r10-4], 0
-            lddw %r1, map \(count)
-            mov %r2, %r10
-            add %r2, -4
-            call 1
-            jeq %r0, 0, skip
+            \(lookupZero(count, miss: "skip"))
             mov %r1, 1
             lock add [%r0+0], %r1
             skip:

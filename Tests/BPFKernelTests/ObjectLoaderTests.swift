@@ -96,15 +96,7 @@ final class ObjectLoaderTests: KernelTestCase {
             try bpf.loadObject(ext, targets: ["new_placeholder": t.programs["freplace_target"]!])
         }
         // libxdp's dispatcher (native, JIT-ed) takes the clang-built extension in prog0.
-        var cfg = bpfp_xdp_dispatcher_config()
-        cfg.num_progs_enabled = 1
-        withUnsafeMutableBytes(of: &cfg.chain_call_actions) { b in
-            for i in 0..<10 { b.storeBytes(of: UInt32(1 << 2 | 1 << 31), toByteOffset: i * 4, as: UInt32.self) }
-        }
-        var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: "disp")
-        attr.functions = (0..<10).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
-        attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
-        let d = try load(attr)
+        let d = try loadLibxdpDispatcher(enabled: 1)
         let e = try bpf.loadObject(ext, targets: ["new_placeholder": d], functions: ["new_placeholder": "prog0"])
         let link = try bpf.linkCreate(LinkCreateAttr(progFD: e.programs["new_placeholder"]!, attachType: .unspecified))
         XCTAssertEqual(try run(d), UInt32(CBPF_XDP_DROP))

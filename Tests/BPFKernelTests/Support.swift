@@ -2,6 +2,7 @@
 // nothing", errno assertions, and a leak check at teardown.
 import XCTest
 import CBPFShims
+import BPFPrograms
 import Synchronization
 @testable import BPFKernel
 
@@ -139,3 +140,33 @@ extension KernelTestCase {
 
 let XDP_ABORTED = UInt32(CBPF_XDP_ABORTED), XDP_DROP = UInt32(CBPF_XDP_DROP), XDP_PASS = UInt32(CBPF_XDP_PASS)
 let XDP_TX = UInt32(CBPF_XDP_TX), XDP_REDIRECT = UInt32(CBPF_XDP_REDIRECT)
+
+extension KernelTestCase {
+    /// Loads libxdp's dispatcher program (the native one) with `enabled` slots, every mask
+    /// continuing on XDP_PASS and on an empty placeholder's 31; its placeholders are
+    /// prog0 … prog9.
+    func loadLibxdpDispatcher(enabled: UInt32, name: String = "disp") throws -> Int32 {
+        var cfg = bpfp_xdp_dispatcher_config()
+        cfg.num_progs_enabled = enabled
+        withUnsafeMutableBytes(of: &cfg.chain_call_actions) { b in
+            for i in 0..<10 { b.storeBytes(of: UInt32(1 << 2 | 1 << 31), toByteOffset: i * 4, as: UInt32.self) }
+        }
+        var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: name)
+        attr.functions = (0..<10).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
+        attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
+        return try load(attr)
+    }
+}
+
+/// Assembler text: r0 = &map[0] (bpf_map_lookup_elem with a zero key on the stack), and a
+/// jump to `miss` when there is none. Clobbers r1–r5.
+func lookupZero(_ map: Int32, miss: String) -> String {
+    """
+    stw [%r10-4], 0
+    lddw %r1, map \(map)
+    mov %r2, %r10
+    add %r2, -4
+    call 1
+    jeq %r0, 0, \(miss)
+    """
+}
