@@ -35,6 +35,10 @@ let package = Package(
             name: "CBPFShims",
             cSettings: [.define("_GNU_SOURCE")]
         ),
+        // The live kernel's bpf(2), as raw syscalls.
+        .target(name: "CLiveBPF", cSettings: [.define("_GNU_SOURCE")]),
+        // The live kernel as a second backend: bpf(2) for programs as instructions, the probe.
+        .target(name: "LiveKernel", dependencies: ["CLiveBPF", "BPFKernel", "BPFInstructions"]),
         // libnuma, as a system library (Debian: libnuma-dev).
         .systemLibrary(
             name: "CNuma",
@@ -56,7 +60,7 @@ let package = Package(
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
+            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "LiveKernel", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
             resources: [.copy("Scenarios")]
         ),
@@ -65,6 +69,7 @@ let package = Package(
             dependencies: [
                 "BPFKernel",
                 "BPFInstructions",
+                "LiveKernel",
                 "PacketHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -80,7 +85,7 @@ let package = Package(
         .testTarget(
             name: "BPFKernelTests",
             // PacketHarness for the tracer, the random-operation test's reference model.
-            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness", "BPFInstructions", "BPFObject"]
+            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness", "BPFInstructions", "BPFObject", "LiveKernel"]
         ),
         .testTarget(
             name: "PacketHarnessTests",

@@ -3,6 +3,7 @@ import ArgumentParser
 import BPFKernel
 import Foundation
 import PacketHarness
+import LiveKernel
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -64,6 +65,11 @@ struct Bench: ParsableCommand {
     @Flag(help: "No progress lines.")
     var quiet = false
 
+    @Option(help: "Where to measure: lab (the simulated kernel), kernel (this machine's own, the designs mainline has, through BPF_PROG_TEST_RUN) or both (the lab's table, then the kernel's with the lab beside it and the ratio lab / kernel).")
+    var on: Backend = .lab
+
+    enum Backend: String, ExpressibleByArgument, CaseIterable { case lab, kernel, both }
+
     @Option(help: "Split the trials into this many independent blocks, each with its own design order; adds an interval over the block means (turns off --target-ci's extra rounds).")
     var blocks = 1
 
@@ -76,6 +82,11 @@ struct Bench: ParsableCommand {
     func run() throws {
         if list {
             for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
+            return
+        }
+        if on == .kernel {
+            let k = try kernelBench()
+            try StandardOutput.write(format == "json" ? k.json() + "\n" : KernelBench.table(k))
             return
         }
         var cfg = BenchConfig()
@@ -137,6 +148,23 @@ struct Bench: ParsableCommand {
         default: try StandardOutput.write(report.table())
         }
         if report.partial { throw ExitCode(130) }
+        if on == .both {
+            let k = try kernelBench()
+            try StandardOutput.write("\n" + KernelBench.table(k, lab: report))
+        }
+    }
+
+    /// The mainline designs on this machine's kernel (same frames, trials as given).
+    func kernelBench() throws -> KernelBenchReport {
+        do {
+            return try KernelBench.run(trials: max(5, min(trials, 40)), frame: FrameSpec(size: packetSize, flows: 1).frame(flow: 0)) { done, total in
+                if !quiet && done == total { FileHandle.standardError.write(Data("kernel: \(total) windows measured\n".utf8)) }
+            }
+        } catch let e as HarnessError {
+            throw ValidationError(e.message)
+        } catch let e as LiveError {
+            throw ValidationError("the live kernel: \(e)")
+        }
     }
 }
 
