@@ -1,0 +1,122 @@
+// LiveKernelTests — the live kernel of this machine as the oracle. Each test first checks
+// that bpf(2) works here (root, a trivial XDP program loads) and otherwise skips with one
+// line saying why.
+import XCTest
+import Foundation
+import BPFInstructions
+import LiveKernel
+@testable import BPFKernel
+
+final class LiveKernelTests: XCTestCase {
+    var live: LiveBPF!
+
+    override func setUpWithError() throws {
+        if let why = LiveBPF.unavailableReason() {
+            print("LiveKernelTests: skipped — \(why)")
+            throw XCTSkip(why)
+        }
+        live = LiveBPF()
+    }
+
+    override func tearDown() {
+        live?.closeAll()
+        XCTAssertEqual(live?.openFDs ?? [], [], "every fd the backend opened is closed")
+        live = nil
+    }
+
+    func testTheProbeFindsXdpTailCallsAndTheJIT() {
+        let r = Dictionary(uniqueKeysWithValues: LiveProbe.run().map { ($0.what, $0.refusedWith) })
+        XCTAssertEqual(r["program type xdp"], .some(nil))
+        XCTAssertEqual(r["bpf_tail_call"], .some(nil))
+        XCTAssertEqual(r["map type hash"], .some(nil))
+        XCTAssertNotNil(r["program type tracing (fentry)"], "the probe reports tracing either way")
+    }
+
+    func testASelfTailCallRuns34TimesOnTheKernelAsInTheLab() throws {
+        // The same instructions on both: count runs into an array map, tail-call slot 0.
+        func program(jmp: Int32, runs: Int32) throws -> [BPFInsn] {
+            try Assembler.assemble("""
+                mov %r6, %r1
+                stw [%r10-4], 0
+                lddw %r1, map \(runs)
+                mov %r2, %r10
+                add %r2, -4
+                call 1
+                jeq %r0, 0, out
+                mov %r1, 1
+                lock add [%r0+0], %r1
+                mov %r1, %r6
+                lddw %r2, map \(jmp)
+                mov %r3, 0
+                call 12
+                out:
+                mov %r0, 2
+                exit
+                """)
+        }
+        let jmp = try live.mapCreate(type: 3, keySize: 4, valueSize: 4, maxEntries: 1, name: "jmp")
+        let runs = try live.mapCreate(type: 2, keySize: 4, valueSize: 8, maxEntries: 1, name: "runs")
+        let p = try live.progLoad(type: ProgType.xdp.rawValue, insns: try program(jmp: jmp, runs: runs), name: "self_tail")
+        try live.mapUpdate(jmp, key: [0, 0, 0, 0], value: withUnsafeBytes(of: p) { Array($0) })
+        XCTAssertEqual(try live.testRun(p, data: [UInt8](repeating: 0, count: 64)).retval, 2)
+        XCTAssertEqual(try live.mapLookup(runs, key: [0, 0, 0, 0], valueSize: 8), [34, 0, 0, 0, 0, 0, 0, 0], "the kernel: 34 runs")
+
+        let kernel = Kernel(KernelConfig(checked: true))
+        let bpf = BPF(kernel: kernel)
+        defer { bpf.closeAll(); kernel.quiesce() }
+        let ljmp = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 1, name: "jmp"))
+        let lruns = try bpf.mapCreate(MapCreateAttr(type: .array, valueSize: 8, maxEntries: 1, name: "runs"))
+        let lp = try bpf.progLoad(ProgLoadAttr(insns: try program(jmp: ljmp, runs: lruns), name: "self_tail"))
+        try bpf.mapUpdateElem(ljmp, key: [0, 0, 0, 0], value: withUnsafeBytes(of: UInt32(bitPattern: lp)) { Array($0) })
+        XCTAssertEqual(try bpf.progTestRun(TestRunAttr(progFD: lp, data: [UInt8](repeating: 0, count: 64))).retval, 2)
+        XCTAssertEqual(try bpf.mapLookupElem(lruns, key: [0, 0, 0, 0]), [34, 0, 0, 0, 0, 0, 0, 0], "the lab: 34 runs")
+    }
+
+    func testTheLabAndTheKernelAgreeOnEveryConformanceProgramTheKernelAccepts() throws {
+        guard let dir = conformanceDirectoryForKernel() else {
+            print("LiveKernelTests: conformance differential skipped — the suite is not beside the project")
+            return
+        }
+        // The suite's XDP prolog: r1 = data, r2 = data_end - data.
+        let prolog = try Assembler.assemble("ldxw %r2, [%r1+4]\nldxw %r1, [%r1+0]\nsub %r2, %r1")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("tests").path).filter { $0.hasSuffix(".data") }.sorted()
+        var accepted = 0, agreed = 0, disagreements: [String] = [], labOnlyRefusals: [String] = []
+        for f in files {
+            let text = try String(contentsOf: dir.appendingPathComponent("tests/\(f)"), encoding: .utf8)
+            guard let file = try? ConformanceFile(text: text), let program = try? file.program() else { continue }
+            // XDP test runs need an Ethernet header's worth of data.
+            var mem = file.memory
+            if mem.count < 14 {
+                if !mem.isEmpty { continue }  // a short memory would change r2
+                mem = [UInt8](repeating: 0, count: 14)
+            }
+            let kfd: Int32
+            do { kfd = try live.progLoad(type: ProgType.xdp.rawValue, insns: prolog + program, name: "conf") } catch { continue }
+            accepted += 1
+            let kr = try live.testRun(kfd, data: mem).retval
+            try live.close(kfd)
+            do {
+                let lab = try RawProgram(program)
+                let (r, _) = lab.run(memory: mem)
+                if r.fault == nil && UInt32(truncatingIfNeeded: r.r0) == kr {
+                    agreed += 1
+                } else {
+                    disagreements.append("\(f): kernel \(kr), lab \(r.fault ?? String(UInt32(truncatingIfNeeded: r.r0)))")
+                }
+            } catch {
+                labOnlyRefusals.append("\(f): \(error)")
+            }
+        }
+        print("LiveKernelTests: conformance on the kernel: \(accepted) of \(files.count) accepted by its verifier; lab and kernel agree on \(agreed); \(disagreements.count) disagree; \(labOnlyRefusals.count) the lab refuses")
+        XCTAssertGreaterThan(accepted, 150)
+        XCTAssertEqual(disagreements, [], "where the lab and the kernel disagree, the kernel is right")
+        XCTAssertEqual(labOnlyRefusals.filter { !$0.contains("invalid shift") }, [], "programs the kernel runs and the lab refuses")
+    }
+}
+
+/// The conformance suite, if it is beside the project.
+func conformanceDirectoryForKernel() -> URL? {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    return [root.deletingLastPathComponent().appendingPathComponent("shared/bpf_conformance"), URL(fileURLWithPath: "/work/shared/bpf_conformance")]
+        .first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("tests").path) }
+}
