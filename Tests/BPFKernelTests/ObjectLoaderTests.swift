@@ -157,6 +157,25 @@ final class ObjectLoaderTests: KernelTestCase {
         XCTAssertEqual(KernelSnapshot(bpf), before, "nothing was loaded")
     }
 
+    func testLegacyMapsSectionAndRodataAreRead() throws {
+        guard let bytes = try compile("""
+            #include <linux/bpf.h>
+            #include <bpf/bpf_helpers.h>
+            struct legacy_map_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
+            struct legacy_map_def counts SEC("maps") = { .type = BPF_MAP_TYPE_HASH, .key_size = 4, .value_size = 8, .max_entries = 7 };
+            static volatile const __u32 verdict = XDP_TX;   /* .rodata, read through its map */
+            SEC("xdp") int p(struct xdp_md *c) { __u32 k = 1; __u64 *v = bpf_map_lookup_elem(&counts, &k); if (v) *v += 1; return verdict; }
+            char _license[] SEC("license") = "GPL";
+            """) else { return }
+        let obj = try BPFObjectFile(bytes: bytes)
+        let m = obj.maps.first { $0.name == "counts" }
+        XCTAssertEqual(m.map { [$0.type, $0.keySize, $0.valueSize, $0.maxEntries, $0.flags] }, [1, 4, 8, 7, 0], "the legacy definition, read as it is written")
+        XCTAssertNil(m?.initialValue)
+        XCTAssertNotNil(obj.maps.first { $0.name == ".rodata" }, "the .rodata section is a map")
+        let l = try bpf.loadObject(obj)
+        XCTAssertEqual(try run(l.programs["p"]!), UInt32(CBPF_XDP_TX), "the verdict comes from .rodata")
+    }
+
     func testAProgramTheChecksRefuseLeavesNoMapBehind() throws {
         guard let bytes = try compile("""
             #include <linux/bpf.h>
