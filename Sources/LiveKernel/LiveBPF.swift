@@ -52,6 +52,9 @@ public final class LiveBPF: @unchecked Sendable {
         return fd
     }
 
+    /// Keeps a link's fd with the others (closed by closeAll).
+    func trackLink(_ fd: Int32) -> Int32 { track(fd) }
+
     /// BPF_PROG_LOAD of instructions; a refusal carries the verifier log's last lines.
     public func progLoad(type: UInt32, insns: [BPFInsn], name: String, license: String = "GPL",
                          expectedAttachType: UInt32 = 0, attachProgFD: Int32 = -1, attachBTFID: UInt32 = 0,

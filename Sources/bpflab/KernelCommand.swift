@@ -1,4 +1,5 @@
-// `bpflab kernel probe`: what this machine's own kernel allows of what the lab uses.
+// `bpflab kernel probe`: what this machine's own kernel allows of what the lab uses;
+// `bpflab kernel cleanup`: what a crashed run left (network namespaces with the lab's prefix).
 import ArgumentParser
 import LiveKernel
 
@@ -6,7 +7,7 @@ struct KernelCmd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kernel",
         abstract: "The live kernel of this machine (bpf(2)): what it allows.",
-        subcommands: [Probe.self]
+        subcommands: [Probe.self, Cleanup.self]
     )
 
     struct Probe: ParsableCommand {
@@ -17,6 +18,28 @@ struct KernelCmd: ParsableCommand {
         func run() throws {
             if let why = LiveBPF.unavailableReason() { throw ValidationError("the live kernel: \(why)") }
             try StandardOutput.write(LiveProbe.run().map(\.line).joined(separator: "\n") + "\n")
+        }
+    }
+
+    struct Cleanup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Delete what a crashed run left on the live kernel: network namespaces named \(LiveNetns.prefix)… (nothing else is touched)."
+        )
+
+        func run() throws {
+            let left = LiveNetns.leftovers()
+            if left.isEmpty {
+                try StandardOutput.write("nothing to clean: no network namespace named \(LiveNetns.prefix)…\n")
+                return
+            }
+            for n in left {
+                do {
+                    try LiveNetns.remove(n)
+                    try StandardOutput.write("deleted network namespace \(n)\n")
+                } catch {
+                    try StandardOutput.write("could not delete \(n): \(error)\n")
+                }
+            }
         }
     }
 }

@@ -114,6 +114,95 @@ final class LiveKernelTests: XCTestCase {
     }
 }
 
+/// One step of the XDP attach differential: what it does, in both backends' terms.
+enum AttachStep: CustomStringConvertible {
+    case attach(prog: Int, flags: UInt32, expected: Int?)   // prog -1: detach
+    case linkCreate(prog: Int, flags: UInt32)
+    case linkUpdate(prog: Int, expectedOld: Int?)
+
+    var description: String {
+        switch self {
+        case let .attach(p, f, e): return p < 0 ? "detach (flags \(f))" : "attach prog\(p) flags \(f)\(e.map { " expected prog\($0)" } ?? "")"
+        case let .linkCreate(p, f): return "link create prog\(p) flags \(f)"
+        case let .linkUpdate(p, e): return "link update to prog\(p)\(e.map { " expected old prog\($0)" } ?? "")"
+        }
+    }
+}
+
+extension LiveKernelTests {
+    /// The XDP attach and link rules, step by step on the live kernel (a veth in a private
+    /// namespace) and on the lab: the same errno at every step.
+    func testXdpAttachAndLinkRulesAreTheKernelsOwn() throws {
+        let drv: UInt32 = 4, skb: UInt32 = 2, noExist: UInt32 = 1, replace: UInt32 = 16
+        let steps: [AttachStep] = [
+            .attach(prog: 0, flags: drv, expected: nil),
+            .attach(prog: 1, flags: drv | noExist, expected: nil),         // EBUSY: a program is attached
+            .attach(prog: 1, flags: drv | replace, expected: 1),           // EEXIST: not the expected one
+            .attach(prog: 1, flags: drv | replace, expected: 0),
+            .attach(prog: 0, flags: skb, expected: nil),                   // native and generic at once
+            .attach(prog: -1, flags: drv, expected: nil),
+            .linkCreate(prog: 0, flags: drv),
+            .attach(prog: 1, flags: drv, expected: nil),                   // EBUSY: a link holds the device
+            .attach(prog: -1, flags: drv, expected: nil),                  // EBUSY: nor detach
+            .linkCreate(prog: 2, flags: drv),                              // EBUSY: one link per mode
+            .linkUpdate(prog: 1, expectedOld: 2),                          // EPERM: wrong old program
+            .linkUpdate(prog: 1, expectedOld: 0),
+            .linkUpdate(prog: 2, expectedOld: nil),
+        ]
+        // The live kernel.
+        let ns: LiveNetns
+        do { ns = try LiveNetns(tag: "attach") } catch {
+            print("LiveKernelTests: attach differential skipped — cannot make a network namespace: \(error)")
+            return
+        }
+        defer { ns.close() }
+        let kernelAnswers: [Int32?] = try ns.inside { ifindex in
+            let progs = try (0..<3).map { i in try live.progLoad(type: ProgType.xdp.rawValue, insns: [.mov64(0, imm: 2), .exit], name: "p\(i)") }
+            var link: Int32 = -1
+            var out: [Int32?] = []
+            for s in steps {
+                do {
+                    switch s {
+                    case let .attach(p, f, e): try live.xdpAttach(ifindex: ifindex, fd: p < 0 ? -1 : progs[p], flags: f, expectedFD: e.map { progs[$0] } ?? -1)
+                    case let .linkCreate(p, f): link = try live.xdpLinkCreate(progFD: progs[p], ifindex: ifindex, flags: f)
+                    case let .linkUpdate(p, e): try live.linkUpdate(link, newProgFD: progs[p], expectedOldFD: e.map { progs[$0] } ?? -1)
+                    }
+                    out.append(nil)
+                } catch let e as LiveError {
+                    out.append(e.errno)
+                }
+            }
+            live.closeAll()  // the link goes with its fd, the programs with theirs
+            return out
+        }
+        // The lab.
+        let kernel = Kernel(KernelConfig(checked: true))
+        let bpf = BPF(kernel: kernel)
+        let dev = NetDevice(kernel: kernel, name: "veth0")
+        defer { dev.detachAll(); bpf.closeAll(); kernel.quiesce() }
+        let progs = try (0..<3).map { i in try bpf.progLoad(.returning(2, name: "p\(i)")) }
+        var link: Int32 = -1
+        var labAnswers: [Int32?] = []
+        for s in steps {
+            do {
+                switch s {
+                case let .attach(p, f, e): try bpf.xdpAttach(dev, fd: p < 0 ? -1 : progs[p], flags: f, expectedFD: e.map { progs[$0] } ?? -1)
+                case let .linkCreate(p, f): link = try bpf.linkCreate(LinkCreateAttr(progFD: progs[p], device: dev, attachType: .xdp, flags: f))
+                case let .linkUpdate(p, e): try bpf.linkUpdate(link, newProgFD: progs[p], flags: e == nil ? 0 : 4, expectedOldFD: e.map { progs[$0] } ?? -1)
+                }
+                labAnswers.append(nil)
+            } catch let e as BPFError {
+                labAnswers.append(e.errno.rawValue)
+            }
+        }
+        for (i, s) in steps.enumerated() {
+            XCTAssertEqual(labAnswers[i], kernelAnswers[i],
+                           "step \(i + 1) (\(s)): the kernel answers \(kernelAnswers[i].map { Errno(rawValue: $0)?.name ?? "errno \($0)" } ?? "ok"), the lab \(labAnswers[i].map { Errno(rawValue: $0)?.name ?? "errno \($0)" } ?? "ok")")
+        }
+        print("LiveKernelTests: XDP attach differential: \(steps.count) steps, kernel \(kernelAnswers.map { $0.map { Errno(rawValue: $0)?.name ?? "\($0)" } ?? "ok" })")
+    }
+}
+
 /// The conformance suite, if it is beside the project.
 func conformanceDirectoryForKernel() -> URL? {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

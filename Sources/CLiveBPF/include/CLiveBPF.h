@@ -36,6 +36,16 @@ int clb_obj_get(const char *path);
 int clb_link_create(int prog_fd, int target, uint32_t attach_type, uint32_t flags);
 int clb_link_update(int link_fd, int new_prog_fd, int old_prog_fd, uint32_t flags);
 int clb_close(int fd);
+/// XDP attach through rtnetlink (IFLA_XDP: fd, flags, expected fd); 0 or -errno.
+/// prog_fd -1 detaches.
+int clb_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int expected_fd);
+/// Enters the network namespace at `path` (this thread only); returns a handle to the
+/// namespace it left (for clb_netns_leave) or -errno.
+int clb_netns_enter(const char *path);
+int clb_netns_leave(int saved);
+/// if_nametoindex in the current namespace, or -errno.
+int clb_ifindex(const char *name);
+
 /// The TSC (rdtsc) — to time a test-run syscall from user space.
 uint64_t clb_rdtsc(void);
 

@@ -1,0 +1,95 @@
+// LiveNetns.swift — a private network namespace with a veth pair, on the live kernel, for
+// XDP attach and links: made with iproute2's `ip`, named with the lab's prefix and the
+// process id, deleted on close. `bpflab kernel cleanup` removes what a crashed run left.
+//
+// Mirrors: what a user does by hand (`ip netns add`, `ip link add … type veth peer …`);
+// the attach itself goes through rtnetlink (CLiveBPF/netdev.c) and bpf(2) links.
+import Foundation
+import CLiveBPF
+
+public final class LiveNetns: @unchecked Sendable {
+    /// The prefix of everything the lab creates on the live kernel.
+    public static let prefix = "bpflab-"
+    public let name: String
+    private var deleted = false
+
+    /// Creates `bpflab-<pid>-<n>` with veth0 ↔ veth1, both up.
+    public init(tag: String = "0") throws {
+        name = "\(LiveNetns.prefix)\(getpid())-\(tag)"
+        try LiveNetns.ip(["netns", "add", name])
+        do {
+            try LiveNetns.ip(["-n", name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
+            try LiveNetns.ip(["-n", name, "link", "set", "veth0", "up"])
+            try LiveNetns.ip(["-n", name, "link", "set", "veth1", "up"])
+        } catch {
+            try? LiveNetns.ip(["netns", "del", name])
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard !deleted else { return }
+        deleted = true
+        try? LiveNetns.ip(["netns", "del", name])
+    }
+
+    /// Runs `body` inside the namespace (this thread only), with veth0's ifindex.
+    public func inside<T>(_ body: (Int32) throws -> T) throws -> T {
+        let saved = clb_netns_enter("/var/run/netns/\(name)")
+        guard saved >= 0 else { throw LiveError(errno: -saved, message: "cannot enter network namespace \(name)") }
+        defer { _ = clb_netns_leave(saved) }
+        let idx = clb_ifindex("veth0")
+        guard idx > 0 else { throw LiveError(errno: -idx, message: "no veth0 in \(name)") }
+        return try body(idx)
+    }
+
+    /// The namespaces a crashed run of the lab left (the prefix only).
+    public static func leftovers() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/var/run/netns")) ?? []
+        return names.filter { $0.hasPrefix(prefix) }.sorted()
+    }
+
+    /// Deletes one leftover namespace (only names with the lab's prefix).
+    public static func remove(_ name: String) throws {
+        guard name.hasPrefix(prefix) else { throw LiveError(errno: 1, message: "'\(name)' is not the lab's") }
+        try ip(["netns", "del", name])
+    }
+
+    static func ip(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["ip"] + args
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            throw LiveError(errno: 1, message: "ip \(args.joined(separator: " ")): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}
+
+extension LiveBPF {
+    /// Legacy XDP attach on `ifindex` (rtnetlink): fd -1 detaches.
+    public func xdpAttach(ifindex: Int32, fd: Int32, flags: UInt32, expectedFD: Int32 = -1) throws {
+        let r = clb_xdp_attach(ifindex, fd, flags, expectedFD)
+        if r < 0 { throw LiveError(errno: -r, message: "XDP attach on ifindex \(ifindex)") }
+    }
+
+    /// BPF_LINK_CREATE for XDP (attach type BPF_XDP, 37).
+    public func xdpLinkCreate(progFD: Int32, ifindex: Int32, flags: UInt32) throws -> Int32 {
+        let r = clb_link_create(progFD, ifindex, 37, flags)
+        if r < 0 { throw LiveError(errno: -r, message: "XDP link on ifindex \(ifindex)") }
+        return trackLink(r)
+    }
+
+    /// BPF_LINK_UPDATE (BPF_F_REPLACE with an expected old program when given).
+    public func linkUpdate(_ link: Int32, newProgFD: Int32, expectedOldFD: Int32 = -1) throws {
+        let r = clb_link_update(link, newProgFD, expectedOldFD, expectedOldFD >= 0 ? 4 : 0)  // BPF_F_REPLACE
+        if r < 0 { throw LiveError(errno: -r, message: "link update") }
+    }
+}
