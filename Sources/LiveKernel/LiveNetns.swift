@@ -35,6 +35,29 @@ public final class LiveNetns: @unchecked Sendable {
         try? LiveNetns.ip(["netns", "del", name])
     }
 
+    /// Adds `n` more veth pairs (veth<2k> ↔ veth<2k+1>, from veth2 on), all up; returns
+    /// the names of the new devices.
+    public func addPairs(_ n: Int) throws -> [String] {
+        var names: [String] = []
+        for k in 1...max(1, n) {
+            let a = "veth\(2 * k)", b = "veth\(2 * k + 1)"
+            try LiveNetns.ip(["-n", name, "link", "add", a, "type", "veth", "peer", "name", b])
+            try LiveNetns.ip(["-n", name, "link", "set", a, "up"])
+            try LiveNetns.ip(["-n", name, "link", "set", b, "up"])
+            names += [a, b]
+        }
+        return names
+    }
+
+    /// The ifindex of `device` in the namespace.
+    public func ifindex(_ device: String) throws -> Int32 {
+        try inside { _ in
+            let idx = clb_ifindex(device)
+            guard idx > 0 else { throw LiveError(errno: -idx, message: "no \(device) in \(name)") }
+            return idx
+        }
+    }
+
     /// Runs `body` inside the namespace (this thread only), with veth0's ifindex.
     public func inside<T>(_ body: (Int32) throws -> T) throws -> T {
         let saved = clb_netns_enter("/var/run/netns/\(name)")
