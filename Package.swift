@@ -89,7 +89,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PacketHarnessTests",
-            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims", "bpflab"]
+            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims", "bpflab", "LiveKernel"]
         ),
     ]
 )

@@ -137,8 +137,7 @@ public enum KernelBench {
             var attached: [Int32] = []
             for (i, dev) in devices.enumerated() {
                 let p = try live.progLoad(type: ProgType.xdp.rawValue, insns: drop, name: "disp\(i)")
-                let idx = try ns.ifindex(dev)
-                try ns.inside { _ in try live.xdpAttach(ifindex: idx, fd: p, flags: 4, expectedFD: -1) }  // XDP_FLAGS_DRV_MODE
+                try ns.xdpAttach(live, device: dev, fd: p, flags: 4)  // XDP_FLAGS_DRV_MODE
                 attached.append(p)
             }
             roots[.dispatcherHit] = attached[0]

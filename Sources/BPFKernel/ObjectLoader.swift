@@ -39,21 +39,8 @@ extension BPF {
     /// `mapFDs` (by the object's map names; every map the program uses must be there).
     public func objectProgramAttr(_ object: BPFObjectFile, _ p: ObjectProgram, mapFDs: [String: Int32],
                                   target: Int32? = nil, function: String? = nil) throws -> ProgLoadAttr {
-        var insns = p.insns
-        for (slot, ref) in p.mapReferences {
-            switch ref {
-            case let .map(name):
-                guard let fd = mapFDs[name] else { throw fail(.EINVAL, "program '\(p.name)' uses map '\(name)', which was not created") }
-                insns[slot].src = Pseudo.mapFD
-                insns[slot].imm = fd
-                insns[slot + 1].imm = 0
-            case let .value(name, off):
-                guard let fd = mapFDs[name] else { throw fail(.EINVAL, "program '\(p.name)' uses map '\(name)', which was not created") }
-                insns[slot].src = Pseudo.mapValue
-                insns[slot].imm = fd
-                insns[slot + 1].imm = Int32(bitPattern: off)
-            }
-        }
+        let insns: [BPFInsn]
+        do { insns = try p.instructions(mapFDs: mapFDs) } catch let e as ObjectError { throw fail(.EINVAL, e.message) }
         var attr = ProgLoadAttr(type: .xdp, insns: insns, name: String(p.name.prefix(15)), license: object.license)
         switch p.kind {
         case .xdp: attr.progType = ProgType.xdp.rawValue

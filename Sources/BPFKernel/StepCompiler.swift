@@ -117,3 +117,31 @@ private extension Substring {
         return String(s)
     }
 }
+
+extension StepProgram {
+    /// The instructions this step program compiles to, for a kernel without the lab's
+    /// kfuncs and configurable jumps: nil when it needs them (a count step, a static branch
+    /// or key flip) or has no instruction form (an indirect call). Tail-call and variable
+    /// steps refer to the fds in the steps and `varsFD` (the .data map, value size 8 × vars).
+    public func instructionsForKernel(varsFD: Int32?) throws -> (insns: [BPFInsn], usesVars: Bool)? {
+        let all = main + subprogs.flatMap { $0 }
+        for s in all {
+            switch s {
+            case .count, .staticBranch, .staticKeySet, .indirectCall: return nil
+            default: break
+            }
+        }
+        let c = try StepCompiler.compile(self, counterSlot: { _ in 0 }, varsFD: varsFD)
+        return (c.insns, c.usesVars)
+    }
+
+    /// Whether it uses variables (the kernel backend creates its .data map first).
+    public var usesVariables: Bool {
+        (main + subprogs.flatMap { $0 }).contains {
+            switch $0 {
+            case .setVar, .returnVar, .storeCookie, .storeFuncRet, .tailCall(_, .variable), .indirectCall(_, .variable): return true
+            default: return false
+            }
+        }
+    }
+}

@@ -265,3 +265,26 @@ public struct BPFObjectFile: Sendable {
 
     public func program(named n: String) -> ObjectProgram? { programs.first { $0.name == n } }
 }
+
+extension ObjectProgram {
+    /// The instructions with every map reference filled in from `mapFDs` (by the object's
+    /// map names): BPF_PSEUDO_MAP_FD, or BPF_PSEUDO_MAP_VALUE with the offset.
+    public func instructions(mapFDs: [String: Int32]) throws -> [BPFInsn] {
+        var insns = self.insns
+        for (slot, ref) in mapReferences {
+            switch ref {
+            case let .map(name):
+                guard let fd = mapFDs[name] else { throw ObjectError("program '\(self.name)' uses map '\(name)', which was not created") }
+                insns[slot].src = Pseudo.mapFD
+                insns[slot].imm = fd
+                insns[slot + 1].imm = 0
+            case let .value(name, off):
+                guard let fd = mapFDs[name] else { throw ObjectError("program '\(self.name)' uses map '\(name)', which was not created") }
+                insns[slot].src = Pseudo.mapValue
+                insns[slot].imm = fd
+                insns[slot + 1].imm = Int32(bitPattern: off)
+            }
+        }
+        return insns
+    }
+}

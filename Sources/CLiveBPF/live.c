@@ -137,7 +137,7 @@ int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uin
     return r;
 }
 
-int clb_map_info(int fd, uint32_t *id, uint32_t *type) {
+int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *value_size) {
     struct bpf_map_info info;
     memset(&info, 0, sizeof info);
     union bpf_attr a;
@@ -149,6 +149,7 @@ int clb_map_info(int fd, uint32_t *id, uint32_t *type) {
     if (r == 0) {
         if (id) *id = info.id;
         if (type) *type = info.type;
+        if (value_size) *value_size = info.value_size;
     }
     return r;
 }
@@ -194,4 +195,26 @@ uint64_t clb_rdtsc(void) {
     uint32_t lo, hi;
     __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
     return (uint64_t)hi << 32 | lo;
+}
+
+int clb_link_detach(int link_fd) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.link_detach.link_fd = link_fd;
+    return sys_bpf(BPF_LINK_DETACH, &a);
+}
+
+int clb_link_get_fd_by_id(uint32_t id) { return by_id(BPF_LINK_GET_FD_BY_ID, id); }
+
+int clb_link_info(int fd, uint32_t *id) {
+    struct bpf_link_info info;
+    memset(&info, 0, sizeof info);
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.info.bpf_fd = fd;
+    a.info.info_len = sizeof info;
+    a.info.info = (uintptr_t)&info;
+    int r = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+    if (r == 0 && id) *id = info.id;
+    return r;
 }

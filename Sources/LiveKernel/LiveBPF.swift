@@ -18,6 +18,10 @@ public struct LiveError: Error, CustomStringConvertible, Sendable, Equatable {
     public let message: String
     /// The lab's name for it, when the lab has one.
     public var known: Errno? { Errno(rawValue: errno) }
+    public init(errno: Int32, message: String) {
+        self.errno = errno
+        self.message = message
+    }
     public var description: String { "\(known?.name ?? "errno \(errno)") (\(errno)): \(message)" }
 }
 
@@ -123,6 +127,45 @@ public final class LiveBPF: @unchecked Sendable {
         var id: UInt32 = 0, type: UInt32 = 0, jited: UInt32 = 0, xlated: UInt32 = 0
         _ = try check(clb_prog_info(fd, &id, &type, &jited, &xlated), "prog info")
         return (id, jited > 0)
+    }
+
+    /// BPF_*_GET_FD_BY_ID (kind: prog, map or link).
+    public func getFdByID(_ kind: String, _ id: UInt32) throws -> Int32 {
+        let r: Int32
+        switch kind {
+        case "prog": r = clb_prog_get_fd_by_id(id)
+        case "map": r = clb_map_get_fd_by_id(id)
+        default: r = clb_link_get_fd_by_id(id)
+        }
+        return track(try check(r, "get fd by id \(id)"))
+    }
+
+    /// The ID behind an fd this backend holds (a program, map or link).
+    public func objectID(_ fd: Int32) -> UInt32? {
+        var id: UInt32 = 0, t: UInt32 = 0, j: UInt32 = 0, x: UInt32 = 0
+        if clb_prog_info(fd, &id, &t, &j, &x) == 0 { return id }
+        if clb_map_info(fd, &id, &t, nil) == 0 { return id }
+        if clb_link_info(fd, &id) == 0 { return id }
+        return nil
+    }
+
+    /// A map's type and value size.
+    public func mapInfo(_ fd: Int32) throws -> (type: UInt32, valueSize: UInt32) {
+        var id: UInt32 = 0, t: UInt32 = 0, vs: UInt32 = 0
+        _ = try check(clb_map_info(fd, &id, &t, &vs), "map info")
+        return (t, vs)
+    }
+
+    public func objPin(_ fd: Int32, path: String) throws {
+        _ = try check(clb_obj_pin(fd, path), "pin at \(path)")
+    }
+
+    public func objGet(path: String) throws -> Int32 {
+        track(try check(clb_obj_get(path), "obj_get \(path)"))
+    }
+
+    public func linkDetach(_ fd: Int32) throws {
+        _ = try check(clb_link_detach(fd), "link detach")
     }
 
     public func close(_ fd: Int32) throws {

@@ -80,10 +80,12 @@ public final class LiveNetns: @unchecked Sendable {
         try ip(["netns", "del", name])
     }
 
-    static func ip(_ args: [String]) throws {
+    static func ip(_ args: [String]) throws { try run("ip", args) }
+
+    static func run(_ tool: String, _ args: [String]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["ip"] + args
+        p.arguments = [tool] + args
         let err = Pipe()
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
@@ -91,25 +93,78 @@ public final class LiveNetns: @unchecked Sendable {
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
             let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw LiveError(errno: 1, message: "ip \(args.joined(separator: " ")): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw LiveError(errno: 1, message: "\(tool) \(args.joined(separator: " ")): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}
+
+/// A private bpffs instance, mounted for one run at /tmp/bpflab-<pid>-bpffs (a mount of
+/// its own: the system's /sys/fs/bpf is not touched), unmounted and removed on close.
+public final class LiveBPFFS: @unchecked Sendable {
+    public let path: String
+    private var mounted = false
+
+    public init() throws {
+        path = "/tmp/\(LiveNetns.prefix)\(getpid())-bpffs"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        do {
+            try LiveNetns.run("mount", ["-t", "bpf", "bpf", path])
+            mounted = true
+        } catch {
+            try? FileManager.default.removeItem(atPath: path)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard mounted else { return }
+        mounted = false
+        try? LiveNetns.run("umount", [path])
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    /// bpffs mounts a crashed run left.
+    public static func leftovers() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? []
+        return names.filter { $0.hasPrefix(LiveNetns.prefix) && $0.hasSuffix("-bpffs") }.map { "/tmp/" + $0 }.sorted()
+    }
+
+    public static func remove(_ path: String) throws {
+        guard path.hasPrefix("/tmp/\(LiveNetns.prefix)"), path.hasSuffix("-bpffs") else { throw LiveError(errno: 1, message: "'\(path)' is not the lab's") }
+        try? LiveNetns.run("umount", [path])
+        try FileManager.default.removeItem(atPath: path)
+    }
+}
+
+extension LiveNetns {
+    /// Legacy XDP attach (rtnetlink) on `device` of this namespace: fd -1 detaches. The
+    /// netlink socket is opened inside the namespace, so no other device can be reached.
+    public func xdpAttach(_ live: LiveBPF, device: String = "veth0", fd: Int32, flags: UInt32, expectedFD: Int32 = -1) throws {
+        try inside { _ in
+            let idx = clb_ifindex(device)
+            guard idx > 0 else { throw LiveError(errno: -idx, message: "no \(device) in \(name)") }
+            let r = clb_xdp_attach(idx, fd, flags, expectedFD)
+            if r < 0 { throw LiveError(errno: -r, message: "XDP attach on \(device)") }
+        }
+    }
+
+    /// BPF_LINK_CREATE for XDP (attach type BPF_XDP, 37) on `device` of this namespace. The
+    /// kernel resolves the ifindex in the caller's namespace, so the call is made inside it:
+    /// a link can never land on a device of the machine's own namespace.
+    public func xdpLinkCreate(_ live: LiveBPF, device: String = "veth0", progFD: Int32, flags: UInt32) throws -> Int32 {
+        try inside { _ in
+            let idx = clb_ifindex(device)
+            guard idx > 0 else { throw LiveError(errno: -idx, message: "no \(device) in \(name)") }
+            let r = clb_link_create(progFD, idx, 37, flags)
+            if r < 0 { throw LiveError(errno: -r, message: "XDP link on \(device)") }
+            return live.trackLink(r)
         }
     }
 }
 
 extension LiveBPF {
-    /// Legacy XDP attach on `ifindex` (rtnetlink): fd -1 detaches.
-    public func xdpAttach(ifindex: Int32, fd: Int32, flags: UInt32, expectedFD: Int32 = -1) throws {
-        let r = clb_xdp_attach(ifindex, fd, flags, expectedFD)
-        if r < 0 { throw LiveError(errno: -r, message: "XDP attach on ifindex \(ifindex)") }
-    }
-
-    /// BPF_LINK_CREATE for XDP (attach type BPF_XDP, 37).
-    public func xdpLinkCreate(progFD: Int32, ifindex: Int32, flags: UInt32) throws -> Int32 {
-        let r = clb_link_create(progFD, ifindex, 37, flags)
-        if r < 0 { throw LiveError(errno: -r, message: "XDP link on ifindex \(ifindex)") }
-        return trackLink(r)
-    }
-
     /// BPF_LINK_UPDATE (BPF_F_REPLACE with an expected old program when given).
     public func linkUpdate(_ link: Int32, newProgFD: Int32, expectedOldFD: Int32 = -1) throws {
         let r = clb_link_update(link, newProgFD, expectedOldFD, expectedOldFD >= 0 ? 4 : 0)  // BPF_F_REPLACE

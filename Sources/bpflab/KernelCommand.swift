@@ -23,13 +23,21 @@ struct KernelCmd: ParsableCommand {
 
     struct Cleanup: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Delete what a crashed run left on the live kernel: network namespaces named \(LiveNetns.prefix)… (nothing else is touched)."
+            abstract: "Delete what a crashed run left on the live kernel: network namespaces named \(LiveNetns.prefix)… and private bpffs mounts /tmp/\(LiveNetns.prefix)…-bpffs (nothing else is touched)."
         )
 
         func run() throws {
+            for m in LiveBPFFS.leftovers() {
+                do {
+                    try LiveBPFFS.remove(m)
+                    try StandardOutput.write("unmounted and removed \(m)\n")
+                } catch {
+                    try StandardOutput.write("could not remove \(m): \(error)\n")
+                }
+            }
             let left = LiveNetns.leftovers()
             if left.isEmpty {
-                try StandardOutput.write("nothing to clean: no network namespace named \(LiveNetns.prefix)…\n")
+                try StandardOutput.write("no network namespace named \(LiveNetns.prefix)… is left\n")
                 return
             }
             for n in left {

@@ -3,11 +3,12 @@ import ArgumentParser
 import Foundation
 import PacketHarness
 import BPFInstructions
+import LiveKernel
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a scenario file (or a shipped scenario by name) and check its expectations.",
-        discussion: "The whole file is checked before anything runs. Exit 0 when every expectation holds, 1 when one fails (each is named with its step and line) or something leaked, 2 when the file is invalid (with line and column), 130 when interrupted."
+        discussion: "The whole file is checked before anything runs. Exit 0 when every expectation holds, 1 when one fails (each is named with its step and line) or something leaked, 2 when the file is invalid (with line and column), 3 with --on both when the lab and this machine's kernel disagree at a step (both sides printed), 130 when interrupted."
     )
 
     enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
@@ -32,6 +33,11 @@ struct Run: ParsableCommand {
     @Flag(help: "Run the auditor after every step (every reference accounted for; a finding fails the step).")
     var audit = false
 
+    enum Backend: String, ExpressibleByArgument, CaseIterable { case lab, both }
+
+    @Option(help: "lab (the simulated kernel), or both: the lab, then every step on this machine's kernel too, compared step by step (lab only / refused by this kernel / not observable are said, never failures).")
+    var on: Backend = .lab
+
     func run() throws {
         StandardOutput.ignoreSIGPIPE()
         do {
@@ -48,6 +54,23 @@ struct Run: ParsableCommand {
             options.auditEveryStep = audit
             options.bytecodeForInterp = bytecode
             options.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+            if on == .both {
+                if let why = LiveBPF.unavailableReason() { throw ScenarioFileError(text: "--on both: the live kernel is not usable here: \(why)") }
+                options.progress = nil
+                let (outcome, rows) = ScenarioComparison.compare(runner, options: options)
+                var text = ""
+                for r in rows {
+                    text += "step \(r.step) (line \(r.line)) \(r.what): lab \(r.lab) | kernel \(r.kernel)"
+                    text += r.disagreement.map { " — DISAGREE: \($0)" } ?? ""
+                    text += "\n"
+                }
+                let bad = rows.filter { $0.disagreement != nil }
+                text += "\(runner.name): \(rows.count) steps; \(bad.isEmpty ? "the lab and this kernel agree" : "\(bad.count) disagreement(s): the kernel is right") (lab only: \(rows.filter { $0.kernel.hasPrefix("lab only") }.count), refused by this kernel: \(rows.filter { $0.kernel.hasPrefix("refused") }.count), not observable: \(rows.filter { $0.kernel.hasPrefix("not observable") }.count))\n"
+                try StandardOutput.write(text)
+                if !bad.isEmpty { throw ExitCode(3) }
+                if !outcome.passed { throw ExitCode(1) }
+                return
+            }
             let outcome = runner.run(options)
             try Run.report(outcome, format: format, quiet: quiet)
             if outcome.interrupted { throw ExitCode(130) }

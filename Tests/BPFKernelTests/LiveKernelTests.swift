@@ -156,15 +156,15 @@ extension LiveKernelTests {
             return
         }
         defer { ns.close() }
-        let kernelAnswers: [Int32?] = try ns.inside { ifindex in
+        let kernelAnswers: [Int32?] = try {
             let progs = try (0..<3).map { i in try live.progLoad(type: ProgType.xdp.rawValue, insns: [.mov64(0, imm: 2), .exit], name: "p\(i)") }
             var link: Int32 = -1
             var out: [Int32?] = []
             for s in steps {
                 do {
                     switch s {
-                    case let .attach(p, f, e): try live.xdpAttach(ifindex: ifindex, fd: p < 0 ? -1 : progs[p], flags: f, expectedFD: e.map { progs[$0] } ?? -1)
-                    case let .linkCreate(p, f): link = try live.xdpLinkCreate(progFD: progs[p], ifindex: ifindex, flags: f)
+                    case let .attach(p, f, e): try ns.xdpAttach(live, fd: p < 0 ? -1 : progs[p], flags: f, expectedFD: e.map { progs[$0] } ?? -1)
+                    case let .linkCreate(p, f): link = try ns.xdpLinkCreate(live, progFD: progs[p], flags: f)
                     case let .linkUpdate(p, e): try live.linkUpdate(link, newProgFD: progs[p], expectedOldFD: e.map { progs[$0] } ?? -1)
                     }
                     out.append(nil)
@@ -174,7 +174,7 @@ extension LiveKernelTests {
             }
             live.closeAll()  // the link goes with its fd, the programs with theirs
             return out
-        }
+        }()
         // The lab.
         let kernel = Kernel(KernelConfig(checked: true))
         let bpf = BPF(kernel: kernel)

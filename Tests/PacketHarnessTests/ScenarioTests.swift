@@ -6,6 +6,7 @@ import ArgumentParser
 import BPFKernel
 @testable import PacketHarness
 @testable import bpflab
+import LiveKernel
 
 final class ScenarioTests: XCTestCase {
     func testEveryShippedScenarioPassesAndLeaksNothing() throws {
@@ -39,6 +40,26 @@ final class ScenarioTests: XCTestCase {
             compiled += 1
         }
         XCTAssertGreaterThanOrEqual(compiled, 3, "scenarios with interpreted programs are found")
+    }
+
+    func testEveryShippedScenarioAgreesWithThisMachinesKernel() throws {
+        // The live kernel as the oracle: every step either agrees (errno, test-run value,
+        // map values) or says why it cannot be compared (lab only, refused by this kernel,
+        // not observable). Skipped with a line where bpf(2) does not work.
+        if let why = LiveBPF.unavailableReason() {
+            print("ScenarioTests: --on both skipped — \(why)")
+            return
+        }
+        var compared = 0
+        for s in ShippedScenarios.all {
+            let (_, rows) = ScenarioComparison.compare(try Run.load(s.name).0)
+            for r in rows where r.disagreement != nil {
+                XCTFail("\(s.name) step \(r.step) (line \(r.line)) \(r.what): lab \(r.lab), kernel \(r.kernel): \(r.disagreement!)")
+            }
+            compared += rows.filter { !$0.kernel.hasPrefix("lab only") && !$0.kernel.hasPrefix("refused") && !$0.kernel.hasPrefix("not observable") && !$0.kernel.contains("not comparable") }.count
+        }
+        XCTAssertGreaterThanOrEqual(compared, 60, "enough steps are compared on the kernel")
+        print("ScenarioTests: \(compared) steps of the shipped scenarios compared with the live kernel, all agree")
     }
 
     func testAFailedExpectationNamesTheStepAndExitsOne() throws {

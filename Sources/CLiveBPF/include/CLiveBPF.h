@@ -29,13 +29,16 @@ int clb_prog_get_next_id(uint32_t start, uint32_t *next);
 int clb_map_get_next_id(uint32_t start, uint32_t *next);
 /// BPF_OBJ_GET_INFO_BY_FD for a program: its ID, type and whether it is JIT-ed.
 int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uint32_t *xlated_len);
-int clb_map_info(int fd, uint32_t *id, uint32_t *type);
+int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *value_size);
 int clb_obj_pin(int fd, const char *path);
 int clb_obj_get(const char *path);
 /// BPF_LINK_CREATE (target: an ifindex for XDP, a program fd for freplace/fentry).
 int clb_link_create(int prog_fd, int target, uint32_t attach_type, uint32_t flags);
 int clb_link_update(int link_fd, int new_prog_fd, int old_prog_fd, uint32_t flags);
 int clb_close(int fd);
+int clb_link_detach(int link_fd);
+int clb_link_get_fd_by_id(uint32_t id);
+int clb_link_info(int fd, uint32_t *id);
 /// XDP attach through rtnetlink (IFLA_XDP: fd, flags, expected fd); 0 or -errno.
 /// prog_fd -1 detaches.
 int clb_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int expected_fd);

@@ -1,0 +1,401 @@
+// ScenarioKernelRun.swift — a scenario's steps on the live kernel of this machine, so the
+// same file runs on the lab and on the kernel and the two are compared step by step
+// (`bpflab run FILE --on both`).
+//
+// Mirrors: what a user would do by hand with bpf(2), iproute2 and bpffs. Programs become
+// instructions (builtins and returns as `r0 = K; exit`, step programs through the step
+// compiler, asm/raw/object as they are); devices are the veths of a private network
+// namespace; pins live in a private bpffs mount (/tmp/bpflab-<pid>-bpffs); everything
+// is closed and removed when the run ends.
+//
+// What the kernel does not have is "lab only" (the RFC's chain calls never merged; the lab's
+// static keys, kfuncs and indirect calls; the interpreter engine — this kernel's JIT is
+// always on); what it cannot show is "not observable" (packets through a device without
+// traffic; next-ID walks over a kernel other processes share); a step that needs an object
+// the kernel refused to create is refused too.
+import Foundation
+import BPFKernel
+import BPFInstructions
+import LiveKernel
+
+/// How a step went on the kernel.
+public enum KernelStepResult: Sendable, Equatable {
+    /// It ran: the errno name it failed with (nil: success) and what it observed.
+    case ran(errno: String?, observed: [String: String])
+    case labOnly(String)
+    case refusedByKernel(String)
+    case notObservable(String)
+}
+
+public final class KernelScenarioRunner {
+    public let file: ScenarioFile
+    private let live = LiveBPF()
+    private var netns: LiveNetns?
+    private var handles: [String: (fd: Int32, kind: ObjectKind)] = [:]
+    /// Names whose creation this kernel refused (EPERM): later steps on them are refused too.
+    private var refused: Set<String> = []
+    private var labOnly: Set<String> = []
+    private var link: [String: Int32] = [:]
+    private var bpffs: LiveBPFFS?
+
+    public init(file: ScenarioFile) {
+        self.file = file
+    }
+
+    deinit { close() }
+
+    /// Everything made is closed and removed.
+    public func close() {
+        live.closeAll()
+        netns?.close()
+        netns = nil
+        bpffs?.close()
+        bpffs = nil
+    }
+
+    /// Whether some object of the scenario exists only in the lab or was refused here: then
+    /// later results may differ for that reason alone, and are not compared.
+    public private(set) var premiseMissing = false
+    /// Steps run after something was lab only or refused.
+    public private(set) var stepsWithoutPremise: Set<Int> = []
+
+    /// Runs every step; results in step order (index 0: the declarations).
+    public func run() -> [(step: Int, result: KernelStepResult)] {
+        defer { close() }
+        var out: [(Int, KernelStepResult, Bool)] = []
+        for (name, spec) in file.maps {
+            do { handles[name] = (try mapCreate(name, spec), .map) } catch let e as LabOnly {
+                labOnly.insert(name)
+                out.append((0, .labOnly(e.why), false))
+            } catch {
+                out.append((0, .ran(errno: errnoName(error), observed: ["declaring": name]), false))
+            }
+        }
+        for (name, spec) in file.programs {
+            switch load(name, spec) {
+            case .ran(nil, _): break
+            case let r: out.append((0, r, false))
+            }
+        }
+        for s in file.slots {
+            guard let m = handles[s.map], let p = handles[s.program] else { continue }
+            try? live.mapUpdate(m.fd, key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: p.fd)))
+        }
+        for step in file.steps {
+            if !refused.isEmpty || !labOnly.isEmpty { premiseMissing = true }
+            if premiseMissing { stepsWithoutPremise.insert(step.index) }
+            out.append((step.index, runStep(step), premiseMissing))
+        }
+        return out.map { ($0.0, $0.1) }
+    }
+
+    private func errnoName(_ e: Error) -> String {
+        if let l = e as? LiveError { return l.known?.name ?? "errno \(l.errno)" }
+        if let b = e as? BPFError { return b.errno.name }
+        return "EINVAL"
+    }
+
+    private func mapCreate(_ name: String, _ s: MapSpec) throws -> Int32 {
+        guard s.type != .staticKey else { throw LabOnly(why: "the static-key map is the lab's (seed 000's proposal)") }
+        return try live.mapCreate(type: s.type.rawValue, keySize: s.keySize, valueSize: s.valueSize, maxEntries: s.maxEntries,
+                                  name: String(name.prefix(15)).replacingOccurrences(of: "-", with: "_"))
+    }
+
+    private struct LabOnly: Error { let why: String }
+    private struct NotOpenHere: Error { let name: String }
+
+    private func fd(_ name: String) throws -> Int32 {
+        if refused.contains(name) { throw RefusedDependency(name: name) }
+        if labOnly.contains(name) { throw LabOnly(why: "'\(name)' exists only in the lab") }
+        guard let h = handles[name] else { throw NotOpenHere(name: name) }
+        return h.fd
+    }
+    private struct RefusedDependency: Error { let name: String }
+
+    /// The program's instructions and type for the kernel, or why it has none.
+    private func program(_ name: String, _ spec: ProgramSpec) throws -> (insns: [BPFInsn], type: UInt32) {
+        if spec.attach != nil { return ([.mov64(0, imm: 0), .exit], spec.attach.map { if case .extends = $0 { return ProgType.ext.rawValue } else { return ProgType.tracing.rawValue } }!) }
+        if spec.engine == .interp { throw LabOnly(why: "the interpreter engine: this kernel's JIT is always on") }
+        if spec.flags.contains(.chainCalls) { throw LabOnly(why: "BPF_F_CHAIN_CALLS (the RFC's chain calls never merged)") }
+        let xdp = ProgType.xdp.rawValue
+        switch spec.body {
+        case let .builtin(b):
+            let v: [String: Int32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
+            return ([.mov64(0, imm: v[b.symbol] ?? 0), .exit], xdp)
+        case let .returns(r):
+            return ([.alu32(.mov, dst: 0, imm: Int32(bitPattern: r)), .exit], xdp)
+        case let .steps(main, subs, _):
+            let arrays = try (main + subs.flatMap { $0 }).compactMap { s -> (String, Int32)? in
+                switch s {
+                case let .tailCall(a, _), let .indirectCall(a, _): return (a, try fd(a))
+                default: return nil
+                }
+            }
+            let byName = Dictionary(arrays, uniquingKeysWith: { a, _ in a })
+            func step(_ s: StepSpec) throws -> Step {
+                switch s {
+                case let .tailCall(a, i): return .tailCall(arrayFD: byName[a]!, index: i)
+                case let .indirectCall(a, i): return .indirectCall(arrayFD: byName[a]!, index: i)
+                case let .count(n): return .count(n)
+                case let .call(n): return .call(n)
+                case let .setVar(i, v): return .setVar(i, v)
+                case let .returnConst(v): return .returnConst(v)
+                case let .returnVar(i): return .returnVar(i)
+                case .returnLast: return .returnLast
+                case let .storeCookie(i): return .storeCookie(i)
+                case let .storeFuncRet(i): return .storeFuncRet(i)
+                case .staticBranch, .staticKeySet: throw LabOnly(why: "static branches (seed 000's proposal) are the lab's")
+                }
+            }
+            let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) }, directTailCalls: spec.engine == .direct)
+            var varsFD: Int32?
+            if sp.usesVariables {
+                varsFD = try live.mapCreate(type: 2, keySize: 4, valueSize: UInt32(sp.vars * 8), maxEntries: 1, name: ".data")
+            }
+            guard let (insns, _) = try sp.instructionsForKernel(varsFD: varsFD) else {
+                throw LabOnly(why: "its steps use the lab's kfuncs, static keys or indirect calls")
+            }
+            return (insns, xdp)
+        case let .bytecode(source, keys):
+            if !keys.isEmpty { throw LabOnly(why: "configurable jumps (JA_CFG) are the lab's") }
+            switch source {
+            case let .asm(text): return (try Assembler.assemble(text) { try self.fd($0) }, xdp)
+            case let .raw(i): return (i, xdp)
+            case let .object(obj, prog):
+                var fds: [String: Int32] = [:]
+                for m in obj.maps {
+                    if let h = handles[m.name], h.kind == .map { fds[m.name] = h.fd; continue }
+                    let f = try live.mapCreate(type: m.type, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries,
+                                               name: String(m.name.prefix(15)))
+                    if let v = m.initialValue { try live.mapUpdate(f, key: [0, 0, 0, 0], value: v) }
+                    handles[m.name] = (f, .map)
+                    fds[m.name] = f
+                }
+                let p = obj.program(named: prog)!
+                var type = xdp
+                if case .schedCls = p.kind { type = ProgType.schedCls.rawValue }
+                if case .socketFilter = p.kind { type = ProgType.socketFilter.rawValue }
+                if case .ext = p.kind { type = ProgType.ext.rawValue }
+                if case .tracing = p.kind { type = ProgType.tracing.rawValue }
+                return (try p.instructions(mapFDs: fds), type)
+            }
+        }
+    }
+
+    private func load(_ name: String, _ spec: ProgramSpec) -> KernelStepResult {
+        do {
+            let (insns, type) = try program(name, spec)
+            var eat: UInt32 = 0, target: Int32 = -1
+            if case let .traces(kind, p, _)? = spec.attach { eat = kind.rawValue; target = try p.map { try fd($0) } ?? -1 }
+            if case let .extends(p, _)? = spec.attach { target = try fd(p) }
+            let f = try live.progLoad(type: type, insns: insns, name: String(name.prefix(15)).replacingOccurrences(of: "-", with: "_"),
+                                      expectedAttachType: eat, attachProgFD: target, attachBTFID: spec.attach == nil ? 0 : 1,
+                                      flags: spec.flags.rawValue & ProgLoadFlags.xdpHasFrags.rawValue)
+            handles[name] = (f, .program)
+            return .ran(errno: nil, observed: [:])
+        } catch let e as LabOnly {
+            labOnly.insert(name)
+            return .labOnly(e.why)
+        } catch let e as LiveError where e.errno == 1 && spec.attach != nil {
+            refused.insert(name)
+            return .refusedByKernel("\(spec.attach.map { if case .extends = $0 { return "extension" } else { return "tracing" } }!) programs: EPERM here")
+        } catch let e as RefusedDependency {
+            refused.insert(name)
+            return .refusedByKernel("it needs '\(e.name)', which this kernel refused")
+        } catch {
+            return .ran(errno: errnoName(error), observed: [:])
+        }
+    }
+
+    /// The veth of the private namespace that stands for the scenario's device.
+    private func device(_ device: String?) throws -> String {
+        if netns == nil { netns = try LiveNetns(tag: "scenario") }
+        let names = file.devices.map(\.name)
+        let i = device.flatMap { names.firstIndex(of: $0) } ?? 0
+        guard i < 2 else { throw LabOnly(why: "more than two devices (the backend makes one veth pair)") }
+        return "veth\(i)"
+    }
+
+    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 {
+        switch m {
+        case .skb?: return XDPFlags.skbMode.rawValue
+        case .drv?: return XDPFlags.drvMode.rawValue
+        case .hw?: return XDPFlags.hwMode.rawValue
+        case nil: return 0
+        }
+    }
+
+    /// A scenario's /sys/fs/bpf path, in the run's private bpffs mount.
+    private func path(_ p: String) throws -> String {
+        if bpffs == nil {
+            do { bpffs = try LiveBPFFS() } catch { throw NoBPFFS(why: "\(error)") }
+        }
+        return p.hasPrefix("/sys/fs/bpf") ? bpffs!.path + p.dropFirst("/sys/fs/bpf".count) : p
+    }
+    private struct NoBPFFS: Error { let why: String }
+
+    private func runStep(_ step: StepDecl) -> KernelStepResult {
+        var observed: [String: String] = [:]
+        do {
+            switch step.operation {
+            case let .attach(p, d, m, flags, expected):
+                let dev = try device(d)
+                let pf = try fd(p), ef = try expected.map { try fd($0) } ?? -1
+                try netns!.xdpAttach(live, device: dev, fd: pf, flags: modeFlags(m) | flags.rawValue, expectedFD: ef)
+            case let .detach(d, m, flags, expected):
+                let dev = try device(d)
+                let ef = try expected.map { try fd($0) } ?? -1
+                try netns!.xdpAttach(live, device: dev, fd: -1, flags: modeFlags(m) | flags.rawValue, expectedFD: ef)
+            case .packets:
+                return .notObservable("packets through a device need traffic the backend does not send")
+            case let .testRun(p, size, reps):
+                var data = file.packet.frame(flow: 0)
+                if let size { data = size <= data.count ? Array(data.prefix(size)) : data + [UInt8](repeating: 0, count: size - data.count) }
+                let r = try live.testRun(try fd(p), data: data, repeat: reps)
+                observed["retval"] = "\(r.retval)"
+            case let .load(name, spec):
+                return load(name, spec)
+            case let .close(name):
+                if refused.remove(name) != nil { return .refusedByKernel("'\(name)' was refused here") }
+                if labOnly.remove(name) != nil { return .labOnly("'\(name)' exists only in the lab") }
+                let f = try fd(name)
+                handles[name] = nil
+                try live.close(f)
+            case .chainAdd, .chainDel, .chainGet:
+                return .labOnly("the RFC's chain calls never merged")
+            case let .mapCreate(name, spec):
+                do { handles[name] = (try mapCreate(name, spec), .map) } catch let e as LabOnly {
+                    labOnly.insert(name)
+                    return .labOnly(e.why)
+                }
+            case let .mapUpdate(m, key, v, flags):
+                let mf = try fd(m)
+                let value: [UInt8]
+                switch v {
+                case let .program(p): value = u32Bytes(UInt32(bitPattern: try fd(p)))
+                case let .map(o): value = u32Bytes(UInt32(bitPattern: try fd(o)))
+                case let .fd(n): value = u32Bytes(UInt32(bitPattern: n))
+                case let .number(n):
+                    let vs = try live.mapInfo(mf).valueSize
+                    value = Array(withUnsafeBytes(of: n.littleEndian) { Array($0) }.prefix(Int(min(vs, 8)))) + [UInt8](repeating: 0, count: max(0, Int(vs) - 8))
+                }
+                try live.mapUpdate(mf, key: u32Bytes(key), value: value, flags: flags.rawValue)
+            case let .mapDelete(m, key):
+                try live.mapDelete(try fd(m), key: u32Bytes(key))
+            case let .mapLookup(m, key):
+                let mf = try fd(m)
+                let info = try live.mapInfo(mf)
+                let b = try live.mapLookup(mf, key: u32Bytes(key), valueSize: Int(info.valueSize))
+                var v: UInt64 = 0
+                for (i, x) in b.prefix(8).enumerated() { v |= UInt64(x) << (8 * UInt64(i)) }
+                if info.type == MapType.progArray.rawValue {
+                    // A prog array answers the program's ID: compared by which program it is.
+                    observed["value"] = handles.first { live.objectID($0.value.fd) == UInt32(truncatingIfNeeded: v) && $0.value.kind == .program }?.key ?? "id \(v)"
+                } else {
+                    observed["value"] = "\(v)"
+                }
+            case let .getFdByID(kind, idRef, name):
+                let id: UInt32
+                switch idRef {
+                case let .of(n): id = live.objectID(try fd(n)) ?? 0
+                case .number: return .notObservable("a literal ID names whatever the shared kernel gave that number")
+                }
+                handles[name] = (try live.getFdByID(kind.rawValue, id), .any)
+            case .nextID:
+                return .notObservable("next-ID walks cross every object on the shared kernel")
+            case let .mkdir(p):
+                guard mkdir(try path(p), 0o700) == 0 else { throw LiveError(errno: errno, message: "mkdir") }
+            case let .rmdir(p):
+                guard rmdir(try path(p)) == 0 else { throw LiveError(errno: errno, message: "rmdir") }
+            case let .pin(o, p):
+                try live.objPin(try fd(o), path: try path(p))
+            case let .unpin(p):
+                guard unlink(try path(p)) == 0 else { throw LiveError(errno: errno, message: "unlink") }
+            case let .objGet(p, name):
+                handles[name] = (try live.objGet(path: try path(p)), .any)
+            case let .link(name, p, d, m, target, _, _):
+                if target != nil || refused.contains(p) {
+                    refused.insert(name)
+                    return .refusedByKernel("tracing and extension links need programs this kernel refuses")
+                }
+                let dev = try device(d)
+                let l = try netns!.xdpLinkCreate(live, device: dev, progFD: try fd(p), flags: modeFlags(m))
+                handles[name] = (l, .link)
+                link[name] = l
+            case let .linkUpdate(l, p, expected):
+                try live.linkUpdate(try fd(l), newProgFD: try fd(p), expectedOldFD: try expected.map { try fd($0) } ?? -1)
+            case let .linkDetach(l):
+                try live.linkDetach(try fd(l))
+            case .libxdpAttach, .libxdpDetach:
+                return .labOnly("libxdp's dispatcher needs freplace, which this kernel refuses")
+            case let .stats(_, name):
+                if let name { labOnly.insert(name) }
+                return .notObservable("run-time stats are not compared")
+            case .setVar:
+                return .labOnly("user-space variables are the lab's step-program convenience")
+            case .rcuBarrier:
+                break
+            }
+            return .ran(errno: nil, observed: observed)
+        } catch let e as LabOnly {
+            return .labOnly(e.why)
+        } catch let e as RefusedDependency {
+            return .refusedByKernel("it needs '\(e.name)', which this kernel refused")
+        } catch let e as NoBPFFS {
+            return .notObservable("no private bpffs mount: \(e.why)")
+        } catch let e as NotOpenHere {
+            return .ran(errno: "not open", observed: ["name": e.name])
+        } catch {
+            return .ran(errno: errnoName(error), observed: observed)
+        }
+    }
+}
+
+/// One step's lab and kernel results side by side.
+public struct StepComparison: Sendable {
+    public let step: Int
+    public let line: Int
+    public let what: String
+    public let lab: String
+    public let kernel: String
+    /// nil: they agree (or the kernel has no answer to compare: lab only, refused, not observable).
+    public let disagreement: String?
+}
+
+public enum ScenarioComparison {
+    /// Runs `file` on the lab and on the live kernel and compares every step: errno, and
+    /// the test-run return value and map values where both observed them.
+    public static func compare(_ runner: ScenarioRunner, options: ScenarioRunOptions = ScenarioRunOptions()) -> (ScenarioOutcome, [StepComparison]) {
+        let labOut = runner.run(options)
+        let kr = KernelScenarioRunner(file: runner.file)
+        let kernel = kr.run()
+        var rows: [StepComparison] = []
+        for step in runner.file.steps {
+            guard let rec = labOut.records.first(where: { $0.step == step.index }) else { continue }
+            let k = kernel.first { $0.step == step.index }?.result ?? .notObservable("not reached")
+            let labText = rec.errno ?? (rec.observed.isEmpty ? "ok" : rec.observed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            var kernelText: String, disagreement: String?
+            switch k {
+            case let .ran(errno, observed):
+                kernelText = errno ?? (observed.isEmpty ? "ok" : observed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                if errno != rec.errno {
+                    disagreement = "errno: lab \(rec.errno ?? "none"), kernel \(errno ?? "none")"
+                } else if errno == nil {
+                    for key in ["retval", "value"] {
+                        if let a = rec.observed[key], let b = observed[key], a != b { disagreement = "\(key): lab \(a), kernel \(b)" }
+                    }
+                }
+            case let .labOnly(why): kernelText = "lab only (\(why))"
+            case let .refusedByKernel(why): kernelText = "refused by this kernel (\(why))"
+            case let .notObservable(why): kernelText = "not observable (\(why))"
+            }
+            if let d = disagreement, kr.stepsWithoutPremise.contains(step.index) {
+                kernelText += " — not comparable (\(d); an object it builds on is lab only or refused here)"
+                disagreement = nil
+            }
+            rows.append(StepComparison(step: step.index, line: step.position.line, what: "\(rec.operation) \(rec.arguments)",
+                                       lab: labText, kernel: kernelText, disagreement: disagreement))
+        }
+        return (labOut, rows)
+    }
+}
