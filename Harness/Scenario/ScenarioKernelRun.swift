@@ -51,6 +51,7 @@ public final class KernelScenarioRunner {
         netns = nil
         bpffs?.close()
         bpffs = nil
+        try? FileManager.default.removeItem(atPath: plainDir)
     }
 
     /// Whether some object of the scenario exists only in the lab or was refused here: then
@@ -225,13 +226,20 @@ public final class KernelScenarioRunner {
         }
     }
 
-    /// A scenario's /sys/fs/bpf path, in the run's private bpffs mount.
+    /// A scenario's /sys/fs/bpf path, in the run's private bpffs mount; any other path in a
+    /// private plain directory of the run (so a pin there meets a filesystem that is not
+    /// bpffs, and nothing of the machine's own is ever touched).
     private func path(_ p: String) throws -> String {
-        if bpffs == nil {
-            do { bpffs = try LiveBPFFS() } catch { throw NoBPFFS(why: "\(error)") }
+        if p.hasPrefix("/sys/fs/bpf") {
+            if bpffs == nil {
+                do { bpffs = try LiveBPFFS() } catch { throw NoBPFFS(why: "\(error)") }
+            }
+            return bpffs!.path + p.dropFirst("/sys/fs/bpf".count)
         }
-        return p.hasPrefix("/sys/fs/bpf") ? bpffs!.path + p.dropFirst("/sys/fs/bpf".count) : p
+        try FileManager.default.createDirectory(atPath: plainDir, withIntermediateDirectories: true)
+        return plainDir + "/" + p.replacingOccurrences(of: "/", with: "_")
     }
+    private var plainDir: String { "/tmp/\(LiveNetns.prefix)\(getpid())-plain" }
     private struct NoBPFFS: Error { let why: String }
 
     private func runStep(_ step: StepDecl) -> KernelStepResult {
@@ -303,6 +311,8 @@ public final class KernelScenarioRunner {
                 handles[name] = (try live.getFdByID(kind.rawValue, id), .any)
             case .nextID:
                 return .notObservable("next-ID walks cross every object on the shared kernel")
+            case let .mkdir(p) where !p.hasPrefix("/sys/fs/bpf"), let .rmdir(p) where !p.hasPrefix("/sys/fs/bpf"):
+                return .notObservable("a directory outside bpffs is the machine's own filesystem")
             case let .mkdir(p):
                 guard mkdir(try path(p), 0o700) == 0 else { throw LiveError(errno: errno, message: "mkdir") }
             case let .rmdir(p):

@@ -108,13 +108,22 @@ public final class FDTable: @unchecked Sendable {
         for o in all { o.release() }
     }
 
+    /// fdget of a descriptor the table does not hold: 0, 1 and 2 are the process's standard
+    /// input, output and error — open files, but not BPF objects (EINVAL, as bpf_prog_get
+    /// and __bpf_map_get answer for a file of another kind; checked against the live
+    /// kernel); anything else is not open (EBADF).
+    func notHeld(_ fd: Int32) -> BPFError {
+        fd >= 0 && fd <= 2 ? fail(.EINVAL, "fd \(fd) is standard \(["input", "output", "error"][Int(fd)]), not a BPF object")
+                           : fail(.EBADF, "fd \(fd) is not open")
+    }
+
     /// fdget + bpf_any_get: what `fd` refers to, with a new reference of the kind the fd
     /// itself holds (a program or link: +1; a map: +1 and a user reference), taken under
     /// the table's lock so a concurrent `close` cannot free the object in between.
     /// Balance with `release()`. EINVAL for a stats fd, which holds no object.
     public func getObject(_ fd: Int32) throws -> FDObject {
         try lock.withLock {
-            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard let o = table[fd] else { throw notHeld(fd) }
             switch o {
             case let .prog(p): p.inc()          // the fd still holds its reference: cannot be 0
             case let .map(m): m.incWithUref()
@@ -134,7 +143,7 @@ public final class FDTable: @unchecked Sendable {
     /// `put()`). EBADF for a closed fd, EINVAL for an fd that is not a program.
     public func getProg(_ fd: Int32) throws -> BPFProg {
         try lock.withLock {
-            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard let o = table[fd] else { throw notHeld(fd) }
             guard case let .prog(p) = o else {
                 throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a program")
             }
@@ -146,7 +155,7 @@ public final class FDTable: @unchecked Sendable {
     /// bpf_map_get: the map behind `fd` with a new reference (+1: balance with `put()`).
     public func getMap(_ fd: Int32) throws -> BPFMap {
         try lock.withLock {
-            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard let o = table[fd] else { throw notHeld(fd) }
             guard case let .map(m) = o else {
                 throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a map")
             }
@@ -158,7 +167,7 @@ public final class FDTable: @unchecked Sendable {
     /// bpf_link_get_from_fd: the link behind `fd` (+1: balance with `put()`).
     public func getLink(_ fd: Int32) throws -> BPFLink {
         try lock.withLock {
-            guard let o = table[fd] else { throw fail(.EBADF, "fd \(fd) is not open") }
+            guard let o = table[fd] else { throw notHeld(fd) }
             guard case let .link(l) = o else {
                 throw fail(.EINVAL, "fd \(fd) is a \(o.kindName), not a link")
             }

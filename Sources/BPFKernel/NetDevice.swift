@@ -139,8 +139,10 @@ public final class NetDevice: @unchecked Sendable {
     func attach(_ prog: BPFProg?, flags: UInt32, expected: BPFProg?, expectedGiven: Bool) throws {
         try NetDevice.checkFlags(flags, allowed: .all)
         let f = XDPFlags(rawValue: flags)
-        if expectedGiven && !f.contains(.replace) {
-            throw fail(.EINVAL, "an expected old program was given without XDP_FLAGS_REPLACE")
+        // do_setlink: the expected fd is read only with XDP_FLAGS_REPLACE, and REPLACE
+        // needs one (checked against the live kernel: without REPLACE it is ignored).
+        if f.contains(.replace) && !expectedGiven {
+            throw fail(.EINVAL, "XDP_FLAGS_REPLACE needs the expected old program (IFLA_XDP_EXPECTED_FD)")
         }
         if let prog, prog.type != .xdp {
             throw fail(.EINVAL, "'\(prog.name)' is a \(prog.type.name) program, not xdp")
@@ -228,14 +230,16 @@ public final class NetDevice: @unchecked Sendable {
 
 extension BPF {
     /// bpf_xdp_attach / dev_change_xdp_fd: attach the program behind `fd` (-1 detaches).
-    /// `expectedFD` (> 0) names the program that must be attached now (with REPLACE).
+    /// `expectedFD` (≥ 0) names the program that must be attached now; it is read only
+    /// with XDP_FLAGS_REPLACE, as the kernel reads IFLA_XDP_EXPECTED_FD.
     public func xdpAttach(_ dev: NetDevice, fd: Int32, flags: UInt32 = 0, expectedFD: Int32 = -1) throws {
         let prog = fd >= 0 ? try fds.getProg(fd) : nil  // the device's reference
         var expected: BPFProg?
+        let replace = flags & XDPFlags.replace.rawValue != 0
         do {
-            if expectedFD >= 0 { expected = try fds.getProg(expectedFD) }
+            if replace && expectedFD >= 0 { expected = try fds.getProg(expectedFD) }
             defer { expected?.put() }  // getProg
-            try dev.attach(prog, flags: flags, expected: expected, expectedGiven: expectedFD >= 0)
+            try dev.attach(prog, flags: flags, expected: expected, expectedGiven: replace && expectedFD >= 0)
         } catch {
             prog?.put()
             throw error

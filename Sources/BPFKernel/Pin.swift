@@ -24,9 +24,12 @@ struct BPFFSPath {
 
     /// Parses `raw`: EPERM outside bpffs or for a dotted name, ENOENT for an empty one.
     /// A trailing slash names a directory: allowed for mkdir and rmdir only (a pin or an
-    /// object path ending in '/' is ENOENT).
-    init(_ raw: String, directory: Bool = false) throws {
+    /// object path ending in '/' is ENOENT). `lookup`: the path is looked up, not created
+    /// (BPF_OBJ_GET, unlink) — outside bpffs the lab has no files, so that is ENOENT, as the
+    /// live kernel answers for a path that does not exist (checked against it).
+    init(_ raw: String, directory: Bool = false, lookup: Bool = false) throws {
         guard raw.hasPrefix(bpffsRoot) else {
+            if lookup { throw fail(.ENOENT, "nothing at '\(raw)': outside bpffs (\(bpffsMount)) the lab has no files") }
             throw fail(.EPERM, "'\(raw)' is not on a bpf filesystem (bpffs is mounted at \(bpffsMount))")
         }
         var rest = raw.dropFirst(bpffsRoot.count)
@@ -78,7 +81,7 @@ extension BPF {
     /// BPF_OBJ_GET: a new fd for a pinned object. ENOENT if nothing is there, EACCES for a
     /// directory (bpf_inode_type).
     public func objGet(path: String) throws -> Int32 {
-        let p = try BPFFSPath(path)
+        let p = try BPFFSPath(path, lookup: true)
         let table = kernel.pinTable
         return try fds.installNew {
             try table.lock.withLock {
@@ -98,7 +101,7 @@ extension BPF {
     /// unlink(2) of a pin: drops the pin's reference. ENOENT if nothing is pinned there,
     /// EISDIR for a directory.
     public func unpin(path: String) throws {
-        let p = try BPFFSPath(path)
+        let p = try BPFFSPath(path, lookup: true)
         let table = kernel.pinTable
         let obj: FDObject = try table.lock.withLock {
             if table.dirs.contains(p.path) { throw fail(.EISDIR, "'\(p.path)' is a directory (use rmdir)") }

@@ -44,7 +44,7 @@ int clb_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int expected_fd) {
     struct rtattr *nest = add_attr(&r.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
     add_attr(&r.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
     if (flags) add_attr(&r.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
-    if (flags & XDP_FLAGS_REPLACE) add_attr(&r.nh, IFLA_XDP_EXPECTED_FD, &expected_fd, sizeof expected_fd);
+    if (expected_fd >= 0) add_attr(&r.nh, IFLA_XDP_EXPECTED_FD, &expected_fd, sizeof expected_fd);
     nest->rta_len = (unsigned short)((char *)&r + r.nh.nlmsg_len - (char *)nest);
     int rc = 0;
     if (send(sock, &r, r.nh.nlmsg_len, 0) < 0) {

@@ -15,7 +15,8 @@ final class XDPAttachTests: KernelTestCase {
         XCTAssertEqual(try refs(a), 2, "the device holds a reference")
         assertErrno(.EBUSY, "UPDATE_IF_NOEXIST over a program") { try bpf.xdpAttach(dev, fd: b, flags: noExist) }
         assertErrno(.EEXIST, "REPLACE with the wrong expected program") { try bpf.xdpAttach(dev, fd: b, flags: replace, expectedFD: b) }
-        assertErrno(.EINVAL, "expected program without REPLACE") { try bpf.xdpAttach(dev, fd: b, expectedFD: a) }
+        // do_setlink reads the expected fd only with REPLACE, and REPLACE needs one.
+        assertErrno(.EINVAL, "REPLACE without an expected program") { try bpf.xdpAttach(dev, fd: b, flags: replace) }
         assertErrno(.EINVAL, "two mode flags") {
             try bpf.xdpAttach(dev, fd: b, flags: XDPFlags.skbMode.rawValue | XDPFlags.drvMode.rawValue)
         }
@@ -34,6 +35,11 @@ final class XDPAttachTests: KernelTestCase {
         try bpf.objClose(link)
         XCTAssertNil(dev.program)
         XCTAssertEqual(dev.runXDP(&md), XDP_PASS, "no program: the driver passes")
+        // Without REPLACE an expected fd is not read at all — not even a bad one (the live
+        // kernel, through rtnetlink, answers the same).
+        try bpf.xdpAttach(dev, fd: b, expectedFD: 77)
+        XCTAssertEqual(dev.runXDP(&md), XDP_DROP)
+        try bpf.xdpAttach(dev, fd: -1)
     }
 }
 
