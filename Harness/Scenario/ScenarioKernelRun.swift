@@ -210,7 +210,9 @@ public final class KernelScenarioRunner {
 
     /// The veth of the private namespace that stands for the scenario's device.
     private func device(_ device: String?) throws -> String {
-        if netns == nil { netns = try LiveNetns(tag: "scenario") }
+        if netns == nil {
+            do { netns = try LiveNetns(tag: "scenario") } catch { throw NoNetns(why: "\(error)") }
+        }
         let names = file.devices.map(\.name)
         let i = device.flatMap { names.firstIndex(of: $0) } ?? 0
         guard i < 2 else { throw LabOnly(why: "more than two devices (the backend makes one veth pair)") }
@@ -241,6 +243,7 @@ public final class KernelScenarioRunner {
     }
     private var plainDir: String { "/tmp/\(LiveNetns.prefix)\(getpid())-plain" }
     private struct NoBPFFS: Error { let why: String }
+    private struct NoNetns: Error { let why: String }
 
     private func runStep(_ step: StepDecl) -> KernelStepResult {
         var observed: [String: String] = [:]
@@ -351,6 +354,8 @@ public final class KernelScenarioRunner {
             return .labOnly(e.why)
         } catch let e as RefusedDependency {
             return .refusedByKernel("it needs '\(e.name)', which this kernel refused")
+        } catch let e as NoNetns {
+            return .notObservable("no private network namespace: \(e.why)")
         } catch let e as NoBPFFS {
             return .notObservable("no private bpffs mount: \(e.why)")
         } catch let e as NotOpenHere {

@@ -212,25 +212,42 @@ enum Verifier {
             pc += i.isWide ? 2 : 1
         }
         func roundStack(_ d: Int) -> Int { max(32, (d + 31) & ~31) }  // round_up(max(depth, 1), 32)
-        func walk(_ f: Int, _ frames: Int, _ stackAbove: Int, _ path: [Int]) throws {
-            if frames > BPFLimits.callFrames {
-                throw refuse(.E2BIG, functionStarts[f], "the call stack of \(frames) frames is too deep")
-            }
-            let total = stackAbove + roundStack(depth[f])
-            if total > BPFLimits.stackBytes {
-                throw refuse(.EACCES, functionStarts[f], "combined stack size of \(frames) calls is \(total). Too large")
-            }
-            if tailCallIn[f] && frames > 1 && stackAbove > BPFLimits.tailCallStackBytes {
-                throw refuse(.EINVAL, functionStarts[f], "tail_calls are not allowed when call stack of previous frames is \(stackAbove) bytes. Too large")
-            }
+        // One pass over the call graph, memoised (a hostile program must not make it
+        // exponential): recursion by colouring, then the deepest chain of frames and of
+        // stack below each function, and the most stack above each.
+        let nf = functionStarts.count
+        var colour = [UInt8](repeating: 0, count: nf)   // 0 new, 1 on the path, 2 done
+        var frames = [Int](repeating: 1, count: nf), stackBelow = [Int](repeating: 0, count: nf)
+        var order: [Int] = []                              // callees before callers
+        func visit(_ f: Int) throws {
+            colour[f] = 1
             for (k, c) in callees[f].enumerated() {
-                if path.contains(c) || c == f {
+                if colour[c] == 1 {
                     throw refuse(.EINVAL, callSite[f][k], "recursive call from insn \(callSite[f][k]) to function at insn \(functionStarts[c])")
                 }
-                try walk(c, frames + 1, total, path + [f])
+                if colour[c] == 0 { try visit(c) }
+                frames[f] = max(frames[f], frames[c] + 1)
+                stackBelow[f] = max(stackBelow[f], stackBelow[c])
             }
+            stackBelow[f] += roundStack(depth[f])
+            colour[f] = 2
+            order.append(f)
         }
-        try walk(0, 1, 0, [])
+        try visit(0)
+        if frames[0] > BPFLimits.callFrames {
+            throw refuse(.E2BIG, 0, "the call stack of \(frames[0]) frames is too deep")
+        }
+        if stackBelow[0] > BPFLimits.stackBytes {
+            throw refuse(.EACCES, 0, "combined stack size of \(frames[0]) calls is \(stackBelow[0]). Too large")
+        }
+        var above = [Int](repeating: -1, count: nf)
+        above[0] = 0
+        for f in order.reversed() where above[f] >= 0 {      // callers before callees
+            if tailCallIn[f] && f != 0 && above[f] > BPFLimits.tailCallStackBytes {
+                throw refuse(.EINVAL, functionStarts[f], "tail_calls are not allowed when call stack of previous frames is \(above[f]) bytes. Too large")
+            }
+            for c in callees[f] { above[c] = max(above[c], above[f] + roundStack(depth[f])) }
+        }
 
         let log = "processed \(n) insns, \(functionStarts.count) function\(functionStarts.count == 1 ? "" : "s"), stack depth \(depth.map(String.init).joined(separator: "+"))"
         return VerifiedProgram(insns: insns, functionStarts: functionStarts, stackDepth: depth, hasTailCall: hasTailCall,

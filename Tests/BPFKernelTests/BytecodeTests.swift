@@ -298,6 +298,24 @@ final class BytecodeTests: KernelTestCase {
         assertErrno(.ENOTSUPP, "bytecode asked to be JIT-ed") { try bpf.progLoad(jit) }
     }
 
+    func testADenseCallGraphIsCheckedOnceAndTooDeepIsE2BIG() throws {
+        // 40 functions, each calling the next seven: ~7^8 call chains, checked in one
+        // memoised pass; the deepest chain has more than 8 frames.
+        var text = ""
+        for f in 0..<40 {
+            text += "f\(f):\n"
+            for c in (f + 1)..<min(40, f + 8) { text += "call local f\(c)\n" }
+            text += "mov %r0, 2\nexit\n"
+        }
+        assertErrno(.E2BIG, "a call chain of more than 8 frames") { try loadAsm(text) }
+        // Eight frames deep is allowed.
+        var ok = ""
+        for f in 0..<8 {
+            ok += "f\(f):\n" + (f < 7 ? "call local f\(f + 1)\n" : "") + "mov %r0, 2\nexit\n"
+        }
+        XCTAssertEqual(try run(try loadAsm(ok)), 2)
+    }
+
     func testTheVerifierLogNamesTheInstruction() throws {
         do {
             _ = try loadAsm("mov %r0, 0\nadd %r0, %r3\nexit")
