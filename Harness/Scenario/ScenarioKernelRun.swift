@@ -219,14 +219,7 @@ public final class KernelScenarioRunner {
         return "veth\(i)"
     }
 
-    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 {
-        switch m {
-        case .skb?: return XDPFlags.skbMode.rawValue
-        case .drv?: return XDPFlags.drvMode.rawValue
-        case .hw?: return XDPFlags.hwMode.rawValue
-        case nil: return 0
-        }
-    }
+    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 { XDPModeSpec.flags(m) }
 
     /// A scenario's /sys/fs/bpf path, in the run's private bpffs mount; any other path in a
     /// private plain directory of the run (so a pin there meets a filesystem that is not

@@ -90,6 +90,16 @@ public struct DeviceSpec: Sendable {
 
 public enum XDPModeSpec: String, Sendable, CaseIterable {
     case skb, drv, hw
+
+    /// The XDP_FLAGS_*_MODE bit; none (0) lets the kernel choose.
+    static func flags(_ m: XDPModeSpec?) -> UInt32 {
+        switch m {
+        case .skb?: return XDPFlags.skbMode.rawValue
+        case .drv?: return XDPFlags.drvMode.rawValue
+        case .hw?: return XDPFlags.hwMode.rawValue
+        case nil: return 0
+        }
+    }
 }
 
 /// A map_update's value.

@@ -242,14 +242,7 @@ public final class ScenarioRunner {
         name.flatMap { devices[$0] } ?? devices[file.devices[0].name]!
     }
 
-    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 {
-        switch m {
-        case .skb?: return XDPFlags.skbMode.rawValue
-        case .drv?: return XDPFlags.drvMode.rawValue
-        case .hw?: return XDPFlags.hwMode.rawValue
-        case nil: return 0
-        }
-    }
+    private func modeFlags(_ m: XDPModeSpec?) -> UInt32 { XDPModeSpec.flags(m) }
 
     private func nameOfProg(id: UInt32) -> String {
         for (n, h) in handles where h.kind == .program || h.kind == .any {

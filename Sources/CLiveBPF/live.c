@@ -119,15 +119,20 @@ static int next_id(int cmd, uint32_t start, uint32_t *next) {
 int clb_prog_get_next_id(uint32_t start, uint32_t *next) { return next_id(BPF_PROG_GET_NEXT_ID, start, next); }
 int clb_map_get_next_id(uint32_t start, uint32_t *next) { return next_id(BPF_MAP_GET_NEXT_ID, start, next); }
 
-int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uint32_t *xlated_len) {
-    struct bpf_prog_info info;
-    memset(&info, 0, sizeof info);
+/* BPF_OBJ_GET_INFO_BY_FD into `info` (of `len` bytes, zeroed first). */
+static int get_info(int fd, void *info, uint32_t len) {
+    memset(info, 0, len);
     union bpf_attr a;
     memset(&a, 0, sizeof a);
     a.info.bpf_fd = fd;
-    a.info.info_len = sizeof info;
-    a.info.info = (uintptr_t)&info;
-    int r = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+    a.info.info_len = len;
+    a.info.info = (uintptr_t)info;
+    return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+}
+
+int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uint32_t *xlated_len) {
+    struct bpf_prog_info info;
+    int r = get_info(fd, &info, sizeof info);
     if (r == 0) {
         if (id) *id = info.id;
         if (type) *type = info.type;
@@ -139,13 +144,7 @@ int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uin
 
 int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *value_size) {
     struct bpf_map_info info;
-    memset(&info, 0, sizeof info);
-    union bpf_attr a;
-    memset(&a, 0, sizeof a);
-    a.info.bpf_fd = fd;
-    a.info.info_len = sizeof info;
-    a.info.info = (uintptr_t)&info;
-    int r = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+    int r = get_info(fd, &info, sizeof info);
     if (r == 0) {
         if (id) *id = info.id;
         if (type) *type = info.type;
@@ -208,13 +207,7 @@ int clb_link_get_fd_by_id(uint32_t id) { return by_id(BPF_LINK_GET_FD_BY_ID, id)
 
 int clb_link_info(int fd, uint32_t *id) {
     struct bpf_link_info info;
-    memset(&info, 0, sizeof info);
-    union bpf_attr a;
-    memset(&a, 0, sizeof a);
-    a.info.bpf_fd = fd;
-    a.info.info_len = sizeof info;
-    a.info.info = (uintptr_t)&info;
-    int r = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a);
+    int r = get_info(fd, &info, sizeof info);
     if (r == 0 && id) *id = info.id;
     return r;
 }

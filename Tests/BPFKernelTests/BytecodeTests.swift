@@ -153,19 +153,7 @@ final class BytecodeTests: KernelTestCase {
         // A program tail-calling itself: 1 + 33 runs; each run counts into a map.
         let counts = try bpf.mapCreate(MapCreateAttr(type: .array, valueSize: 8, maxEntries: 1, name: "runs"))
         let jmp = try progArray(2)
-        let text = """
-            mov %r6, %r1
-            \(lookupZero(counts, miss: "out"))
-            mov %r1, 1
-            lock add [%r0+0], %r1
-            mov %r1, %r6
-            lddw %r2, map \(jmp)
-            mov %r3, 0
-            call 12
-            out:
-            mov %r0, 2
-            exit
-            """
+        let text = selfTailCallText(jmp: jmp, runs: counts)
         let fd = try loadAsm(text, name: "selftail")
         try setSlot(jmp, 0, fd)
         XCTAssertEqual(try run(fd), 2)

@@ -35,24 +35,7 @@ final class LiveKernelTests: XCTestCase {
     func testASelfTailCallRuns34TimesOnTheKernelAsInTheLab() throws {
         // The same instructions on both: count runs into an array map, tail-call slot 0.
         func program(jmp: Int32, runs: Int32) throws -> [BPFInsn] {
-            try Assembler.assemble("""
-                mov %r6, %r1
-                stw [%r10-4], 0
-                lddw %r1, map \(runs)
-                mov %r2, %r10
-                add %r2, -4
-                call 1
-                jeq %r0, 0, out
-                mov %r1, 1
-                lock add [%r0+0], %r1
-                mov %r1, %r6
-                lddw %r2, map \(jmp)
-                mov %r3, 0
-                call 12
-                out:
-                mov %r0, 2
-                exit
-                """)
+            try Assembler.assemble(selfTailCallText(jmp: jmp, runs: runs))
         }
         let jmp = try live.mapCreate(type: 3, keySize: 4, valueSize: 4, maxEntries: 1, name: "jmp")
         let runs = try live.mapCreate(type: 2, keySize: 4, valueSize: 8, maxEntries: 1, name: "runs")

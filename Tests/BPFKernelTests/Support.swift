@@ -170,3 +170,21 @@ func lookupZero(_ map: Int32, miss: String) -> String {
     jeq %r0, 0, \(miss)
     """
 }
+
+/// Assembler text of the self tail call every backend is checked with: count the run into
+/// `runs[0]` (an array map of u64), tail-call slot 0 of `jmp`, return XDP_PASS.
+func selfTailCallText(jmp: Int32, runs: Int32) -> String {
+    """
+    mov %r6, %r1
+    \(lookupZero(runs, miss: "out"))
+    mov %r1, 1
+    lock add [%r0+0], %r1
+    mov %r1, %r6
+    lddw %r2, map \(jmp)
+    mov %r3, 0
+    call 12
+    out:
+    mov %r0, 2
+    exit
+    """
+}
