@@ -209,7 +209,8 @@ public enum KernelBench {
         var widths = header.map(\.count)
         for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String { "| " + cells.enumerated().map { $1.padding(widths[$0]) }.joined(separator: " | ") + " |" }
-        var s = line(header) + "\n|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n"
+        var s = "live kernel: " + r.probe.joined(separator: "; ") + "\n\n"
+        s += line(header) + "\n|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n"
         for row in rows { s += line(row) + "\n" }
         if let hit = r.summaries.first(where: { $0.design == .dispatcherHit })?.overheadNs,
            let miss = r.summaries.first(where: { $0.design == .dispatcherMiss })?.overheadNs {
@@ -219,8 +220,7 @@ public enum KernelBench {
                 s += "lab: miss − hit = \(String(format1: lm - lh, digits: 2)) ns per packet\n"
             }
         }
-        s += "\nlive kernel: " + r.probe.joined(separator: "; ") + "\n"
-        s += r.machine.line(workers: 1) + "\n"
+        s += "\n" + r.machine.line(workers: 1) + "\n"
         s += "\(r.trials) trials; one window = one BPF_PROG_TEST_RUN of \(r.repeatCount) runs of a sched_cls program, timed with the TSC around the syscall, each design between two baseline windows; ± covers this run's windows only. The test-run loop (~25 ns per run here) is common to every design and cancels in the overheads. (XDP test runs with repeat put the program into the bpf_dispatcher and out again: two grace periods, 16–40 ms per syscall here, hence tc programs.)\n"
         if lab != nil {
             s += "Lab designs with no mainline counterpart (the RFC's chain calls, the lab's static keys, …) are lab only.\n"

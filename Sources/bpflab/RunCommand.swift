@@ -57,8 +57,8 @@ struct Run: ParsableCommand {
             if on == .both {
                 if let why = LiveBPF.unavailableReason() { throw ScenarioFileError(text: "--on both: the live kernel is not usable here: \(why)") }
                 options.progress = nil
+                var text = "live kernel: " + LiveProbe.run().map(\.line).joined(separator: "; ") + "\n"
                 let (outcome, rows) = ScenarioComparison.compare(runner, options: options)
-                var text = ""
                 for r in rows {
                     text += "step \(r.step) (line \(r.line)) \(r.what): lab \(r.lab) | kernel \(r.kernel)"
                     text += r.disagreement.map { " — DISAGREE: \($0)" } ?? ""
