@@ -115,16 +115,21 @@ public final class KernelScenarioRunner {
 
     /// The program's instructions and type for the kernel, or why it has none.
     private func program(_ name: String, _ spec: ProgramSpec) throws -> (insns: [BPFInsn], type: UInt32) {
-        if spec.attach != nil { return ([.mov64(0, imm: 0), .exit], spec.attach.map { if case .extends = $0 { return ProgType.ext.rawValue } else { return ProgType.tracing.rawValue } }!) }
         if spec.engine == .interp { throw LabOnly(why: "the interpreter engine: this kernel's JIT is always on") }
         if spec.flags.contains(.chainCalls) { throw LabOnly(why: "BPF_F_CHAIN_CALLS (the RFC's chain calls never merged)") }
-        let xdp = ProgType.xdp.rawValue
+        // Tracing programs and extensions keep their body; their type follows the attach spec.
+        let progType: UInt32
+        switch spec.attach {
+        case .extends?: progType = ProgType.ext.rawValue
+        case .traces?: progType = ProgType.tracing.rawValue
+        case nil: progType = ProgType.xdp.rawValue
+        }
         switch spec.body {
         case let .builtin(b):
             let v: [String: Int32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
-            return ([.mov64(0, imm: v[b.symbol] ?? 0), .exit], xdp)
+            return ([.mov64(0, imm: v[b.symbol] ?? 0), .exit], progType)
         case let .returns(r):
-            return ([.alu32(.mov, dst: 0, imm: Int32(bitPattern: r)), .exit], xdp)
+            return ([.alu32(.mov, dst: 0, imm: Int32(bitPattern: r)), .exit], progType)
         case let .steps(main, subs, _):
             let arrays = try (main + subs.flatMap { $0 }).compactMap { s -> (String, Int32)? in
                 switch s {
@@ -156,12 +161,12 @@ public final class KernelScenarioRunner {
             guard let (insns, _) = try sp.instructionsForKernel(varsFD: varsFD) else {
                 throw LabOnly(why: "its steps use the lab's kfuncs, static keys or indirect calls")
             }
-            return (insns, xdp)
+            return (insns, progType)
         case let .bytecode(source, keys):
             if !keys.isEmpty { throw LabOnly(why: "configurable jumps (JA_CFG) are the lab's") }
             switch source {
-            case let .asm(text): return (try Assembler.assemble(text) { try self.fd($0) }, xdp)
-            case let .raw(i): return (i, xdp)
+            case let .asm(text): return (try Assembler.assemble(text) { try self.fd($0) }, progType)
+            case let .raw(i): return (i, progType)
             case let .object(obj, prog):
                 var fds: [String: Int32] = [:]
                 for m in obj.maps {
@@ -173,7 +178,7 @@ public final class KernelScenarioRunner {
                     fds[m.name] = f
                 }
                 let p = obj.program(named: prog)!
-                var type = xdp
+                var type = progType
                 if case .schedCls = p.kind { type = ProgType.schedCls.rawValue }
                 if case .socketFilter = p.kind { type = ProgType.socketFilter.rawValue }
                 if case .ext = p.kind { type = ProgType.ext.rawValue }
