@@ -17,12 +17,14 @@ public final class LiveNetns: @unchecked Sendable {
     public init(tag: String = "0") throws {
         name = "\(LiveNetns.prefix)\(getpid())-\(tag)"
         try LiveNetns.ip(["netns", "add", name])
+        LiveCleanup.register(netns: name)
         do {
             try LiveNetns.ip(["-n", name, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"])
             try LiveNetns.ip(["-n", name, "link", "set", "veth0", "up"])
             try LiveNetns.ip(["-n", name, "link", "set", "veth1", "up"])
         } catch {
             try? LiveNetns.ip(["netns", "del", name])
+            LiveCleanup.unregister(netns: name)
             throw error
         }
     }
@@ -33,6 +35,7 @@ public final class LiveNetns: @unchecked Sendable {
         guard !deleted else { return }
         deleted = true
         try? LiveNetns.ip(["netns", "del", name])
+        LiveCleanup.unregister(netns: name)
     }
 
     /// Adds `n` more veth pairs (veth<2k> ↔ veth<2k+1>, from veth2 on), all up; returns
@@ -110,6 +113,7 @@ public final class LiveBPFFS: @unchecked Sendable {
         do {
             try LiveNetns.run("mount", ["-t", "bpf", "bpf", path])
             mounted = true
+            LiveCleanup.register(mount: path)
         } catch {
             try? FileManager.default.removeItem(atPath: path)
             throw error
@@ -123,6 +127,7 @@ public final class LiveBPFFS: @unchecked Sendable {
         mounted = false
         try? LiveNetns.run("umount", [path])
         try? FileManager.default.removeItem(atPath: path)
+        LiveCleanup.unregister(mount: path)
     }
 
     /// bpffs mounts a crashed run left.

@@ -84,6 +84,7 @@ struct Bench: ParsableCommand {
             for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
             return
         }
+        if on != .lab { LiveCleanup.installSignalHandling() }  // the netns and mounts go even on SIGTERM
         if on == .kernel {
             let k = try kernelBench()
             try StandardOutput.write(format == "json" ? k.json() + "\n" : KernelBench.table(k))

@@ -55,6 +55,7 @@ struct Run: ParsableCommand {
             options.bytecodeForInterp = bytecode
             options.progress = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
             if on == .both {
+                LiveCleanup.installSignalHandling()  // the netns and mounts go even on SIGTERM
                 if let why = LiveBPF.unavailableReason() { throw ScenarioFileError(text: "--on both: the live kernel is not usable here: \(why)") }
                 options.progress = nil
                 var text = "live kernel: " + LiveProbe.run().map(\.line).joined(separator: "; ") + "\n"
