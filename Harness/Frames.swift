@@ -23,6 +23,13 @@ public struct FrameSpec: Sendable, Equatable {
         }
     }
 
+    /// A test run's packet: flow 0's frame, cut or zero-padded to `size` bytes when given.
+    public func testRunFrame(size: Int?) -> [UInt8] {
+        let f = frame(flow: 0)
+        guard let size else { return f }
+        return size <= f.count ? Array(f.prefix(size)) : f + [UInt8](repeating: 0, count: size - f.count)
+    }
+
     /// The frame of flow `flow`.
     public func frame(flow: Int) -> [UInt8] {
         var f = [UInt8](repeating: 0, count: size)

@@ -35,7 +35,6 @@ public final class KernelScenarioRunner {
     /// Names whose creation this kernel refused (EPERM): later steps on them are refused too.
     private var refused: Set<String> = []
     private var labOnly: Set<String> = []
-    private var link: [String: Int32] = [:]
     private var bpffs: LiveBPFFS?
 
     public init(file: ScenarioFile) {
@@ -54,40 +53,39 @@ public final class KernelScenarioRunner {
         try? FileManager.default.removeItem(atPath: plainDir)
     }
 
-    /// Whether some object of the scenario exists only in the lab or was refused here: then
-    /// later results may differ for that reason alone, and are not compared.
-    public private(set) var premiseMissing = false
-    /// Steps run after something was lab only or refused.
+    /// Steps run after some object of the scenario turned out lab only or refused here:
+    /// their results may differ for that reason alone, and are not compared.
     public private(set) var stepsWithoutPremise: Set<Int> = []
 
     /// Runs every step; results in step order (index 0: the declarations).
     public func run() -> [(step: Int, result: KernelStepResult)] {
         defer { close() }
-        var out: [(Int, KernelStepResult, Bool)] = []
+        var out: [(Int, KernelStepResult)] = []
         for (name, spec) in file.maps {
             do { handles[name] = (try mapCreate(name, spec), .map) } catch let e as LabOnly {
                 labOnly.insert(name)
-                out.append((0, .labOnly(e.why), false))
+                out.append((0, .labOnly(e.why)))
             } catch {
-                out.append((0, .ran(errno: errnoName(error), observed: ["declaring": name]), false))
+                out.append((0, .ran(errno: errnoName(error), observed: ["declaring": name])))
             }
         }
         for (name, spec) in file.programs {
             switch load(name, spec) {
             case .ran(nil, _): break
-            case let r: out.append((0, r, false))
+            case let r: out.append((0, r))
             }
         }
         for s in file.slots {
             guard let m = handles[s.map], let p = handles[s.program] else { continue }
             try? live.mapUpdate(m.fd, key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: p.fd)))
         }
+        var premiseMissing = false
         for step in file.steps {
             if !refused.isEmpty || !labOnly.isEmpty { premiseMissing = true }
             if premiseMissing { stepsWithoutPremise.insert(step.index) }
-            out.append((step.index, runStep(step), premiseMissing))
+            out.append((step.index, runStep(step)))
         }
-        return out.map { ($0.0, $0.1) }
+        return out
     }
 
     private func errnoName(_ e: Error) -> String {
@@ -258,8 +256,7 @@ public final class KernelScenarioRunner {
             case .packets:
                 return .notObservable("packets through a device need traffic the backend does not send")
             case let .testRun(p, size, reps):
-                var data = file.packet.frame(flow: 0)
-                if let size { data = size <= data.count ? Array(data.prefix(size)) : data + [UInt8](repeating: 0, count: size - data.count) }
+                let data = file.packet.testRunFrame(size: size)
                 let r = try live.testRun(try fd(p), data: data, repeat: reps)
                 observed["retval"] = "\(r.retval)"
             case let .load(name, spec):
@@ -332,7 +329,6 @@ public final class KernelScenarioRunner {
                 let dev = try device(d)
                 let l = try netns!.xdpLinkCreate(live, device: dev, progFD: try fd(p), flags: modeFlags(m))
                 handles[name] = (l, .link)
-                link[name] = l
             case let .linkUpdate(l, p, expected):
                 try live.linkUpdate(try fd(l), newProgFD: try fd(p), expectedOldFD: try expected.map { try fd($0) } ?? -1)
             case let .linkDetach(l):

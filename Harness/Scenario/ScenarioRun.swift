@@ -298,8 +298,7 @@ public final class ScenarioRunner {
                 observed["invalid"] = "\(invalid)"
                 what += ": " + (observed["verdicts"]!.isEmpty ? "no packets" : observed["verdicts"]!) + (invalid > 0 ? " (invalid \(invalid))" : "")
             case let .testRun(p, size, reps):
-                var data = frames.frame(flow: 0)
-                if let size { data = size <= data.count ? Array(data.prefix(size)) : data + [UInt8](repeating: 0, count: size - data.count) }
+                let data = frames.testRunFrame(size: size)
                 let r = try bpf.progTestRun(TestRunAttr(progFD: try fd(p, .program), data: data, repeat: reps))
                 retval = r.retval
                 dataOut = r.dataOut.count

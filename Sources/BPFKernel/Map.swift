@@ -254,6 +254,18 @@ public class BPFMap: @unchecked Sendable, CustomStringConvertible {
         return withUnsafeBytes(of: next.littleEndian) { Array($0) }
     }
 
+    /// array_map_update_elem's checks, shared by every array kind: known flags (EINVAL),
+    /// an index below max_entries (E2BIG), never BPF_NOEXIST (EEXIST: elements always exist).
+    func arrayUpdateIndex(_ key: [UInt8], flags: UInt64) throws -> UInt32 {
+        guard let flag = MapUpdateFlag(rawValue: flags) else {
+            throw fail(.EINVAL, "unknown update flags 0x\(String(flags, radix: 16))")
+        }
+        let i = try indexKey(key)
+        guard i < maxEntries else { throw fail(.E2BIG, "index \(i) is not below max_entries \(maxEntries)") }
+        if flag == .noExist { throw fail(.EEXIST, "array elements always exist (BPF_NOEXIST)") }
+        return i
+    }
+
     /// The u32 index in a 4-byte key.
     func indexKey(_ key: [UInt8]) throws -> UInt32 {
         guard key.count == 4 else {
@@ -310,12 +322,7 @@ public final class ArrayMap: BPFMap, @unchecked Sendable {
     }
 
     override func update(key: [UInt8], value: [UInt8], flags: UInt64, fds: FDTable) throws {
-        guard let flag = MapUpdateFlag(rawValue: flags) else {
-            throw fail(.EINVAL, "unknown update flags 0x\(String(flags, radix: 16))")
-        }
-        let i = try indexKey(key)
-        guard i < maxEntries else { throw fail(.E2BIG, "index \(i) is not below max_entries \(maxEntries)") }
-        if flag == .noExist { throw fail(.EEXIST, "array elements always exist (BPF_NOEXIST)") }
+        let i = try arrayUpdateIndex(key, flags: flags)
         guard value.count == Int(valueSize) else {
             throw fail(.EINVAL, "value is \(value.count) bytes; this map's values are \(valueSize)")
         }

@@ -61,12 +61,7 @@ public final class PerCPUArrayMap: BPFMap, @unchecked Sendable {
     /// The value for every CPU: either one value (copied to each CPU) or all of them
     /// (value_size rounded to 8, per CPU), as bpf_percpu_array_update takes.
     override func update(key: [UInt8], value: [UInt8], flags: UInt64, fds: FDTable) throws {
-        guard let flag = MapUpdateFlag(rawValue: flags) else {
-            throw fail(.EINVAL, "unknown update flags 0x\(String(flags, radix: 16))")
-        }
-        let i = try indexKey(key)
-        guard i < maxEntries else { throw fail(.E2BIG, "index \(i) is not below max_entries \(maxEntries)") }
-        if flag == .noExist { throw fail(.EEXIST, "array elements always exist (BPF_NOEXIST)") }
+        let i = try arrayUpdateIndex(key, flags: flags)
         let all = value.count == elemSize * PerCPUArrayMap.cpus
         guard all || value.count == Int(valueSize) else {
             throw fail(.EINVAL, "value is \(value.count) bytes; give \(valueSize) (every CPU) or \(elemSize * PerCPUArrayMap.cpus) (\(PerCPUArrayMap.cpus) CPUs × \(elemSize))")

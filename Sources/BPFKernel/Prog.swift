@@ -410,7 +410,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         if attr.compileSteps, let sp = attr.steps {
             if attr.jited { throw fail(.ENOTSUPP, "compiled step programs run on the interpreter (jited: false)") }
             try ProgImage.verify(sp)
-            var compiled = try StepCompiler.compile(sp, counterSlot: { try kernel.counterIndex($0) }, varsFD: nil)
+            let compiled = try StepCompiler.compile(sp, counterSlot: { try kernel.counterIndex($0) }, varsFD: nil)
             if compiled.usesVars {
                 let m = try BPFMap.create(kernel: kernel, attr: MapCreateAttr(type: .array, valueSize: UInt32(max(1, sp.vars) * 8), maxEntries: 1, name: ".data"))
                 varsMap = m
@@ -423,7 +423,6 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             loadAttr.insns = compiled.insns
             loadAttr.staticKeyFDs = compiled.keyFDs
             loadAttr.steps = nil
-            compiled.insns = []
         }
         defer { varsMap?.putWithUref() }  // the creator's references: the program holds its own
         if let insns = loadAttr.insns {

@@ -110,17 +110,14 @@ public final class LiveBPF: @unchecked Sendable {
     /// The same, timed from user space with the TSC around the syscall.
     public func timedTestRun(_ fd: Int32, data: [UInt8], repeat runs: UInt32) throws -> (retval: UInt32, ticks: UInt64) {
         var ret: UInt32 = 0, dur: UInt32 = 0
-        let r: Int32 = data.withUnsafeBytes { d in
+        let (r, ticks): (Int32, UInt64) = data.withUnsafeBytes { d in
             let t0 = clb_rdtsc()
             let r = clb_test_run(fd, d.baseAddress, UInt32(data.count), runs, &ret, &dur, nil, nil)
-            let t1 = clb_rdtsc()
-            lastTicks = t1 &- t0
-            return r
+            return (r, clb_rdtsc() &- t0)
         }
         _ = try check(r, "test run")
-        return (ret, lastTicks)
+        return (ret, ticks)
     }
-    private var lastTicks: UInt64 = 0
 
     /// The program's ID and whether it was JIT-ed.
     public func progInfo(_ fd: Int32) throws -> (id: UInt32, jited: Bool) {

@@ -8,6 +8,18 @@ import BPFInstructions
 @testable import BPFKernel
 
 final class BytecodeTests: KernelTestCase {
+    /// After a lookup left r0 = a u64 value or NULL: value += 1, return it (0 for NULL).
+    let addOneAndReturn = """
+        jeq %r0, 0, miss
+        mov %r1, 1
+        lock add [%r0+0], %r1
+        ldxdw %r0, [%r0+0]
+        exit
+        miss:
+        mov %r0, 0
+        exit
+        """
+
     func asm(_ text: String) throws -> [BPFInsn] { try Assembler.assemble(text) }
 
     func loadAsm(_ text: String, name: String = "bc", type: ProgType = .xdp, keys: [Int32] = []) throws -> Int32 {
@@ -77,14 +89,7 @@ final class BytecodeTests: KernelTestCase {
             mov %r2, %r10
             add %r2, -4
             call 1
-            jeq %r0, 0, miss
-            mov %r1, 1
-            lock add [%r0+0], %r1
-            ldxdw %r0, [%r0+0]
-            exit
-            miss:
-            mov %r0, 0
-            exit
+            \(addOneAndReturn)
             """)
         XCTAssertEqual(try run(fd), 6)
         XCTAssertEqual(try run(fd), 7)
@@ -133,13 +138,7 @@ final class BytecodeTests: KernelTestCase {
         let m = try bpf.mapCreate(MapCreateAttr(type: .percpuArray, valueSize: 8, maxEntries: 1, name: "pc"))
         let fd = try loadAsm("""
             \(lookupZero(m, miss: "miss"))
-            mov %r1, 1
-            lock add [%r0+0], %r1
-            ldxdw %r0, [%r0+0]
-            exit
-            miss:
-            mov %r0, 0
-            exit
+            \(addOneAndReturn)
             """)
         XCTAssertEqual(try run(fd), 1)
         XCTAssertEqual(try run(fd), 2)

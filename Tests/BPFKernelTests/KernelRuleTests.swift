@@ -193,6 +193,9 @@ final class KernelRuleTests: KernelTestCase {
         assertErrno(.ENOENT, "missing parent") { try bpf.objPin(m, path: "/sys/fs/bpf/dir/m") }
         assertErrno(.EPERM, "a dot in the name") { try bpf.objPin(m, path: "/sys/fs/bpf/m.pin") }
         assertErrno(.EPERM, "outside bpffs") { try bpf.objPin(m, path: "/tmp/m") }
+        // A lookup outside bpffs finds nothing (the live kernel: ENOENT for a missing path).
+        assertErrno(.ENOENT, "BPF_OBJ_GET outside bpffs") { try bpf.objGet(path: "/tmp/m") }
+        assertErrno(.ENOENT, "unlink outside bpffs") { try bpf.unpin(path: "/tmp/m") }
         assertErrno(.ENOENT, "a pin path ending in '/'") { try bpf.objPin(m, path: "/sys/fs/bpf/m/") }
         assertErrno(.EPERM, "a dotted directory") { try bpf.bpffsMkdir("/sys/fs/bpf/a.b") }
         try bpf.bpffsMkdir("/sys/fs/bpf/dir")
@@ -211,6 +214,17 @@ final class KernelRuleTests: KernelTestCase {
         try bpf.unpin(path: "/sys/fs/bpf/dir/m")
         try bpf.bpffsRmdir("/sys/fs/bpf/dir")
         assertErrno(.ENOENT, "rmdir of a missing directory") { try bpf.bpffsRmdir("/sys/fs/bpf/dir") }
+    }
+
+    func testStandardDescriptorsAreOpenFilesThatAreNotBPFObjects() throws {
+        // __bpf_map_get / bpf_prog_get: a file of another kind is EINVAL; a closed fd EBADF
+        // (the lab's process has stdin, stdout and stderr, as the live kernel's does).
+        let jmp = try progArray(2)
+        for fd: Int32 in [0, 1, 2] {
+            assertErrno(.EINVAL, "fd \(fd) as a program") { try bpf.mapUpdateElem(jmp, key: key(0), value: fdValue(fd)) }
+            assertErrno(.EINVAL, "fd \(fd) as a map") { try bpf.mapLookupElem(fd, key: key(0)) }
+        }
+        assertErrno(.EBADF, "a closed fd") { try bpf.mapLookupElem(999, key: key(0)) }
     }
 }
 
