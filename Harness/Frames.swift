@@ -68,6 +68,15 @@ public struct HarnessError: Error, CustomStringConvertible, Sendable {
 /// A u32 as the 4 little-endian bytes map keys and values are made of.
 func u32Bytes(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
 
+/// A map_update value of exactly `valueSize` bytes: `v` little-endian, zero-filled or cut to
+/// the map's value size. bpf(2) takes no value length — the kernel copies value_size bytes
+/// from the pointer — so a scenario's fd or number always fills the whole value.
+func valueBytes(_ v: UInt64, valueSize: UInt32) -> [UInt8] {
+    let n = Int(valueSize)
+    let le = withUnsafeBytes(of: v.littleEndian) { Array($0) }
+    return n <= 8 ? Array(le.prefix(n)) : le + [UInt8](repeating: 0, count: n - 8)
+}
+
 /// Runs `body` with an XDP context over `frame` (data, meta and hard start at its first
 /// byte, data_end past its last) for one packet outside the driver's ring.
 public func withXDPContext<T>(_ frame: inout [UInt8], ifindex: UInt32, _ body: (UnsafeMutablePointer<cbpf_xdp_md>) -> T) -> T {

@@ -35,10 +35,22 @@ public final class KernelScenarioRunner {
     /// Names whose creation this kernel refused (EPERM): later steps on them are refused too.
     private var refused: Set<String> = []
     private var labOnly: Set<String> = []
+    /// Names bound by a step this backend cannot reproduce (get_fd_by_id of a literal ID).
+    private var unobserved: [String: String] = [:]
     private var bpffs: LiveBPFFS?
+    private var ledger = ObjectLedger()
+    /// The lab's state after each step, which this kernel's is given time to reach.
+    private let expected: [Int: ObservedState]
+    /// The kernel's state after each step (with `expected`: once it matched, or the wait ran out).
+    public private(set) var states: [Int: ObservedState] = [:]
+    /// Every name that was lab only or refused here at some point: left out of state comparisons.
+    public private(set) var excluded: Set<String> = []
 
-    public init(file: ScenarioFile) {
+    /// `expected`: the lab's state per step (ScenarioRunOptions.observeState); the kernel's
+    /// is then recorded after every step too.
+    public init(file: ScenarioFile, expected: [Int: ObservedState] = [:]) {
         self.file = file
+        self.expected = expected
     }
 
     deinit { close() }
@@ -59,12 +71,35 @@ public final class KernelScenarioRunner {
 
     /// Runs every step; results in step order (index 0: the declarations).
     public func run() -> [(step: Int, result: KernelStepResult)] {
-        defer { close() }
+        let out = runSteps()
+        close()
+        leftAfterClose = leftovers()
+        return out
+    }
+
+    /// The run's objects this kernel still publishes once every fd is closed, the pins and
+    /// the namespace are gone and a second has passed — none, unless the kernel leaked one.
+    public private(set) var leftAfterClose: [String] = []
+
+    private func leftovers() -> [String] {
+        var left: [String] = []
+        for _ in 0..<20 {
+            left = snapshot(devices: false).objects.filter(\.alive).map(\.label)
+            if left.isEmpty { break }
+            usleep(50_000)
+        }
+        return left
+    }
+
+    private func runSteps() -> [(step: Int, result: KernelStepResult)] {
         var out: [(Int, KernelStepResult)] = []
         for (name, spec) in file.maps {
-            do { handles[name] = (try mapCreate(name, spec), .map) } catch let e as LabOnly {
+            do { open(name, try mapCreate(name, spec), .map) } catch let e as LabOnly {
                 labOnly.insert(name)
                 out.append((0, .labOnly(e.why)))
+            } catch let e as LiveBudgetError {
+                unobserved[name] = "not created within RLIMIT_MEMLOCK"
+                out.append((0, .notObservable(e.message)))
             } catch {
                 out.append((0, .ran(errno: errnoName(error), observed: ["declaring": name])))
             }
@@ -79,13 +114,104 @@ public final class KernelScenarioRunner {
             guard let m = handles[s.map], let p = handles[s.program] else { continue }
             try? live.mapUpdate(m.fd, key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: p.fd)))
         }
+        excluded = refused.union(labOnly)
+        observe(0)
         var premiseMissing = false
         for step in file.steps {
-            if !refused.isEmpty || !labOnly.isEmpty { premiseMissing = true }
+            if !refused.isEmpty || !labOnly.isEmpty || !unobserved.isEmpty { premiseMissing = true }
             if premiseMissing { stepsWithoutPremise.insert(step.index) }
             out.append((step.index, runStep(step)))
+            settleAfterPinRemoval(step)
+            excluded.formUnion(refused)
+            excluded.formUnion(labOnly)
+            excluded.formUnion(unobserved.keys)
+            observe(step.index)
         }
         return out
+    }
+
+    /// A bpffs inode is freed after an RCU grace period, and only then puts what its pin held:
+    /// a prog array's last user reference may go (and its slots be cleared) well after the
+    /// unlink returned. The lab's pins put at once, so after an unpin or rmdir this waits one
+    /// grace period of the kernel (~15 ms) and lets its work items run.
+    private func settleAfterPinRemoval(_ step: StepDecl) {
+        switch step.operation {
+        case .unpin, .rmdir: break
+        default: return
+        }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        live.synchronizeRCU()
+        usleep(1_000)
+        waitedForState += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+    }
+
+    /// A new object under `name`: open, and in the ledger with the ID this kernel gave it.
+    private func open(_ name: String, _ fd: Int32, _ kind: ObjectKind) {
+        handles[name] = (fd, kind)
+        ledger.created(name, kind: kind == .program ? "prog" : kind.rawValue, id: live.objectID(fd) ?? 0)
+    }
+
+    /// The state after step `index`. The kernel frees in the background (RCU callbacks put a
+    /// closed program's maps; a prog array's entries are cleared by a work item once its last
+    /// user reference goes), so when the lab's state after the same step is known and this
+    /// one differs, it is read again with growing pauses, for up to half a second, before the
+    /// difference stands.
+    private func observe(_ index: Int) {
+        guard let want = expected[index] else { return }
+        let target = want.rendered(excluding: excluded)
+        var got = snapshot()
+        // A step after a gap (lab only, refused, not observable) is not compared: no wait.
+        var waitedUs: UInt32 = 0, pause: UInt32 = 500
+        while !stepsWithoutPremise.contains(index) && got.rendered(excluding: excluded) != target && waitedUs < 500_000 {
+            usleep(pause)
+            waitedUs += pause
+            pause = min(pause * 2, 50_000)
+            got = snapshot()
+        }
+        waitedForState += Double(waitedUs) / 1e6
+        states[index] = got
+    }
+
+    /// Seconds spent waiting for the kernel's background frees to reach the lab's state.
+    public private(set) var waitedForState = 0.0
+
+    private func snapshot(devices: Bool = true) -> ObservedState {
+        var published: [String: Set<UInt32>] = [:]
+        for kind in ["prog", "map", "link"] {
+            let ids = ledger.entries.filter { $0.kind == kind && $0.id != 0 }.map(\.id)
+            if let lo = ids.min(), let hi = ids.max() { published[kind] = live.publishedIDs(kind, in: lo...hi) }
+        }
+        var s = ObservedState(ledger: ledger) { e in published[e.kind]?.contains(e.id) ?? false }
+        for e in ledger.entries where e.kind == "map" && published["map"]?.contains(e.id) == true {
+            guard let h = handles.values.first(where: { live.objectID($0.fd) == e.id }),
+                  let info = try? live.mapInfo(h.fd), info.type == MapType.progArray.rawValue else { continue }
+            let filled = (0..<min(info.maxEntries, ObservedState.slotLimit)).compactMap { k -> (UInt32, String)? in
+                guard let b = try? live.mapLookup(h.fd, key: u32Bytes(k), valueSize: 4), b.count >= 4 else { return nil }
+                return (k, ledger.label(kind: "prog", id: b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+            }
+            s.slots[e.label] = ObservedState.slotsText(filled)
+        }
+        guard devices, let netns else { return s }
+        let names = file.devices.map(\.name)
+        var byIndex: [UInt32: String] = [:]
+        for (i, name) in names.prefix(2).enumerated() {
+            let veth = "veth\(i)"
+            if let idx = try? netns.ifindex(veth) { byIndex[UInt32(idx)] = name }
+            guard let q = try? netns.xdpQuery(device: veth) else { continue }
+            var modes: [String: String] = [:]
+            for (mode, id) in [("skb", q.skb), ("drv", q.drv), ("hw", q.hw)] where id != 0 {
+                modes[mode] = ledger.label(kind: "prog", id: id)
+            }
+            if !modes.isEmpty { s.xdp[name] = modes }
+        }
+        for e in ledger.entries where e.kind == "link" && s.objects.contains(where: { $0.label == e.label && $0.alive }) {
+            guard let f = try? live.getFdByID("link", e.id) else { continue }
+            defer { try? live.close(f) }
+            guard let info = try? live.linkInfo(f) else { continue }
+            let device = info.ifindex == 0 ? nil : byIndex[info.ifindex] ?? "ifindex \(info.ifindex)"
+            s.links[e.label] = ObservedState.linkText(prog: ledger.label(kind: "prog", id: info.progID), device: device)
+        }
+        return s
     }
 
     private func errnoName(_ e: Error) -> String {
@@ -105,11 +231,13 @@ public final class KernelScenarioRunner {
 
     private func fd(_ name: String) throws -> Int32 {
         if refused.contains(name) { throw RefusedDependency(name: name) }
+        if let why = unobserved[name] { throw UnobservedDependency(name: name, why: why) }
         if labOnly.contains(name) { throw LabOnly(why: "'\(name)' exists only in the lab") }
         guard let h = handles[name] else { throw NotOpenHere(name: name) }
         return h.fd
     }
     private struct RefusedDependency: Error { let name: String }
+    private struct UnobservedDependency: Error { let name: String, why: String }
 
     /// The program's instructions and type for the kernel, or why it has none.
     private func program(_ name: String, _ spec: ProgramSpec) throws -> (insns: [BPFInsn], type: UInt32) {
@@ -172,7 +300,7 @@ public final class KernelScenarioRunner {
                     let f = try live.mapCreate(type: m.type, keySize: m.keySize, valueSize: m.valueSize, maxEntries: m.maxEntries,
                                                name: String(m.name.prefix(15)))
                     if let v = m.initialValue { try live.mapUpdate(f, key: [0, 0, 0, 0], value: v) }
-                    handles[m.name] = (f, .map)
+                    open(m.name, f, .map)
                     fds[m.name] = f
                 }
                 let p = obj.program(named: prog)!
@@ -195,7 +323,7 @@ public final class KernelScenarioRunner {
             let f = try live.progLoad(type: type, insns: insns, name: String(name.prefix(15)).replacingOccurrences(of: "-", with: "_"),
                                       expectedAttachType: eat, attachProgFD: target, attachBTFID: spec.attach == nil ? 0 : 1,
                                       flags: spec.flags.rawValue & ProgLoadFlags.xdpHasFrags.rawValue)
-            handles[name] = (f, .program)
+            open(name, f, .program)
             return .ran(errno: nil, observed: [:])
         } catch let e as LabOnly {
             labOnly.insert(name)
@@ -206,6 +334,12 @@ public final class KernelScenarioRunner {
         } catch let e as RefusedDependency {
             refused.insert(name)
             return .refusedByKernel("it needs '\(e.name)', which this kernel refused")
+        } catch let e as UnobservedDependency {
+            unobserved[name] = e.why
+            return .notObservable("it needs '\(e.name)', \(e.why)")
+        } catch let e as LiveBudgetError {
+            unobserved[name] = "not created within RLIMIT_MEMLOCK"
+            return .notObservable(e.message)
         } catch {
             return .ran(errno: errnoName(error), observed: [:])
         }
@@ -264,27 +398,27 @@ public final class KernelScenarioRunner {
             case let .close(name):
                 if refused.remove(name) != nil { return .refusedByKernel("'\(name)' was refused here") }
                 if labOnly.remove(name) != nil { return .labOnly("'\(name)' exists only in the lab") }
+                if unobserved.removeValue(forKey: name) != nil { return .notObservable("'\(name)' was bound by a step this backend cannot reproduce") }
                 let f = try fd(name)
                 handles[name] = nil
                 try live.close(f)
             case .chainAdd, .chainDel, .chainGet:
                 return .labOnly("the RFC's chain calls never merged")
             case let .mapCreate(name, spec):
-                do { handles[name] = (try mapCreate(name, spec), .map) } catch let e as LabOnly {
+                do { open(name, try mapCreate(name, spec), .map) } catch let e as LabOnly {
                     labOnly.insert(name)
                     return .labOnly(e.why)
                 }
             case let .mapUpdate(m, key, v, flags):
                 let mf = try fd(m)
-                let value: [UInt8]
+                let raw: UInt64
                 switch v {
-                case let .program(p): value = u32Bytes(UInt32(bitPattern: try fd(p)))
-                case let .map(o): value = u32Bytes(UInt32(bitPattern: try fd(o)))
-                case let .fd(n): value = u32Bytes(UInt32(bitPattern: n))
-                case let .number(n):
-                    let vs = try live.mapInfo(mf).valueSize
-                    value = Array(withUnsafeBytes(of: n.littleEndian) { Array($0) }.prefix(Int(min(vs, 8)))) + [UInt8](repeating: 0, count: max(0, Int(vs) - 8))
+                case let .program(p): raw = UInt64(UInt32(bitPattern: try fd(p)))
+                case let .map(o): raw = UInt64(UInt32(bitPattern: try fd(o)))
+                case let .fd(n): raw = UInt64(UInt32(bitPattern: n))
+                case let .number(n): raw = n
                 }
+                let value = valueBytes(raw, valueSize: try live.mapInfo(mf).valueSize)
                 try live.mapUpdate(mf, key: u32Bytes(key), value: value, flags: flags.rawValue)
             case let .mapDelete(m, key):
                 try live.mapDelete(try fd(m), key: u32Bytes(key))
@@ -304,7 +438,9 @@ public final class KernelScenarioRunner {
                 let id: UInt32
                 switch idRef {
                 case let .of(n): id = live.objectID(try fd(n)) ?? 0
-                case .number: return .notObservable("a literal ID names whatever the shared kernel gave that number")
+                case .number:
+                    unobserved[name] = "bound by get_fd_by_id of a literal ID"
+                    return .notObservable("a literal ID names whatever the shared kernel gave that number")
                 }
                 handles[name] = (try live.getFdByID(kind.rawValue, id), .any)
             case .nextID:
@@ -328,7 +464,7 @@ public final class KernelScenarioRunner {
                 }
                 let dev = try device(d)
                 let l = try netns!.xdpLinkCreate(live, device: dev, progFD: try fd(p), flags: modeFlags(m))
-                handles[name] = (l, .link)
+                open(name, l, .link)
             case let .linkUpdate(l, p, expected):
                 try live.linkUpdate(try fd(l), newProgFD: try fd(p), expectedOldFD: try expected.map { try fd($0) } ?? -1)
             case let .linkDetach(l):
@@ -348,6 +484,11 @@ public final class KernelScenarioRunner {
             return .labOnly(e.why)
         } catch let e as RefusedDependency {
             return .refusedByKernel("it needs '\(e.name)', which this kernel refused")
+        } catch let e as UnobservedDependency {
+            return .notObservable("it needs '\(e.name)', \(e.why)")
+        } catch let e as LiveBudgetError {
+            if case let .mapCreate(name, _) = step.operation { unobserved[name] = "not created within RLIMIT_MEMLOCK" }
+            return .notObservable(e.message)
         } catch let e as NoNetns {
             return .notObservable("no private network namespace: \(e.why)")
         } catch let e as NoBPFFS {
@@ -371,23 +512,42 @@ public struct StepComparison: Sendable {
     public let disagreement: String?
 }
 
+/// A scenario run on both backends.
+public struct ScenarioComparisonResult {
+    public let outcome: ScenarioOutcome
+    public let rows: [StepComparison]
+    /// The run's objects the kernel still published after everything was closed (a kernel
+    /// leak; none expected — see README, "The live kernel").
+    public let keptByKernel: [String]
+    /// Seconds the kernel runner waited for background frees (see KernelScenarioRunner.observe).
+    public let waitedForState: Double
+    public var disagreements: [StepComparison] { rows.filter { $0.disagreement != nil } }
+}
+
 public enum ScenarioComparison {
-    /// Runs `file` on the lab and on the live kernel and compares every step: errno, and
-    /// the test-run return value and map values where both observed them.
-    public static func compare(_ runner: ScenarioRunner, options: ScenarioRunOptions = ScenarioRunOptions()) -> (ScenarioOutcome, [StepComparison]) {
+    /// Runs `file` on the lab and on the live kernel and compares every step: errno, the
+    /// test-run return value and map values where both observed them, and the state the step
+    /// left (ScenarioState.swift: objects alive, ID order, XDP attachments, links).
+    public static func compare(_ runner: ScenarioRunner, options: ScenarioRunOptions = ScenarioRunOptions()) -> ScenarioComparisonResult {
+        var options = options
+        options.observeState = true
         let labOut = runner.run(options)
-        let kr = KernelScenarioRunner(file: runner.file)
+        let kr = KernelScenarioRunner(file: runner.file, expected: labOut.states)
         let kernel = kr.run()
         var rows: [StepComparison] = []
         for step in runner.file.steps {
             guard let rec = labOut.records.first(where: { $0.step == step.index }) else { continue }
             let k = kernel.first { $0.step == step.index }?.result ?? .notObservable("not reached")
-            let labText = rec.errno ?? (rec.observed.isEmpty ? "ok" : rec.observed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+            let labText = rec.result == "not run" ? "not run" : rec.errno ?? (rec.observed.isEmpty ? "ok" : rec.observed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
             var kernelText: String, disagreement: String?
             switch k {
+            case .ran("not open", _) where rec.result == "not run":
+                kernelText = "not run"  // a name neither side has open (its creation failed on both)
             case let .ran(errno, observed):
                 kernelText = errno ?? (observed.isEmpty ? "ok" : observed.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-                if errno != rec.errno {
+                if rec.result == "not run" || errno == "not open" {
+                    disagreement = "lab \(rec.result == "not run" ? "did not run it (\(rec.message ?? ""))" : rec.errno ?? "ok"), kernel \(errno == "not open" ? "did not run it" : errno ?? "ok")"
+                } else if errno != rec.errno {
                     disagreement = "errno: lab \(rec.errno ?? "none"), kernel \(errno ?? "none")"
                 } else if errno == nil {
                     for key in ["retval", "value"] {
@@ -398,6 +558,10 @@ public enum ScenarioComparison {
             case let .refusedByKernel(why): kernelText = "refused by this kernel (\(why))"
             case let .notObservable(why): kernelText = "not observable (\(why))"
             }
+            if disagreement == nil, let a = labOut.states[step.index], let b = kr.states[step.index] {
+                let diff = ObservedState.differences(lab: a.rendered(excluding: kr.excluded), kernel: b.rendered(excluding: kr.excluded))
+                if !diff.isEmpty { disagreement = "state after the step: " + diff.joined(separator: "; ") }
+            }
             if let d = disagreement, kr.stepsWithoutPremise.contains(step.index) {
                 kernelText += " — not comparable (\(d); an object it builds on is lab only or refused here)"
                 disagreement = nil
@@ -405,6 +569,6 @@ public enum ScenarioComparison {
             rows.append(StepComparison(step: step.index, line: step.position.line, what: "\(rec.operation) \(rec.arguments)",
                                        lab: labText, kernel: kernelText, disagreement: disagreement))
         }
-        return (labOut, rows)
+        return ScenarioComparisonResult(outcome: labOut, rows: rows, keptByKernel: kr.leftAfterClose, waitedForState: kr.waitedForState)
     }
 }

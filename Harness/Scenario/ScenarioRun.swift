@@ -41,6 +41,9 @@ public struct ScenarioOutcome: Sendable {
     public var trace: [TraceLine]?
     public var tracedVerdict: UInt32?
     public var realVerdict: UInt32?
+    /// With `observeState`: the state after each step (index 0: the declarations), taken
+    /// once the step's grace periods have passed.
+    public var states: [Int: ObservedState] = [:]
     public var passed: Bool { failures.isEmpty && !interrupted }
 }
 
@@ -59,6 +62,10 @@ public struct ScenarioRunOptions {
     /// instructions on the bytecode interpreter instead (`bpflab run --bytecode`): the
     /// scenario's expectations must hold the same.
     public var bytecodeForInterp = false
+    /// After every step, let its grace periods pass (an RCU barrier) and record what the run's
+    /// objects, devices and links look like (ScenarioState.swift) — what `--on both` compares
+    /// with the live kernel, whose grace periods pass on their own between steps.
+    public var observeState = false
     public init() {}
 }
 
@@ -77,6 +84,7 @@ public final class ScenarioRunner {
     private var statsFD: Int32?
     private var frames = FrameSpec(size: 64, flows: 1)
     private var bytecodeForInterp = false
+    private var ledger = ObjectLedger()
 
     /// Decodes and checks `yaml` whole; throws ScenarioError (with line and column) if the
     /// file is invalid. Nothing runs yet.
@@ -112,10 +120,10 @@ public final class ScenarioRunner {
         }
         // Declarations: a failure here is a failed step 0 (the kernel refused it).
         for (name, spec) in file.maps {
-            do { handles[name] = (try bpf.mapCreate(mapAttr(name, spec)), .map) } catch { out.failures.append("declaring map '\(name)': \(error)") }
+            do { try open(name, try bpf.mapCreate(mapAttr(name, spec)), .map) } catch { out.failures.append("declaring map '\(name)': \(error)") }
         }
         for (name, spec) in file.programs {
-            do { handles[name] = (try bpf.progLoad(try progAttr(name, spec)), .program) } catch { out.failures.append("declaring program '\(name)': \(error)") }
+            do { try open(name, try bpf.progLoad(try progAttr(name, spec)), .program) } catch { out.failures.append("declaring program '\(name)': \(error)") }
         }
         for s in file.slots {
             do { try bpf.mapUpdateElem(try fd(s.map, .map), key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: try fd(s.program, .program)))) }
@@ -123,6 +131,7 @@ public final class ScenarioRunner {
         }
         if !out.failures.isEmpty { return out }
         options.afterStep?(0, kernel)  // step 0: the declarations
+        if options.observeState { out.states[0] = observedState() }
         for step in file.steps {
             if options.shouldStop() {
                 out.interrupted = true
@@ -143,7 +152,8 @@ public final class ScenarioRunner {
 
     private func fd(_ name: String, _ kind: ObjectKind) throws -> Int32 {
         guard let h = handles[name] else { throw NotOpen(message: "'\(name)' is not open (its creation failed at an earlier step)") }
-        if kind != .any && h.kind != .any && h.kind != kind { throw NotOpen(message: "'\(name)' is a \(h.kind.rawValue), not a \(kind.rawValue)") }
+        // A name of the wrong kind (an obj_get that found a link where a program is asked
+        // for) goes to the facade as it is: the kernel answers such an fd with its errno.
         return h.fd
     }
 
@@ -205,7 +215,7 @@ public final class ScenarioRunner {
                         fds[m.name] = h.fd
                     } else if handles[m.name] == nil {
                         let fd = try bpf.createObjectMap(m)
-                        handles[m.name] = (fd, .map)
+                        try open(m.name, fd, .map)
                         fds[m.name] = fd
                     }
                 }
@@ -272,6 +282,46 @@ public final class ScenarioRunner {
         }
     }
 
+    /// A new object under `name`: open, and in the ledger with its ID.
+    private func open(_ name: String, _ fd: Int32, _ kind: ObjectKind) throws {
+        handles[name] = (fd, kind)
+        ledger.created(name, kind: kind == .program ? "prog" : kind.rawValue, id: try id(of: name))
+    }
+
+    /// The run's objects, devices and links as the ID tables, the devices' XDP state and the
+    /// links' info show them.
+    private func observedState() -> ObservedState {
+        var s = ObservedState(ledger: ledger) { e in
+            switch e.kind {
+            case "prog": return kernel.progIDR.lookup(e.id) { $0 != nil }
+            case "map": return kernel.mapIDR.lookup(e.id) { $0 != nil }
+            default: return kernel.linkIDR.lookup(e.id) { $0 != nil }
+            }
+        }
+        for (name, dev) in devices {
+            var modes: [String: String] = [:]
+            for mode in XDPMode.allCases {
+                if let p = dev.program(mode: mode) { modes[mode.name] = ledger.label(kind: "prog", id: p.id) }
+            }
+            if !modes.isEmpty { s.xdp[name] = modes }
+        }
+        for e in ledger.entries where e.kind == "map" && s.objects.contains(where: { $0.label == e.label && $0.alive }) {
+            guard let h = handles.values.first(where: { ((try? bpf.mapGetInfo($0.fd))?.id) == e.id }),
+                  let info = try? bpf.mapGetInfo(h.fd), info.type == .progArray else { continue }
+            let filled = (0..<min(info.maxEntries, ObservedState.slotLimit)).compactMap { k -> (UInt32, String)? in
+                guard let b = try? bpf.mapLookupElem(h.fd, key: u32Bytes(k)), b.count >= 4 else { return nil }
+                return (k, ledger.label(kind: "prog", id: b.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
+            }
+            s.slots[e.label] = ObservedState.slotsText(filled)
+        }
+        for e in ledger.entries where e.kind == "link" {
+            guard let info = kernel.linkIDR.lookup(e.id, { $0?.info() }), info.type == .xdp else { continue }
+            let device = info.detached ? nil : devices.first { $0.value.ifindex == info.targetID }?.key ?? "ifindex \(info.targetID)"
+            s.links[e.label] = ObservedState.linkText(prog: ledger.label(kind: "prog", id: info.progID), device: device)
+        }
+        return s
+    }
+
     // MARK: the sequence
 
     private func runStep(_ step: StepDecl, _ options: ScenarioRunOptions, _ out: inout ScenarioOutcome) {
@@ -306,7 +356,7 @@ public final class ScenarioRunner {
                 what += ": retval \(r.retval)"
             case let .load(name, spec):
                 if let old = handles[name] { throw NotOpen(message: "'\(name)' is still open (fd \(old.fd)); close it first") }
-                handles[name] = (try bpf.progLoad(try progAttr(name, spec)), .program)
+                try open(name, try bpf.progLoad(try progAttr(name, spec)), .program)
             case let .close(name):
                 let f = try fd(name, .any)
                 handles[name] = nil
@@ -321,18 +371,18 @@ public final class ScenarioRunner {
                 observed["next"] = nameOfProg(id: id)
                 what += ": \(observed["next"]!)"
             case let .mapCreate(name, spec):
-                handles[name] = (try bpf.mapCreate(mapAttr(name, spec)), .map)
+                try open(name, try bpf.mapCreate(mapAttr(name, spec)), .map)
             case let .mapUpdate(m, key, v, flags):
                 let mfd = try fd(m, .map)
                 let info = try bpf.mapGetInfo(mfd)
-                let bytes: [UInt8]
+                let raw: UInt64
                 switch v {
-                case let .program(p): bytes = u32Bytes(UInt32(bitPattern: try fd(p, .program)))
-                case let .map(other): bytes = u32Bytes(UInt32(bitPattern: try fd(other, .map)))
-                case let .fd(n): bytes = u32Bytes(UInt32(bitPattern: n))
-                case let .number(n): bytes = Array(withUnsafeBytes(of: n.littleEndian) { Array($0) }.prefix(Int(min(info.valueSize, 8)))) +
-                    [UInt8](repeating: 0, count: max(0, Int(info.valueSize) - 8))
+                case let .program(p): raw = UInt64(UInt32(bitPattern: try fd(p, .program)))
+                case let .map(other): raw = UInt64(UInt32(bitPattern: try fd(other, .map)))
+                case let .fd(n): raw = UInt64(UInt32(bitPattern: n))
+                case let .number(n): raw = n
                 }
+                let bytes = valueBytes(raw, valueSize: info.valueSize)
                 try bpf.mapUpdateElem(mfd, key: u32Bytes(key), value: bytes, flags: flags.rawValue)
             case let .mapDelete(m, key):
                 try bpf.mapDeleteElem(try fd(m, .map), key: u32Bytes(key))
@@ -389,7 +439,7 @@ public final class ScenarioRunner {
                 }
                 if let target { attr.targetProgFD = try fd(target, .program) }
                 attr.targetFunc = function
-                handles[name] = (try bpf.linkCreate(attr), .link)
+                try open(name, try bpf.linkCreate(attr), .link)
             case let .linkUpdate(l, p, expected):
                 if let e = expected {
                     try bpf.linkUpdate(try fd(l, .link), newProgFD: try fd(p, .program), flags: linkUpdateReplace, expectedOldFD: try fd(e, .program))
@@ -443,6 +493,10 @@ public final class ScenarioRunner {
             for f in findings { failures.append("audit: \(f)") }
         }
         options.afterStep?(step.index, kernel)
+        if options.observeState {
+            kernel.quiesce()
+            out.states[step.index] = observedState()
+        }
         for f in failures { out.failures.append("step \(step.index) (line \(step.position.line)): \(f)") }
         out.records.append(StepRecord(step: step.index, line: step.position.line, operation: step.operation.name, arguments: args,
                                       result: result, errno: thrown?.errno.name, message: thrown?.message ?? notOpen,

@@ -140,7 +140,7 @@ public class BPFLink: @unchecked Sendable, CustomStringConvertible {
         return old
     }
 
-    func info() -> LinkInfo {
+    public func info() -> LinkInfo {
         lock.withLock {
             let i = infoLocked
             return LinkInfo(id: id, type: type, progID: progRef?.id ?? 0, targetID: i.targetID,

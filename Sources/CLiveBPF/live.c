@@ -1,8 +1,8 @@
 // live.c — raw bpf(2) calls (see CLiveBPF.h).
-#define _GNU_SOURCE
 #include "CLiveBPF.h"
 #include <linux/bpf.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <string.h>
 #include <errno.h>
@@ -118,6 +118,7 @@ static int next_id(int cmd, uint32_t start, uint32_t *next) {
 }
 int clb_prog_get_next_id(uint32_t start, uint32_t *next) { return next_id(BPF_PROG_GET_NEXT_ID, start, next); }
 int clb_map_get_next_id(uint32_t start, uint32_t *next) { return next_id(BPF_MAP_GET_NEXT_ID, start, next); }
+int clb_link_get_next_id(uint32_t start, uint32_t *next) { return next_id(BPF_LINK_GET_NEXT_ID, start, next); }
 
 /* BPF_OBJ_GET_INFO_BY_FD into `info` (of `len` bytes, zeroed first). */
 static int get_info(int fd, void *info, uint32_t len) {
@@ -142,15 +143,28 @@ int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uin
     return r;
 }
 
-int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *value_size) {
+int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *key_size, uint32_t *value_size, uint32_t *max_entries) {
     struct bpf_map_info info;
     int r = get_info(fd, &info, sizeof info);
     if (r == 0) {
         if (id) *id = info.id;
         if (type) *type = info.type;
+        if (key_size) *key_size = info.key_size;
         if (value_size) *value_size = info.value_size;
+        if (max_entries) *max_entries = info.max_entries;
     }
     return r;
+}
+
+uint64_t clb_memlock_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_MEMLOCK, &r) != 0) return 8u << 20;
+    return r.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)r.rlim_cur;
+}
+
+int clb_synchronize_rcu(void) {
+    /* membarrier(MEMBARRIER_CMD_GLOBAL) is synchronize_rcu() in kernel/sched/membarrier.c. */
+    return syscall(__NR_membarrier, 1 /* MEMBARRIER_CMD_GLOBAL */, 0, 0) < 0 ? -errno : 0;
 }
 
 int clb_obj_pin(int fd, const char *path) {
@@ -206,8 +220,18 @@ int clb_link_detach(int link_fd) {
 int clb_link_get_fd_by_id(uint32_t id) { return by_id(BPF_LINK_GET_FD_BY_ID, id); }
 
 int clb_link_info(int fd, uint32_t *id) {
+    return clb_link_info_full(fd, id, NULL, NULL, NULL);
+}
+
+int clb_link_info_full(int fd, uint32_t *id, uint32_t *type, uint32_t *prog_id, uint32_t *xdp_ifindex) {
     struct bpf_link_info info;
+    memset(&info, 0, sizeof info);
     int r = get_info(fd, &info, sizeof info);
-    if (r == 0 && id) *id = info.id;
-    return r;
+    if (r != 0) return r;
+    if (id) *id = info.id;
+    if (type) *type = info.type;
+    if (prog_id) *prog_id = info.prog_id;
+    /* bpf_xdp_link_fill_link_info: the device's ifindex, 0 once the link is detached. */
+    if (xdp_ifindex) *xdp_ifindex = info.type == BPF_LINK_TYPE_XDP ? info.xdp.ifindex : 0;
+    return 0;
 }

@@ -2,7 +2,6 @@
 // IFLA_XDP: the fd, the flags, the expected fd — what `ip link set … xdp` sends, and what
 // dev_change_xdp_fd / dev_xdp_attach check), and entering a network namespace (setns) for
 // the calling thread only.
-#define _GNU_SOURCE
 #include "CLiveBPF.h"
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -85,4 +84,60 @@ int clb_netns_leave(int saved) {
 int clb_ifindex(const char *name) {
     unsigned idx = if_nametoindex(name);
     return idx ? (int)idx : -errno;
+}
+
+int clb_xdp_query(int ifindex, uint32_t *skb_id, uint32_t *drv_id, uint32_t *hw_id) {
+    *skb_id = *drv_id = *hw_id = 0;
+    int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (sock < 0) return -errno;
+    struct req r;
+    memset(&r, 0, sizeof r);
+    r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    r.nh.nlmsg_type = RTM_GETLINK;
+    r.nh.nlmsg_flags = NLM_F_REQUEST;
+    r.nh.nlmsg_seq = 2;
+    r.ifi.ifi_family = AF_UNSPEC;
+    r.ifi.ifi_index = ifindex;
+    int rc = -ENOENT;
+    char buf[32768];
+    if (send(sock, &r, r.nh.nlmsg_len, 0) < 0) {
+        rc = -errno;
+    } else {
+        ssize_t n = recv(sock, buf, sizeof buf, 0);
+        if (n < 0) {
+            rc = -errno;
+        } else {
+            for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+                if (h->nlmsg_type == NLMSG_ERROR) { rc = ((struct nlmsgerr *)NLMSG_DATA(h))->error; break; }
+                if (h->nlmsg_type != RTM_NEWLINK) continue;
+                struct ifinfomsg *ifi = NLMSG_DATA(h);
+                int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof *ifi);
+                rc = 0;
+                for (struct rtattr *a = IFLA_RTA(ifi); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+                    if ((a->rta_type & NLA_TYPE_MASK) != IFLA_XDP) continue;
+                    int xl = (int)RTA_PAYLOAD(a);
+                    uint8_t attached = 0;
+                    uint32_t only = 0;
+                    for (struct rtattr *x = RTA_DATA(a); RTA_OK(x, xl); x = RTA_NEXT(x, xl)) {
+                        uint32_t v = 0;
+                        if (RTA_PAYLOAD(x) >= 4) memcpy(&v, RTA_DATA(x), 4);
+                        switch (x->rta_type) {
+                        case IFLA_XDP_ATTACHED: attached = *(uint8_t *)RTA_DATA(x); break;
+                        case IFLA_XDP_PROG_ID: only = v; break;
+                        case IFLA_XDP_SKB_PROG_ID: *skb_id = v; break;
+                        case IFLA_XDP_DRV_PROG_ID: *drv_id = v; break;
+                        case IFLA_XDP_HW_PROG_ID: *hw_id = v; break;
+                        }
+                    }
+                    /* One mode attached: the kernel sends only IFLA_XDP_PROG_ID and the mode. */
+                    if (attached == XDP_ATTACHED_SKB && !*skb_id) *skb_id = only;
+                    if (attached == XDP_ATTACHED_DRV && !*drv_id) *drv_id = only;
+                    if (attached == XDP_ATTACHED_HW && !*hw_id) *hw_id = only;
+                }
+                break;
+            }
+        }
+    }
+    close(sock);
+    return rc;
 }

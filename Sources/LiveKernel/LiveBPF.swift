@@ -10,6 +10,14 @@
 import BPFInstructions
 import BPFKernel
 import CLiveBPF
+import Glibc
+
+/// A call the backend does not make: it would take the kernel memory of what this backend
+/// holds beyond RLIMIT_MEMLOCK (see LiveBPF.memlockLimit).
+public struct LiveBudgetError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public var description: String { message }
+}
 
 /// A refused call on the live kernel: the errno it returned, and what the lab knows of why.
 public struct LiveError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -27,6 +35,43 @@ public struct LiveError: Error, CustomStringConvertible, Sendable, Equatable {
 
 public final class LiveBPF: @unchecked Sendable {
     private var open: Set<Int32> = []
+    /// The estimated kernel memory of each object this backend created, by its fd.
+    private var charged: [Int32: UInt64] = [:]
+
+    /// RLIMIT_MEMLOCK's soft limit (8 MiB on these machines). Since Linux 5.11 the kernel
+    /// charges BPF memory to the memory cgroup and no longer checks this limit, so the
+    /// backend keeps it itself: the memory of the maps and programs it holds open, estimated
+    /// the way kernels before 5.11 charged it (a map's entries, a program's instructions,
+    /// each rounded up to pages), stays below it, and a create that would pass it is not
+    /// made (LiveBudgetError). The estimate follows the fd: an object still held by another
+    /// (a closed map a program uses) is no longer counted.
+    public static let memlockLimit: UInt64 = clb_memlock_limit()
+
+    /// The estimated kernel memory of what this backend holds open now.
+    public var chargedBytes: UInt64 { charged.values.reduce(0, +) }
+
+    private static func pages(_ bytes: UInt64) -> UInt64 { (bytes + 4095) / 4096 * 4096 }
+
+    /// Pre-5.11 style cost of a map: its header page, and each entry's key and value
+    /// rounded to 8 bytes (a hash element's own header too; a per-CPU value once per CPU).
+    static func mapCost(type: UInt32, keySize: UInt32, valueSize: UInt32, maxEntries: UInt32) -> UInt64 {
+        let k = UInt64((keySize + 7) / 8 * 8), v = UInt64((valueSize + 7) / 8 * 8), n = UInt64(maxEntries)
+        let cpus = UInt64(max(1, sysconf(Int32(_SC_NPROCESSORS_CONF))))
+        let perEntry: UInt64
+        switch type {
+        case 1: perEntry = 48 + k + v            // BPF_MAP_TYPE_HASH: htab_elem + key + value
+        case 5, 6: perEntry = v * cpus + 8       // per-CPU hash / array: a value per CPU
+        default: perEntry = v                    // arrays, prog arrays (a pointer per slot)
+        }
+        return pages(4096 + n * perEntry)
+    }
+
+    private func charge(_ cost: UInt64, for what: String) throws {
+        let total = chargedBytes + cost
+        guard total <= LiveBPF.memlockLimit else {
+            throw LiveBudgetError(message: "\(what) would bring the kernel memory this backend holds to \(total) bytes, beyond RLIMIT_MEMLOCK (\(LiveBPF.memlockLimit) bytes); not created")
+        }
+    }
 
     public init() {}
     deinit { closeAll() }
@@ -63,6 +108,9 @@ public final class LiveBPF: @unchecked Sendable {
     public func progLoad(type: UInt32, insns: [BPFInsn], name: String, license: String = "GPL",
                          expectedAttachType: UInt32 = 0, attachProgFD: Int32 = -1, attachBTFID: UInt32 = 0,
                          flags: UInt32 = 0) throws -> Int32 {
+        // bpf_prog_size: struct bpf_prog's header and the instructions, in pages.
+        let cost = LiveBPF.pages(72 + UInt64(insns.count) * 8)
+        try charge(cost, for: "program '\(name)'")
         var log = [CChar](repeating: 0, count: 1 << 16)
         let bytes = BPFBytecode.encode(insns)
         let fd = bytes.withUnsafeBytes { b in
@@ -70,25 +118,35 @@ public final class LiveBPF: @unchecked Sendable {
                           flags, attachProgFD, attachBTFID, String(name.prefix(15)))
         }
         if fd < 0 {
-            let text = String(cString: log)
+            let text = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let tail = text.split(separator: "\n").suffix(3).joined(separator: "\n")
             throw LiveError(errno: -fd, message: "the kernel refused program '\(name)'" + (tail.isEmpty ? "" : ":\n\(tail)"))
         }
+        charged[fd] = cost
         return track(fd)
     }
 
     public func mapCreate(type: UInt32, keySize: UInt32, valueSize: UInt32, maxEntries: UInt32, flags: UInt32 = 0,
                           name: String) throws -> Int32 {
-        track(try check(clb_map_create(type, keySize, valueSize, maxEntries, flags, String(name.prefix(15))),
-                        "the kernel refused map '\(name)'"))
+        let cost = LiveBPF.mapCost(type: type, keySize: keySize, valueSize: valueSize, maxEntries: maxEntries)
+        try charge(cost, for: "map '\(name)'")
+        let fd = track(try check(clb_map_create(type, keySize, valueSize, maxEntries, flags, String(name.prefix(15))),
+                                 "the kernel refused map '\(name)'"))
+        charged[fd] = cost
+        return fd
     }
 
+    /// BPF_MAP_UPDATE_ELEM. bpf(2) takes no lengths — the kernel copies the map's key and value
+    /// sizes from the pointers — so sizes that do not match are refused here with EINVAL
+    /// (the lab's facade answers the same) rather than letting the kernel read past them.
     public func mapUpdate(_ fd: Int32, key: [UInt8], value: [UInt8], flags: UInt64 = 0) throws {
+        try checkSizes(fd, key: key.count, value: value.count)
         _ = try check(key.withUnsafeBytes { k in value.withUnsafeBytes { clb_map_update(fd, k.baseAddress, $0.baseAddress, flags) } },
                       "map update")
     }
 
     public func mapLookup(_ fd: Int32, key: [UInt8], valueSize: Int) throws -> [UInt8] {
+        try checkSizes(fd, key: key.count, value: valueSize)
         var out = [UInt8](repeating: 0, count: valueSize)
         _ = try check(key.withUnsafeBytes { k in out.withUnsafeMutableBytes { clb_map_lookup(fd, k.baseAddress, $0.baseAddress) } },
                       "map lookup")
@@ -96,6 +154,7 @@ public final class LiveBPF: @unchecked Sendable {
     }
 
     public func mapDelete(_ fd: Int32, key: [UInt8]) throws {
+        try checkSizes(fd, key: key.count, value: nil)
         _ = try check(key.withUnsafeBytes { clb_map_delete(fd, $0.baseAddress) }, "map delete")
     }
 
@@ -141,17 +200,20 @@ public final class LiveBPF: @unchecked Sendable {
     public func objectID(_ fd: Int32) -> UInt32? {
         var id: UInt32 = 0, t: UInt32 = 0, j: UInt32 = 0, x: UInt32 = 0
         if clb_prog_info(fd, &id, &t, &j, &x) == 0 { return id }
-        if clb_map_info(fd, &id, &t, nil) == 0 { return id }
+        if clb_map_info(fd, &id, &t, nil, nil, nil) == 0 { return id }
         if clb_link_info(fd, &id) == 0 { return id }
         return nil
     }
 
-    /// A map's type and value size.
-    public func mapInfo(_ fd: Int32) throws -> (type: UInt32, valueSize: UInt32) {
-        var id: UInt32 = 0, t: UInt32 = 0, vs: UInt32 = 0
-        _ = try check(clb_map_info(fd, &id, &t, &vs), "map info")
-        return (t, vs)
+    /// A map's type, value size and maximum number of entries.
+    public func mapInfo(_ fd: Int32) throws -> (type: UInt32, keySize: UInt32, valueSize: UInt32, maxEntries: UInt32) {
+        var id: UInt32 = 0, t: UInt32 = 0, ks: UInt32 = 0, vs: UInt32 = 0, me: UInt32 = 0
+        _ = try check(clb_map_info(fd, &id, &t, &ks, &vs, &me), "map info")
+        return (t, ks, vs, me)
     }
+
+    /// Waits for one RCU grace period of the kernel (see clb_synchronize_rcu).
+    public func synchronizeRCU() { _ = clb_synchronize_rcu() }
 
     public func objPin(_ fd: Int32, path: String) throws {
         _ = try check(clb_obj_pin(fd, path), "pin at \(path)")
@@ -165,7 +227,16 @@ public final class LiveBPF: @unchecked Sendable {
         _ = try check(clb_link_detach(fd), "link detach")
     }
 
+    private func checkSizes(_ fd: Int32, key: Int, value: Int?) throws {
+        let info = try mapInfo(fd)
+        if key != Int(info.keySize) { throw LiveError(errno: 22, message: "the key is \(key) bytes; the map's keys are \(info.keySize)") }
+        if let value, value != Int(info.valueSize) {
+            throw LiveError(errno: 22, message: "the value is \(value) bytes; the map's values are \(info.valueSize)")
+        }
+    }
+
     public func close(_ fd: Int32) throws {
+        charged[fd] = nil
         guard open.remove(fd) != nil else { throw LiveError(errno: 9, message: "fd \(fd) is not one this backend opened") }
         _ = try check(clb_close(fd), "close")
     }
@@ -174,6 +245,7 @@ public final class LiveBPF: @unchecked Sendable {
     public func closeAll() {
         for fd in open { _ = clb_close(fd) }
         open.removeAll()
+        charged.removeAll()
     }
 
     /// The fds this backend holds open.

@@ -176,3 +176,56 @@ extension LiveBPF {
         if r < 0 { throw LiveError(errno: -r, message: "link update") }
     }
 }
+
+extension LiveNetns {
+    /// The programs attached to `device` of this namespace, by mode (rtnetlink RTM_GETLINK).
+    public func xdpQuery(device: String) throws -> (skb: UInt32, drv: UInt32, hw: UInt32) {
+        try inside { _ in
+            let idx = clb_ifindex(device)
+            guard idx > 0 else { throw LiveError(errno: -idx, message: "no \(device) in \(name)") }
+            var s: UInt32 = 0, d: UInt32 = 0, h: UInt32 = 0
+            let r = clb_xdp_query(idx, &s, &d, &h)
+            if r < 0 { throw LiveError(errno: -r, message: "XDP query on \(device)") }
+            return (s, d, h)
+        }
+    }
+
+    /// The ifindex of each of this namespace's devices named in `devices`.
+    public func ifindexes(_ devices: [String]) -> [UInt32: String] {
+        var out: [UInt32: String] = [:]
+        for d in devices { if let i = try? ifindex(d), i > 0 { out[UInt32(i)] = d } }
+        return out
+    }
+}
+
+extension LiveBPF {
+    /// A link's program ID and, for an XDP link, its device's ifindex (0 once detached).
+    public func linkInfo(_ fd: Int32) throws -> (id: UInt32, progID: UInt32, ifindex: UInt32) {
+        var id: UInt32 = 0, type: UInt32 = 0, prog: UInt32 = 0, idx: UInt32 = 0
+        let r = clb_link_info_full(fd, &id, &type, &prog, &idx)
+        if r < 0 { throw LiveError(errno: -r, message: "link info") }
+        return (id, prog, idx)
+    }
+
+    /// The IDs of `kind` (prog, map, link) in `range` that are still published: a walk of
+    /// BPF_*_GET_NEXT_ID, which takes no reference. (BPF_*_GET_FD_BY_ID would: on a prog
+    /// array without user references, the fd's close clears the array again, and on this
+    /// kernel a second clear while the first's work item is pending leaks a reference —
+    /// see README, "The live kernel".)
+    public func publishedIDs(_ kind: String, in range: ClosedRange<UInt32>) -> Set<UInt32> {
+        var out: Set<UInt32> = []
+        var id = range.lowerBound &- 1, next: UInt32 = 0
+        while true {
+            let r: Int32
+            switch kind {
+            case "prog": r = clb_prog_get_next_id(id, &next)
+            case "map": r = clb_map_get_next_id(id, &next)
+            default: r = clb_link_get_next_id(id, &next)
+            }
+            guard r == 0, next <= range.upperBound, next > id else { break }
+            out.insert(next)
+            id = next
+        }
+        return out
+    }
+}

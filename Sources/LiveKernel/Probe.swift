@@ -10,7 +10,15 @@ public struct ProbeResult: Sendable, Equatable {
     public let what: String
     /// nil: available; else the errno it was refused with.
     public let refusedWith: Int32?
+    /// A fact rather than a feature (the memory limit): shown as it is.
+    public var detail: String?
+    public init(what: String, refusedWith: Int32?, detail: String? = nil) {
+        self.what = what
+        self.refusedWith = refusedWith
+        self.detail = detail
+    }
     public var line: String {
+        if let detail { return "\(what): \(detail)" }
         guard let e = refusedWith else { return "\(what): available" }
         return "\(what): refused by this kernel (\(Errno(rawValue: e)?.name ?? "errno \(e)"))"
     }
@@ -57,6 +65,9 @@ public enum LiveProbe {
         attempt("JIT (programs are JIT-ed)") {
             guard xdp >= 0, try live.progInfo(xdp).jited else { throw LiveError(errno: 95, message: "not JIT-ed") }
         }
+        let limit = LiveBPF.memlockLimit
+        out.append(ProbeResult(what: "RLIMIT_MEMLOCK", refusedWith: nil,
+                               detail: (limit == .max ? "unlimited" : "\(limit >> 20) MiB") + " (this kernel charges BPF memory to the memory cgroup; the backend keeps what it holds below the limit)"))
         return out
     }
 }

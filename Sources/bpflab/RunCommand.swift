@@ -59,7 +59,8 @@ struct Run: ParsableCommand {
                 if let why = LiveBPF.unavailableReason() { throw ScenarioFileError(text: "--on both: the live kernel is not usable here: \(why)") }
                 options.progress = nil
                 var text = "live kernel: " + LiveProbe.run().map(\.line).joined(separator: "; ") + "\n"
-                let (outcome, rows) = ScenarioComparison.compare(runner, options: options)
+                let result = ScenarioComparison.compare(runner, options: options)
+                let (outcome, rows) = (result.outcome, result.rows)
                 for r in rows {
                     text += "step \(r.step) (line \(r.line)) \(r.what): lab \(r.lab) | kernel \(r.kernel)"
                     text += r.disagreement.map { " — DISAGREE: \($0)" } ?? ""
@@ -67,6 +68,9 @@ struct Run: ParsableCommand {
                 }
                 let bad = rows.filter { $0.disagreement != nil }
                 text += "\(runner.name): \(rows.count) steps; \(bad.isEmpty ? "the lab and this kernel agree" : "\(bad.count) disagreement(s): the kernel is right") (lab only: \(rows.filter { $0.kernel.hasPrefix("lab only") }.count), refused by this kernel: \(rows.filter { $0.kernel.hasPrefix("refused") }.count), not observable: \(rows.filter { $0.kernel.hasPrefix("not observable") }.count))\n"
+                if !result.keptByKernel.isEmpty {
+                    text += "note: after the run closed everything, this kernel still publishes \(result.keptByKernel.joined(separator: ", ")) (a reference the kernel leaked; see README, \"The live kernel\")\n"
+                }
                 try StandardOutput.write(text)
                 if !bad.isEmpty { throw ExitCode(3) }
                 if !outcome.passed { throw ExitCode(1) }

@@ -32,6 +32,28 @@ final class LiveKernelTests: XCTestCase {
         XCTAssertNotNil(r["program type tracing (fentry)"], "the probe reports tracing either way")
     }
 
+    func testTheBackendKeepsTheKernelMemoryItHoldsBelowRLIMIT_MEMLOCK() throws {
+        let small = try live.mapCreate(type: 2, keySize: 4, valueSize: 8, maxEntries: 16, name: "small")
+        XCTAssertEqual(live.chargedBytes, 8192, "a header page and 16 8-byte values, in pages")
+        let entries = UInt32(min(LiveBPF.memlockLimit, 1 << 30) / 64)
+        let before = live.openFDs
+        XCTAssertThrowsError(try live.mapCreate(type: 2, keySize: 4, valueSize: 64, maxEntries: entries, name: "huge")) {
+            XCTAssertTrue($0 is LiveBudgetError, "\($0)")
+        }
+        XCTAssertEqual(live.openFDs, before, "nothing was created")
+        XCTAssertEqual(live.chargedBytes, 8192)
+        try live.close(small)
+        XCTAssertEqual(live.chargedBytes, 0, "the charge goes with the fd")
+    }
+
+    func testAKeyOrValueOfTheWrongSizeIsEINVALBeforeTheKernelReadsPastIt() throws {
+        let m = try live.mapCreate(type: 2, keySize: 4, valueSize: 8, maxEntries: 1, name: "sized")
+        for (key, value) in [([UInt8](repeating: 0, count: 4), [UInt8](repeating: 1, count: 4)), ([0, 0], [UInt8](repeating: 1, count: 8))] {
+            XCTAssertThrowsError(try live.mapUpdate(m, key: key, value: value)) { XCTAssertEqual(($0 as? LiveError)?.errno, 22) }
+        }
+        XCTAssertEqual(try live.mapLookup(m, key: [0, 0, 0, 0], valueSize: 8), [UInt8](repeating: 0, count: 8), "nothing was written")
+    }
+
     func testASelfTailCallRuns34TimesOnTheKernelAsInTheLab() throws {
         // The same instructions on both: count runs into an array map, tail-call slot 0.
         func program(jmp: Int32, runs: Int32) throws -> [BPFInsn] {

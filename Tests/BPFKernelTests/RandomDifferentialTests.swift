@@ -13,7 +13,7 @@ import PacketHarness
 final class RandomDifferentialTests: XCTestCase {
     func disagreements(_ ops: [RandomOp], seed: UInt64) throws -> [StepComparison] {
         let runner = try ScenarioRunner(yaml: RandomOpRunner.scenarioFile(ops, seed: seed))
-        return ScenarioComparison.compare(runner).1.filter { $0.disagreement != nil }
+        return ScenarioComparison.compare(runner).disagreements
     }
 
     func testRandomOperationsAgreeWithTheLiveKernelAfterEveryStep() throws {
@@ -26,12 +26,27 @@ final class RandomDifferentialTests: XCTestCase {
         let total = Int(env["BPFLAB_DIFF_OPS"] ?? "") ?? 10_000
         print("RandomDifferentialTests: seed \(seed), \(total) operations")
         var rng = SplitMix64(seed: seed)
-        var done = 0, compared = 0, sequences = 0
+        var done = 0, compared = 0, sequences = 0, kept = 0, waited = 0.0
         while done < total {
             let ops = (0..<40).map { _ in RandomOperationTests.randomOp(&rng) }
-            let runner = try ScenarioRunner(yaml: RandomOpRunner.scenarioFile(ops, seed: seed))
-            let rows = ScenarioComparison.compare(runner).1
-            if rows.contains(where: { $0.disagreement != nil }) {
+            let text = RandomOpRunner.scenarioFile(ops, seed: seed)
+            let runner: ScenarioRunner
+            do { runner = try ScenarioRunner(yaml: text) } catch {
+                XCTFail("sequence \(sequences) of seed \(seed) was written as a file the checker refuses: \(error)\n\(text)")
+                return
+            }
+            let result = ScenarioComparison.compare(runner)
+            let rows = result.rows
+            waited += result.waitedForState
+            if !result.keptByKernel.isEmpty {
+                kept += result.keptByKernel.count
+                print("RandomDifferentialTests: sequence \(sequences): the kernel kept \(result.keptByKernel) after the run closed everything:\n" +
+                      RandomOpRunner.scenarioFile(ops, seed: seed))
+            }
+            let first = rows.filter { $0.disagreement != nil }
+            if !first.isEmpty {
+                print("RandomDifferentialTests: sequence \(sequences) disagrees: " +
+                      first.map { "step \($0.step) \($0.what): \($0.disagreement!)" }.joined(separator: "; "))
                 // Shrink: drop chunks of operations while a disagreement remains.
                 var cur = ops
                 var chunk = max(1, cur.count / 2)
@@ -45,7 +60,7 @@ final class RandomDifferentialTests: XCTestCase {
                 }
                 let bad = try disagreements(cur, seed: seed)
                 XCTFail("the lab and the kernel disagree (seed \(seed), sequence \(sequences)): " +
-                        bad.map { "step \($0.step) \($0.what): lab \($0.lab), kernel \($0.kernel)" }.joined(separator: "; ") +
+                        bad.map { "step \($0.step) \($0.what): \($0.disagreement!)" }.joined(separator: "; ") +
                         "\nminimal scenario:\n" + RandomOpRunner.scenarioFile(cur, seed: seed))
                 return
             }
@@ -53,7 +68,7 @@ final class RandomDifferentialTests: XCTestCase {
             done += ops.count
             sequences += 1
         }
-        print("RandomDifferentialTests: \(sequences) sequences, \(done) operations, \(compared) steps compared with the kernel, no disagreement")
+        print("RandomDifferentialTests: \(sequences) sequences, \(done) operations, \(compared) steps compared with the kernel, no disagreement; objects the kernel kept after a run: \(kept); \(String(format: "%.1f", waited)) s waited for the kernel's background frees")
         XCTAssertGreaterThan(compared, done / 10, "enough of the operations reach the kernel to compare")
     }
 }

@@ -52,7 +52,9 @@ final class ScenarioTests: XCTestCase {
         }
         var compared = 0
         for s in ShippedScenarios.all {
-            let (_, rows) = ScenarioComparison.compare(try Run.load(s.name).0)
+            let result = ScenarioComparison.compare(try Run.load(s.name).0)
+            let rows = result.rows
+            XCTAssertEqual(result.keptByKernel, [], "\(s.name): the kernel keeps nothing of the run once it is closed")
             for r in rows where r.disagreement != nil {
                 XCTFail("\(s.name) step \(r.step) (line \(r.line)) \(r.what): lab \(r.lab), kernel \(r.kernel): \(r.disagreement!)")
             }
@@ -60,6 +62,62 @@ final class ScenarioTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(compared, 60, "enough steps are compared on the kernel")
         print("ScenarioTests: \(compared) steps of the shipped scenarios compared with the live kernel, all agree")
+    }
+
+    func testBothBackendsShowTheSameObjectsSlotsAttachmentsAndLinksAfterEachStep() throws {
+        // The state after every step (objects alive, ID order, prog-array slots, XDP
+        // attachments, links) is taken on both backends and compared; here it is also read.
+        if let why = LiveBPF.unavailableReason() {
+            print("ScenarioTests: state comparison skipped — \(why)")
+            return
+        }
+        let yaml = """
+        name: state
+        maps:
+          jmp: {type: prog_array, max_entries: 2}
+        programs:
+          p: {builtin: pass}
+          q: {builtin: drop}
+        sequence:
+          - map_update: {map: jmp, key: 1, program: p}
+          - close: p
+          - attach: q
+          - detach: {}
+          - link: {name: l, program: q}
+          - link_detach: l
+          - map_delete: {map: jmp, key: 1}
+          - link: {name: l2, program: q, mode: skb}
+          - link: {name: l3, program: q}
+            expect: {errno: EEXIST}                # native and generic XDP at once
+        """
+        let result = ScenarioComparison.compare(try ScenarioRunner(yaml: yaml))
+        XCTAssertEqual(result.disagreements.map(\.what), [])
+        let lab = result.outcome.states.mapValues { $0.rendered() }
+        XCTAssertEqual(lab[1]?["slots jmp"], "1 p")
+        XCTAssertEqual(lab[2]?["alive p"], "yes", "closed, but the prog array holds it")
+        XCTAssertEqual(lab[3]?["xdp veth0"], "drv q")
+        XCTAssertNil(lab[4]?["xdp veth0"])
+        XCTAssertEqual(lab[5]?["xdp veth0"], "drv q")
+        XCTAssertEqual(lab[5]?["link l"], "prog q on veth0")
+        XCTAssertEqual(lab[6]?["link l"], "prog q, detached")
+        XCTAssertNil(lab[6]?["xdp veth0"])
+        XCTAssertEqual(lab[7]?["alive p"], "no", "out of the array and closed: its ID is gone")
+        XCTAssertEqual(lab[7]?["ids prog"], nil, "one program left: no order to show")
+        XCTAssertEqual(lab[8]?["xdp veth0"], "skb q")
+        XCTAssertEqual(lab[9]?["ids link"], "l < l2")
+        XCTAssertEqual(result.keptByKernel, [])
+    }
+
+    func testAStateDifferenceIsADisagreementNamingTheLine() {
+        var lab = ObservedState(), kernel = ObservedState()
+        lab.objects = [.init(label: "p", name: "p", kind: "prog", id: 7, alive: true), .init(label: "p#2", name: "p", kind: "prog", id: 9, alive: true)]
+        kernel.objects = [.init(label: "p", name: "p", kind: "prog", id: 30, alive: false), .init(label: "p#2", name: "p", kind: "prog", id: 31, alive: true)]
+        let d = ObservedState.differences(lab: lab.rendered(), kernel: kernel.rendered())
+        XCTAssertEqual(d, ["alive p: lab yes, kernel no", "ids prog: lab p < p#2, kernel —"])
+        XCTAssertEqual(ObservedState.differences(lab: lab.rendered(excluding: ["p"]), kernel: kernel.rendered(excluding: ["p"])), [],
+                       "a name one backend does not have is left out")
+        lab.objects[1].id = 7
+        XCTAssertEqual(lab.rendered()["ids prog"], "p < p#2 (IDs repeat)")
     }
 
     func testAFailedExpectationNamesTheStepAndExitsOne() throws {

@@ -27,9 +27,16 @@ int clb_map_get_fd_by_id(uint32_t id);
 /// BPF_PROG_GET_NEXT_ID / BPF_MAP_GET_NEXT_ID: the next ID in *next.
 int clb_prog_get_next_id(uint32_t start, uint32_t *next);
 int clb_map_get_next_id(uint32_t start, uint32_t *next);
+int clb_link_get_next_id(uint32_t start, uint32_t *next);
 /// BPF_OBJ_GET_INFO_BY_FD for a program: its ID, type and whether it is JIT-ed.
 int clb_prog_info(int fd, uint32_t *id, uint32_t *type, uint32_t *jited_len, uint32_t *xlated_len);
-int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *value_size);
+int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *key_size, uint32_t *value_size, uint32_t *max_entries);
+/// One RCU grace period of the live kernel (membarrier MEMBARRIER_CMD_GLOBAL, which is
+/// synchronize_rcu()): callbacks queued before it (a bpffs inode's free, which puts what
+/// the pin held) run soon after it returns. ~15 ms here. 0 or -errno.
+int clb_synchronize_rcu(void);
+/// RLIMIT_MEMLOCK's soft limit in bytes (UINT64_MAX when unlimited).
+uint64_t clb_memlock_limit(void);
 int clb_obj_pin(int fd, const char *path);
 int clb_obj_get(const char *path);
 /// BPF_LINK_CREATE (target: an ifindex for XDP, a program fd for freplace/fentry).
@@ -39,9 +46,15 @@ int clb_close(int fd);
 int clb_link_detach(int link_fd);
 int clb_link_get_fd_by_id(uint32_t id);
 int clb_link_info(int fd, uint32_t *id);
+/// BPF_OBJ_GET_INFO_BY_FD on a link: its ID, type, program's ID and, for an XDP link, the
+/// device's ifindex (0 once detached). Any pointer may be NULL.
+int clb_link_info_full(int fd, uint32_t *id, uint32_t *type, uint32_t *prog_id, uint32_t *xdp_ifindex);
 /// XDP attach through rtnetlink (IFLA_XDP: fd, flags, expected fd); 0 or -errno.
 /// prog_fd -1 detaches.
 int clb_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int expected_fd);
+/// What is attached (rtnetlink RTM_GETLINK, the IFLA_XDP nest rtnl_xdp_fill writes): the
+/// program ID per mode (skb, drv, hw; 0: none). 0 or -errno.
+int clb_xdp_query(int ifindex, uint32_t *skb_id, uint32_t *drv_id, uint32_t *hw_id);
 /// Enters the network namespace at `path` (this thread only); returns a handle to the
 /// namespace it left (for clb_netns_leave) or -errno.
 int clb_netns_enter(const char *path);
