@@ -17,23 +17,27 @@ final class PinTable: @unchecked Sendable {
 public let bpffsRoot = "/sys/fs/bpf/"
 let bpffsMount = "/sys/fs/bpf"
 
-/// A checked bpffs path: its normalised form and its parent directory.
+/// A checked bpffs path: its normalised form, the directories a walk passes through, and
+/// whether it ended in '/'.
 struct BPFFSPath {
     let path: String
     let parent: String
+    /// Every directory the walk passes through below the mount point, shallowest first.
+    let ancestors: [String]
+    /// A trailing '/': the last component must be a directory.
+    let trailingSlash: Bool
 
     /// Parses `raw`: EPERM outside bpffs or for a dotted name, ENOENT for an empty one.
-    /// A trailing slash names a directory: allowed for mkdir and rmdir only (a pin or an
-    /// object path ending in '/' is ENOENT). `lookup`: the path is looked up, not created
-    /// (BPF_OBJ_GET, unlink) — outside bpffs the lab has no files, so that is ENOENT, as the
-    /// live kernel answers for a path that does not exist (checked against it).
-    init(_ raw: String, directory: Bool = false, lookup: Bool = false) throws {
+    /// `lookup`: the path is looked up, not created (BPF_OBJ_GET, unlink) — outside bpffs the
+    /// lab has no files, so that is ENOENT, as the live kernel answers for a path that does
+    /// not exist (checked against it).
+    init(_ raw: String, lookup: Bool = false) throws {
         guard raw.hasPrefix(bpffsRoot) else {
             if lookup { throw fail(.ENOENT, "nothing at '\(raw)': outside bpffs (\(bpffsMount)) the lab has no files") }
             throw fail(.EPERM, "'\(raw)' is not on a bpf filesystem (bpffs is mounted at \(bpffsMount))")
         }
         var rest = raw.dropFirst(bpffsRoot.count)
-        if !directory && rest.hasSuffix("/") { throw fail(.ENOENT, "'\(raw)' ends in '/': it names a directory, not an object") }
+        trailingSlash = rest.hasSuffix("/")
         while rest.hasSuffix("/") { rest = rest.dropLast() }
         let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
         guard !rest.isEmpty, !parts.contains(where: \.isEmpty) else {
@@ -44,17 +48,33 @@ struct BPFFSPath {
         }
         path = bpffsMount + "/" + parts.joined(separator: "/")
         parent = bpffsMount + (parts.count > 1 ? "/" + parts.dropLast().joined(separator: "/") : "")
+        ancestors = (1..<max(1, parts.count)).map { bpffsMount + "/" + parts.prefix($0).joined(separator: "/") }
     }
 }
 
 extension PinTable {
-    /// The rules for creating an entry at `p` (called under the lock).
-    func checkCreateLocked(_ p: BPFFSPath) throws {
-        if pins[p.parent] != nil { throw fail(.ENOTDIR, "'\(p.parent)' is a pinned object, not a directory") }
-        if p.parent != bpffsMount && !dirs.contains(p.parent) {
-            throw fail(.ENOENT, "directory '\(p.parent)' does not exist (make it with mkdir)")
+    /// The path walk (link_path_walk) up to the last component, under the lock: a pinned
+    /// object on the way is ENOTDIR, a missing directory ENOENT — the first one met decides.
+    func walkLocked(_ p: BPFFSPath) throws {
+        for dir in p.ancestors {
+            if pins[dir] != nil { throw fail(.ENOTDIR, "'\(dir)' is a pinned object, not a directory") }
+            if !dirs.contains(dir) { throw fail(.ENOENT, "directory '\(dir)' does not exist (make it with mkdir)") }
         }
+    }
+
+    /// The rules for creating an entry at `p` (called under the lock): the walk, then an
+    /// existing entry is EEXIST; a new object whose path ends in '/' is ENOENT.
+    func checkCreateLocked(_ p: BPFFSPath, directory: Bool) throws {
+        try walkLocked(p)
         if pins[p.path] != nil || dirs.contains(p.path) { throw fail(.EEXIST, "'\(p.path)' already exists") }
+        if p.trailingSlash && !directory { throw fail(.ENOENT, "'\(p.path)/' ends in '/': it names a directory, not an object") }
+    }
+
+    /// The last component of a lookup: a pinned object asked for with a trailing '/' is
+    /// ENOTDIR (the walk wants a directory there).
+    func checkLookupLocked(_ p: BPFFSPath) throws {
+        try walkLocked(p)
+        if p.trailingSlash && pins[p.path] != nil { throw fail(.ENOTDIR, "'\(p.path)' is a pinned object, not a directory") }
     }
 }
 
@@ -69,7 +89,7 @@ extension BPF {
         let table = kernel.pinTable
         do {
             try table.lock.withLock {
-                try table.checkCreateLocked(p)
+                try table.checkCreateLocked(p, directory: false)
                 table.pins[p.path] = obj
             }
         } catch {
@@ -85,6 +105,7 @@ extension BPF {
         let table = kernel.pinTable
         return try fds.installNew {
             try table.lock.withLock {
+                try table.checkLookupLocked(p)
                 if table.dirs.contains(p.path) { throw fail(.EACCES, "'\(p.path)' is a directory, not a pinned object") }
                 guard let obj = table.pins[p.path] else { throw fail(.ENOENT, "nothing is pinned at '\(p.path)'") }
                 switch obj {
@@ -104,6 +125,7 @@ extension BPF {
         let p = try BPFFSPath(path, lookup: true)
         let table = kernel.pinTable
         let obj: FDObject = try table.lock.withLock {
+            try table.checkLookupLocked(p)
             if table.dirs.contains(p.path) { throw fail(.EISDIR, "'\(p.path)' is a directory (use rmdir)") }
             guard let o = table.pins.removeValue(forKey: p.path) else { throw fail(.ENOENT, "nothing is pinned at '\(p.path)'") }
             return o
@@ -113,19 +135,20 @@ extension BPF {
 
     /// mkdir(2) in bpffs.
     public func bpffsMkdir(_ path: String) throws {
-        let p = try BPFFSPath(path, directory: true)
+        let p = try BPFFSPath(path)
         let table = kernel.pinTable
         try table.lock.withLock {
-            try table.checkCreateLocked(p)
+            try table.checkCreateLocked(p, directory: true)
             table.dirs.insert(p.path)
         }
     }
 
     /// rmdir(2) in bpffs: ENOENT if missing, ENOTDIR for a pin, ENOTEMPTY unless empty.
     public func bpffsRmdir(_ path: String) throws {
-        let p = try BPFFSPath(path, directory: true)
+        let p = try BPFFSPath(path)
         let table = kernel.pinTable
         try table.lock.withLock {
+            try table.walkLocked(p)
             if table.pins[p.path] != nil { throw fail(.ENOTDIR, "'\(p.path)' is a pinned object, not a directory") }
             guard table.dirs.contains(p.path) else { throw fail(.ENOENT, "directory '\(p.path)' does not exist") }
             let inside = p.path + "/"

@@ -29,17 +29,22 @@ static struct rtattr *add_attr(struct nlmsghdr *nh, int type, const void *data, 
     return rta;
 }
 
+/* An rtnetlink request about one device (its ifinfomsg header, no attributes yet). */
+static void init_req(struct req *r, int type, int flags, int ifindex) {
+    memset(r, 0, sizeof *r);
+    r->nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+    r->nh.nlmsg_type = (unsigned short)type;
+    r->nh.nlmsg_flags = (unsigned short)flags;
+    r->nh.nlmsg_seq = 1;
+    r->ifi.ifi_family = AF_UNSPEC;
+    r->ifi.ifi_index = ifindex;
+}
+
 int clb_xdp_attach(int ifindex, int prog_fd, uint32_t flags, int expected_fd) {
     int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (sock < 0) return -errno;
     struct req r;
-    memset(&r, 0, sizeof r);
-    r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-    r.nh.nlmsg_type = RTM_SETLINK;
-    r.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    r.nh.nlmsg_seq = 1;
-    r.ifi.ifi_family = AF_UNSPEC;
-    r.ifi.ifi_index = ifindex;
+    init_req(&r, RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, ifindex);
     struct rtattr *nest = add_attr(&r.nh, IFLA_XDP | NLA_F_NESTED, NULL, 0);
     add_attr(&r.nh, IFLA_XDP_FD, &prog_fd, sizeof prog_fd);
     if (flags) add_attr(&r.nh, IFLA_XDP_FLAGS, &flags, sizeof flags);
@@ -91,13 +96,7 @@ int clb_xdp_query(int ifindex, uint32_t *skb_id, uint32_t *drv_id, uint32_t *hw_
     int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
     if (sock < 0) return -errno;
     struct req r;
-    memset(&r, 0, sizeof r);
-    r.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
-    r.nh.nlmsg_type = RTM_GETLINK;
-    r.nh.nlmsg_flags = NLM_F_REQUEST;
-    r.nh.nlmsg_seq = 2;
-    r.ifi.ifi_family = AF_UNSPEC;
-    r.ifi.ifi_index = ifindex;
+    init_req(&r, RTM_GETLINK, NLM_F_REQUEST, ifindex);
     int rc = -ENOENT;
     char buf[32768];
     if (send(sock, &r, r.nh.nlmsg_len, 0) < 0) {

@@ -135,6 +135,16 @@ struct RandomOpRunner {
     var names: [Int32: String] = [:]
     var recording = false
     var steps: [String] = []
+    /// Map values filled to the map's value size, as a scenario file's values are (set
+    /// when replaying to write one); otherwise 4-byte fds whatever the map, so the facade's
+    /// size check is exercised too.
+    var fillValues = false
+
+    func value(_ fd: Int32, for map: Int32) -> [UInt8] {
+        let v = fdValue(fd)
+        guard fillValues, let size = (try? bpf.mapGetInfo(map))?.valueSize else { return v }
+        return Int(size) <= 4 ? Array(v.prefix(Int(size))) : v + [UInt8](repeating: 0, count: Int(size) - 4)
+    }
 
     func name(_ i: Int) -> String? { pool.isEmpty ? nil : names[at(i)] }
 
@@ -166,8 +176,8 @@ struct RandomOpRunner {
             let fd = pool.remove(at: pool.count - 1 - i % pool.count)
             try bpf.objClose(fd)
         case let .closeRaw(fd): try bpf.objClose(fd)
-        case let .mapUpdate(m, k, v, f): try bpf.mapUpdateElem(at(m), key: key(k), value: fdValue(at(v)), flags: f)
-        case let .mapUpdateRaw(m, k, fd): try bpf.mapUpdateElem(at(m), key: key(k), value: fdValue(fd))
+        case let .mapUpdate(m, k, v, f): try bpf.mapUpdateElem(at(m), key: key(k), value: value(at(v), for: at(m)), flags: f)
+        case let .mapUpdateRaw(m, k, fd): try bpf.mapUpdateElem(at(m), key: key(k), value: value(fd, for: at(m)))
         case let .mapDelete(m, k): try bpf.mapDeleteElem(at(m), key: key(k))
         case let .mapLookup(m, k): _ = try bpf.mapLookupElem(at(m), key: key(k))
         case let .chainAdd(p, r, n): try bpf.progChainAdd(prev: at(p), retcode: r, next: at(n))
@@ -298,6 +308,7 @@ struct RandomOpRunner {
     /// the errno it got, then the auditor — a regression test to keep.
     static func scenarioFile(_ ops: [RandomOp], seed: UInt64) -> String {
         var r = RandomOpRunner()
+        r.fillValues = true
         var out = ["name: random-operations regression (seed \(seed))",
                    "description: shrunk from a failing random-operation run; each step expects what it got then",
                    "devices: {rnd0: {}}", "sequence:"]
