@@ -195,7 +195,9 @@ public enum KernelBench {
                 if let ld = s.design.labDesign, let ls = lab.summaries.first(where: { $0.design == ld }) {
                     row.append(ld.rawValue)
                     row.append(ls.overheadNs.map { "\(String(format1: $0, digits: 2)) ± \(String(format1: ls.overheadCI95 ?? 0, digits: 2)) ns" } ?? "(reference)")
-                    if let lo = ls.overheadNs, let ko = s.overheadNs, abs(ko) > 1e-9 {
+                    if s.design == .dispatcherHit || s.design == .dispatcherMiss {
+                        row.append("miss − hit below")  // against the tc baseline: no ratio means anything
+                    } else if let lo = ls.overheadNs, let ko = s.overheadNs, abs(ko) > 1e-9 {
                         row.append(String(format1: lo / ko, digits: 2))
                     } else {
                         row.append("")
