@@ -53,8 +53,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Quantile of the per-batch times each window reports (0.5 = median).")
     var quantile = 0.5
 
-    @Option(help: "Output format: table, json or csv.")
-    var format = "table"
+    @Option(help: "Output format.")
+    var format: BenchFormat = .table
+
+    enum BenchFormat: String, ExpressibleByArgument, CaseIterable { case table, json, csv }
 
     @Option(help: "Directory to write every trial to (bench.json, bench.csv, table.txt).")
     var out: String?
@@ -73,23 +75,15 @@ struct Bench: ParsableCommand {
     @Option(help: "Split the trials into this many independent blocks, each with its own design order; adds an interval over the block means (turns off --target-ci's extra rounds).")
     var blocks = 1
 
+    // Every option is checked here, before anything runs, so an error shows this
+    // subcommand's usage (an error thrown from run() shows only the root's).
     func validate() throws {
-        guard ["table", "json", "csv"].contains(format) else {
-            throw ValidationError("--format must be table, json or csv (got '\(format)')")
-        }
+        if !list && on != .kernel { _ = try configuration() }
     }
 
-    func run() throws {
-        if list {
-            for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
-            return
-        }
-        if on != .lab { LiveCleanup.installSignalHandling() }  // the netns and mounts go even on SIGTERM
-        if on == .kernel {
-            let k = try kernelBench()
-            try StandardOutput.write(format == "json" ? k.json() + "\n" : KernelBench.table(k))
-            return
-        }
+    /// The options as the harness's configuration, every path checked before anything is
+    /// measured; a wrong option is a ValidationError naming it.
+    func configuration() throws -> BenchConfig {
         var cfg = BenchConfig()
         do {
             cfg.designs = try DesignID.parseList(designs)
@@ -108,9 +102,23 @@ struct Bench: ParsableCommand {
         } catch let e as HarnessError {
             throw ValidationError(e.message)
         }
-        // Every path is checked before anything is measured.
         if let out, let why = OutputFiles.problem(directory: out) { throw optionError("--out", why) }
         if let plot, let why = OutputFiles.problem(file: plot) { throw optionError("--plot", why) }
+        return cfg
+    }
+
+    func run() throws {
+        if list {
+            for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
+            return
+        }
+        if on != .lab { LiveCleanup.installSignalHandling() }  // the netns and mounts go even on SIGTERM
+        if on == .kernel {
+            let k = try kernelBench()
+            try StandardOutput.write(format == .json ? k.json() + "\n" : KernelBench.table(k))
+            return
+        }
+        let cfg = try configuration()
         StandardOutput.ignoreSIGPIPE()
         Interrupt.install()
         let bench = try PacketHarness.Bench(cfg)
@@ -136,7 +144,7 @@ struct Bench: ParsableCommand {
             FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
         // Files first (each whole or not at all), then stdout, which may be a closed pipe.
-        let json = out != nil || format == "json" ? report.json(commit: gitCommit()) + "\n" : ""
+        let json = out != nil || format == .json ? report.json(commit: gitCommit()) + "\n" : ""
         if let out {
             try OutputFiles.write(json, to: out + "/bench.json")
             try OutputFiles.write(report.csv(), to: out + "/bench.csv")
@@ -144,9 +152,9 @@ struct Bench: ParsableCommand {
         }
         if let plot { try OutputFiles.write(report.svg(), to: plot) }
         switch format {
-        case "json": try StandardOutput.write(json)
-        case "csv": try StandardOutput.write(report.csv())
-        default: try StandardOutput.write(report.table())
+        case .json: try StandardOutput.write(json)
+        case .csv: try StandardOutput.write(report.csv())
+        case .table: try StandardOutput.write(report.table())
         }
         if report.partial { throw ExitCode(130) }
         if on == .both {

@@ -325,6 +325,19 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testABadBenchOptionShowsTheBenchUsageNotTheRoots() {
+        // Options are checked in validate(), where ArgumentParser knows the subcommand.
+        for args in [["bench", "--designs", "tail-jitt"], ["bench", "--threads", "64"], ["bench", "--numa", "far"]] {
+            do {
+                _ = try BPFLab.parseAsRoot(args)
+                XCTFail("\(args) was accepted")
+            } catch {
+                let text = BPFLab.fullMessage(for: error)
+                XCTAssertTrue(text.contains("Usage: bpflab bench"), "\(args): \(text)")
+            }
+        }
+    }
+
     func testListAndVersion() throws {
         var list = try BPFLab.parseAsRoot(["bench", "--list"])
         XCTAssertNoThrow(try list.run())
