@@ -35,7 +35,8 @@ public final class KernelScenarioRunner {
     /// Names whose creation this kernel refused (EPERM): later steps on them are refused too.
     private var refused: Set<String> = []
     private var labOnly: Set<String> = []
-    /// Names bound by a step this backend cannot reproduce (get_fd_by_id of a literal ID).
+    /// Names this backend has no object for although the lab has (get_fd_by_id of a literal
+    /// ID; a map or program past the RLIMIT_MEMLOCK budget), with why.
     private var unobserved: [String: String] = [:]
     private var bpffs: LiveBPFFS?
     private var ledger = ObjectLedger()
@@ -204,6 +205,9 @@ public final class KernelScenarioRunner {
             }
             if !modes.isEmpty { s.xdp[name] = modes }
         }
+        // A link's info needs an fd: a short-lived one by ID (a link has no user count whose
+        // release would change it, unlike a prog array; and it is alive, so this is not its
+        // last reference).
         for e in ledger.entries where e.kind == "link" && s.objects.contains(where: { $0.label == e.label && $0.alive }) {
             guard let f = try? live.getFdByID("link", e.id) else { continue }
             defer { try? live.close(f) }

@@ -3,6 +3,8 @@
 #include <linux/bpf.h>
 #include <sys/syscall.h>
 #include <sys/resource.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
 #include <errno.h>
@@ -154,6 +156,28 @@ int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *key_size, uint3
         if (max_entries) *max_entries = info.max_entries;
     }
     return r;
+}
+
+int clb_possible_cpus(void) {
+    /* "0-1", "0,2-5": the kernel's num_possible_cpus(), which sizes a per-CPU map's
+     * user-space value (round_up(value_size, 8) per possible CPU). */
+    FILE *f = fopen("/sys/devices/system/cpu/possible", "r");
+    if (!f) return -errno;
+    char buf[256];
+    int n = 0;
+    if (fgets(buf, sizeof buf, f)) {
+        char *p = buf;
+        while (*p && *p != '\n') {
+            char *end;
+            long a = strtol(p, &end, 10), b = a;
+            if (end == p) break;
+            if (*end == '-') { p = end + 1; b = strtol(p, &end, 10); }
+            n += (int)(b - a + 1);
+            p = *end == ',' ? end + 1 : end;
+        }
+    }
+    fclose(f);
+    return n > 0 ? n : -EINVAL;
 }
 
 uint64_t clb_memlock_limit(void) {

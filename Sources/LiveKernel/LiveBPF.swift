@@ -55,19 +55,33 @@ public final class LiveBPF: @unchecked Sendable {
     /// Pre-5.11 style cost of a map: its header page, and each entry's key and value
     /// rounded to 8 bytes (a hash element's own header too; a per-CPU value once per CPU).
     static func mapCost(type: UInt32, keySize: UInt32, valueSize: UInt32, maxEntries: UInt32) -> UInt64 {
-        let k = UInt64((keySize + 7) / 8 * 8), v = UInt64((valueSize + 7) / 8 * 8), n = UInt64(maxEntries)
-        let cpus = UInt64(max(1, sysconf(Int32(_SC_NPROCESSORS_CONF))))
+        let k = (UInt64(keySize) + 7) / 8 * 8, v = (UInt64(valueSize) + 7) / 8 * 8, n = UInt64(maxEntries)
         let perEntry: UInt64
         switch type {
-        case 1: perEntry = 48 + k + v            // BPF_MAP_TYPE_HASH: htab_elem + key + value
-        case 5, 6: perEntry = v * cpus + 8       // per-CPU hash / array: a value per CPU
-        default: perEntry = v                    // arrays, prog arrays (a pointer per slot)
+        case 1: perEntry = 48 + k + v                              // BPF_MAP_TYPE_HASH: htab_elem + key + value
+        case 5, 6: perEntry = v * UInt64(LiveBPF.possibleCPUs) + 8 // per-CPU hash / array: a value per CPU
+        default: perEntry = v                                      // arrays, prog arrays (a pointer per slot)
         }
-        return pages(4096 + n * perEntry)
+        let (entries, overflow) = n.multipliedReportingOverflow(by: perEntry)
+        return overflow || entries > UInt64.max / 2 ? .max : pages(4096 + entries)
+    }
+
+    /// The kernel's num_possible_cpus(): a per-CPU map's value, seen from user space, is one
+    /// value (rounded up to 8 bytes) for each.
+    public static let possibleCPUs: Int = Int(max(1, clb_possible_cpus()))
+
+    private static func isPerCPU(_ type: UInt32) -> Bool { [5, 6, 10].contains(type) }  // percpu hash, array, LRU hash
+
+    /// The size of a value as bpf(2) copies it for this map: value_size, or for a per-CPU map
+    /// round_up(value_size, 8) × possible CPUs.
+    public func userValueSize(_ fd: Int32) throws -> Int {
+        let info = try mapInfo(fd)
+        return LiveBPF.isPerCPU(info.type) ? (Int(info.valueSize) + 7) / 8 * 8 * LiveBPF.possibleCPUs : Int(info.valueSize)
     }
 
     private func charge(_ cost: UInt64, for what: String) throws {
-        let total = chargedBytes + cost
+        let (sum, overflow) = chargedBytes.addingReportingOverflow(cost)
+        let total = overflow ? UInt64.max : sum
         guard total <= LiveBPF.memlockLimit else {
             throw LiveBudgetError(message: "\(what) would bring the kernel memory this backend holds to \(total) bytes, beyond RLIMIT_MEMLOCK (\(LiveBPF.memlockLimit) bytes); not created")
         }
@@ -139,15 +153,29 @@ public final class LiveBPF: @unchecked Sendable {
     /// BPF_MAP_UPDATE_ELEM. bpf(2) takes no lengths — the kernel copies the map's key and value
     /// sizes from the pointers — so sizes that do not match are refused here with EINVAL
     /// (the lab's facade answers the same) rather than letting the kernel read past them.
-    public func mapUpdate(_ fd: Int32, key: [UInt8], value: [UInt8], flags: UInt64 = 0) throws {
+    /// A per-CPU map takes value_size bytes (written to every CPU, as the lab's facade
+    /// allows) or the whole per-CPU value.
+    public func mapUpdate(_ fd: Int32, key: [UInt8], value given: [UInt8], flags: UInt64 = 0) throws {
+        let info = try mapInfo(fd)
+        var value = given
+        if LiveBPF.isPerCPU(info.type) && given.count == Int(info.valueSize) {
+            let slot = given + [UInt8](repeating: 0, count: (given.count + 7) / 8 * 8 - given.count)
+            value = Array([[UInt8]](repeating: slot, count: LiveBPF.possibleCPUs).joined())
+        }
         try checkSizes(fd, key: key.count, value: value.count)
         _ = try check(key.withUnsafeBytes { k in value.withUnsafeBytes { clb_map_update(fd, k.baseAddress, $0.baseAddress, flags) } },
                       "map update")
     }
 
+    /// BPF_MAP_LOOKUP_ELEM into a buffer the size the kernel writes (`userValueSize`: every
+    /// CPU's value for a per-CPU map, the first CPU's first); `valueSize` is the map's.
     public func mapLookup(_ fd: Int32, key: [UInt8], valueSize: Int) throws -> [UInt8] {
-        try checkSizes(fd, key: key.count, value: valueSize)
-        var out = [UInt8](repeating: 0, count: valueSize)
+        try checkSizes(fd, key: key.count, value: nil)
+        let info = try mapInfo(fd)
+        if valueSize != Int(info.valueSize) {
+            throw LiveError(errno: 22, message: "the value is \(valueSize) bytes; the map's values are \(info.valueSize)")
+        }
+        var out = [UInt8](repeating: 0, count: try userValueSize(fd))
         _ = try check(key.withUnsafeBytes { k in out.withUnsafeMutableBytes { clb_map_lookup(fd, k.baseAddress, $0.baseAddress) } },
                       "map lookup")
         return out
@@ -230,8 +258,8 @@ public final class LiveBPF: @unchecked Sendable {
     private func checkSizes(_ fd: Int32, key: Int, value: Int?) throws {
         let info = try mapInfo(fd)
         if key != Int(info.keySize) { throw LiveError(errno: 22, message: "the key is \(key) bytes; the map's keys are \(info.keySize)") }
-        if let value, value != Int(info.valueSize) {
-            throw LiveError(errno: 22, message: "the value is \(value) bytes; the map's values are \(info.valueSize)")
+        if let value, value != (try userValueSize(fd)) {
+            throw LiveError(errno: 22, message: "the value is \(value) bytes; the map's values are \(try userValueSize(fd))")
         }
     }
 

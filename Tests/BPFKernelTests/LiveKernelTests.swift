@@ -54,6 +54,20 @@ final class LiveKernelTests: XCTestCase {
         XCTAssertEqual(try live.mapLookup(m, key: [0, 0, 0, 0], valueSize: 8), [UInt8](repeating: 0, count: 8), "nothing was written")
     }
 
+    func testAPerCPUValueIsOneSlotPerPossibleCPUInBothDirections() throws {
+        // bpf(2) copies round_up(value_size, 8) × possible CPUs for a per-CPU map: the buffers
+        // are sized so, a value_size value is written to every CPU, and a map too large for
+        // the memory budget is never created (no arithmetic overflow on absurd sizes either).
+        let m = try live.mapCreate(type: 6, keySize: 4, valueSize: 4, maxEntries: 1, name: "pcpu")
+        XCTAssertEqual(try live.userValueSize(m), 8 * LiveBPF.possibleCPUs)
+        try live.mapUpdate(m, key: [0, 0, 0, 0], value: [7, 0, 0, 0])
+        let got = try live.mapLookup(m, key: [0, 0, 0, 0], valueSize: 4)
+        XCTAssertEqual(got, Array([[UInt8]](repeating: [7, 0, 0, 0, 0, 0, 0, 0], count: LiveBPF.possibleCPUs).joined()))
+        XCTAssertThrowsError(try live.mapCreate(type: 1, keySize: .max, valueSize: .max, maxEntries: .max, name: "absurd")) {
+            XCTAssertTrue($0 is LiveBudgetError, "\($0)")
+        }
+    }
+
     func testASelfTailCallRuns34TimesOnTheKernelAsInTheLab() throws {
         // The same instructions on both: count runs into an array map, tail-call slot 0.
         func program(jmp: Int32, runs: Int32) throws -> [BPFInsn] {

@@ -35,6 +35,8 @@ int clb_map_info(int fd, uint32_t *id, uint32_t *type, uint32_t *key_size, uint3
 /// synchronize_rcu()): callbacks queued before it (a bpffs inode's free, which puts what
 /// the pin held) run soon after it returns. ~15 ms here. 0 or -errno.
 int clb_synchronize_rcu(void);
+/// The number of possible CPUs (/sys/devices/system/cpu/possible), or -errno.
+int clb_possible_cpus(void);
 /// RLIMIT_MEMLOCK's soft limit in bytes (UINT64_MAX when unlimited).
 uint64_t clb_memlock_limit(void);
 int clb_obj_pin(int fd, const char *path);
