@@ -18,9 +18,12 @@ final class CLIReliabilityTests: XCTestCase {
 
     func testBadOutputPathsAreRefusedBeforeMeasuringWithExit64() throws {
         for args in [["--out", ""], ["--plot", "/nonexistent-dir/x.svg"], ["--plot", NSTemporaryDirectory()], ["--out", "/proc/version"]] {
-            var cmd = try BPFLab.parseAsRoot(["bench", "--designs", "chain-pass", "--trials", "2", "--target-ci", "0"] + args)
             let t0 = Date()
-            XCTAssertThrowsError(try cmd.run(), "\(args)") { XCTAssertEqual(BPFLab.exitCode(for: $0).rawValue, 64, "\(args)") }
+            // Refused while the options are validated (so with the bench's usage), before any run.
+            XCTAssertThrowsError(try { () throws -> Void in
+                var cmd = try BPFLab.parseAsRoot(["bench", "--designs", "chain-pass", "--trials", "2", "--target-ci", "0"] + args)
+                try cmd.run()
+            }(), "\(args)") { XCTAssertEqual(BPFLab.exitCode(for: $0).rawValue, 64, "\(args)") }
             XCTAssertLessThan(Date().timeIntervalSince(t0), 5, "refused before the run, not after it (\(args))")
         }
     }
