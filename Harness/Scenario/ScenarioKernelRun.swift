@@ -261,26 +261,10 @@ public final class KernelScenarioRunner {
         case let .returns(r):
             return ([.alu32(.mov, dst: 0, imm: Int32(bitPattern: r)), .exit], progType)
         case let .steps(main, subs, _):
-            let arrays = try (main + subs.flatMap { $0 }).compactMap { s -> (String, Int32)? in
-                switch s {
-                case let .tailCall(a, _), let .indirectCall(a, _): return (a, try fd(a))
-                default: return nil
-                }
-            }
-            let byName = Dictionary(arrays, uniquingKeysWith: { a, _ in a })
             func step(_ s: StepSpec) throws -> Step {
                 switch s {
-                case let .tailCall(a, i): return .tailCall(arrayFD: byName[a]!, index: i)
-                case let .indirectCall(a, i): return .indirectCall(arrayFD: byName[a]!, index: i)
-                case let .count(n): return .count(n)
-                case let .call(n): return .call(n)
-                case let .setVar(i, v): return .setVar(i, v)
-                case let .returnConst(v): return .returnConst(v)
-                case let .returnVar(i): return .returnVar(i)
-                case .returnLast: return .returnLast
-                case let .storeCookie(i): return .storeCookie(i)
-                case let .storeFuncRet(i): return .storeFuncRet(i)
                 case .staticBranch, .staticKeySet: throw LabOnly(why: "static branches (seed 000's proposal) are the lab's")
+                default: return try s.resolved { try fd($0) }
                 }
             }
             let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) }, directTailCalls: spec.engine == .direct)

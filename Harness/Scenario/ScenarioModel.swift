@@ -80,6 +80,25 @@ public enum StepSpec: Sendable {
     case storeFuncRet(Int)
     case staticBranch(key: String, call: Int)
     case staticKeySet(key: String, on: Bool)
+
+    /// The step as the kernel objects take it, each named map resolved to an fd by `mapFD`
+    /// (the lab's handles, or the live backend's).
+    func resolved(_ mapFD: (String) throws -> Int32) throws -> Step {
+        switch self {
+        case let .count(n): return .count(n)
+        case let .tailCall(a, i): return .tailCall(arrayFD: try mapFD(a), index: i)
+        case let .indirectCall(a, i): return .indirectCall(arrayFD: try mapFD(a), index: i)
+        case let .call(n): return .call(n)
+        case let .setVar(i, v): return .setVar(i, v)
+        case let .returnConst(v): return .returnConst(v)
+        case let .returnVar(i): return .returnVar(i)
+        case .returnLast: return .returnLast
+        case let .storeCookie(i): return .storeCookie(i)
+        case let .storeFuncRet(i): return .storeFuncRet(i)
+        case let .staticBranch(k, n): return .staticBranch(keyFD: try mapFD(k), call: n)
+        case let .staticKeySet(k, on): return .staticKeySet(keyFD: try mapFD(k), on: on)
+        }
+    }
 }
 
 public struct DeviceSpec: Sendable {

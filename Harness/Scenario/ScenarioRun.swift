@@ -163,24 +163,8 @@ public final class ScenarioRunner {
 
     private func objName(_ n: String) -> String { String(n.prefix(15)).replacingOccurrences(of: "-", with: "_") }
 
-    private func step(_ s: StepSpec) throws -> Step {
-        switch s {
-        case let .count(n): return .count(n)
-        case let .tailCall(a, i): return .tailCall(arrayFD: try fd(a, .map), index: i)
-        case let .indirectCall(a, i): return .indirectCall(arrayFD: try fd(a, .map), index: i)
-        case let .call(n): return .call(n)
-        case let .setVar(i, v): return .setVar(i, v)
-        case let .returnConst(v): return .returnConst(v)
-        case let .returnVar(i): return .returnVar(i)
-        case .returnLast: return .returnLast
-        case let .storeCookie(i): return .storeCookie(i)
-        case let .storeFuncRet(i): return .storeFuncRet(i)
-        case let .staticBranch(k, n): return .staticBranch(keyFD: try fd(k, .map), call: n)
-        case let .staticKeySet(k, on): return .staticKeySet(keyFD: try fd(k, .map), on: on)
-        }
-    }
-
     private func progAttr(_ name: String, _ spec: ProgramSpec) throws -> ProgLoadAttr {
+        func resolve(_ s: StepSpec) throws -> Step { try s.resolved { try fd($0, .map) } }
         var attr: ProgLoadAttr
         let engine = bytecodeForInterp && spec.engine == .interp ? .bytecode : spec.engine
         func compiled(_ sp: StepProgram) -> ProgLoadAttr {
@@ -197,7 +181,7 @@ public final class ScenarioRunner {
         case let .builtin(b): attr = ProgLoadAttr(body: b, name: objName(name))
         case let .returns(v): attr = .returning(v, name: objName(name))
         case let .steps(main, subs, names):
-            let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) },
+            let sp = StepProgram(try main.map(resolve), subprogs: try subs.map { try $0.map(resolve) },
                                  directTailCalls: engine == .direct, subprogNames: names)
             attr = engine == .bytecode ? compiled(sp) : ProgLoadAttr(steps: sp, name: objName(name), jited: engine != .interp)
         case let .bytecode(source, keys):

@@ -226,6 +226,26 @@ final class KernelRuleTests: KernelTestCase {
         }
         assertErrno(.EBADF, "a closed fd") { try bpf.mapLookupElem(999, key: key(0)) }
     }
+
+    /// bpffs pins (KERNEL_RULES.md: a missing parent is ENOENT, an existing name EEXIST) and
+    /// the path walk under them, as this machine's kernel answers: a pinned object on the way
+    /// is not a directory (ENOTDIR) for pin, obj_get, mkdir, rmdir and unlink alike; a pin
+    /// asked for with a trailing '/' is ENOTDIR; a new object named with one is ENOENT.
+    func testBpffsPathWalkAPinOnTheWayIsENOTDIRAMissingDirectoryENOENT() throws {
+        let m = try bpf.mapCreate(MapCreateAttr(type: .array, maxEntries: 1, name: "m"))
+        try bpf.objPin(m, path: "/sys/fs/bpf/p")
+        defer { try? bpf.unpin(path: "/sys/fs/bpf/p") }
+        assertErrno(.ENOTDIR, "pin through a pin") { try bpf.objPin(m, path: "/sys/fs/bpf/p/x") }
+        assertErrno(.ENOTDIR, "obj_get through a pin") { try bpf.objGet(path: "/sys/fs/bpf/p/x/y") }
+        assertErrno(.ENOTDIR, "mkdir through a pin") { try bpf.bpffsMkdir("/sys/fs/bpf/p/x") }
+        assertErrno(.ENOTDIR, "rmdir through a pin") { try bpf.bpffsRmdir("/sys/fs/bpf/p/x") }
+        assertErrno(.ENOTDIR, "unlink through a pin") { try bpf.unpin(path: "/sys/fs/bpf/p/x") }
+        assertErrno(.ENOTDIR, "a pin with a trailing '/'") { try bpf.objGet(path: "/sys/fs/bpf/p/") }
+        assertErrno(.EEXIST, "an existing pin, with a trailing '/'") { try bpf.objPin(m, path: "/sys/fs/bpf/p/") }
+        assertErrno(.ENOENT, "a new object named with a trailing '/'") { try bpf.objPin(m, path: "/sys/fs/bpf/q/") }
+        assertErrno(.ENOENT, "a missing directory on the way") { try bpf.objGet(path: "/sys/fs/bpf/none/x") }
+        assertErrno(.ENOENT, "a missing parent") { try bpf.objPin(m, path: "/sys/fs/bpf/none/x") }
+    }
 }
 
 /// A context for single packets through a device.
