@@ -35,24 +35,49 @@ public enum RCUViolation: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The per-packet view of a registered reader: two raw pointers, no ARC. Copy it into the
+/// The per-packet view of a registered reader: raw pointers, no ARC. Copy it into the
 /// worker's loop.
 public struct RCUReaderHandle: @unchecked Sendable {
     /// [0] = the reader's counter (0 = offline), [1] = read-side nesting (checked mode).
     @usableFromInline let rec: UnsafeMutablePointer<UInt64>
     @usableFromInline let gp: UnsafeMutablePointer<UInt64>
+    /// The domain's wake-up word: `RCUDomain.futexWaiting` while a grace period sleeps.
+    @usableFromInline let futex: UnsafeMutablePointer<UInt32>
     @usableFromInline let checked: Bool
     @usableFromInline let domain: Unmanaged<RCUDomain>
 
-    /// rcu_quiescent_state(): "I hold no RCU-protected pointer now".
+    /// rcu_quiescent_state(): "I hold no RCU-protected pointer now". The fast path, as
+    /// liburcu-qsbr's: when no grace period has started since this reader's last report
+    /// (its counter already equals the global one) there is nothing to report — one load
+    /// and one compare. Otherwise the report, with its barriers, and the wake-up of a
+    /// writer sleeping on the futex.
     @inlinable @inline(__always)
     public func quiescentState() {
         if checked && rec[1] != 0 {
             domain.takeUnretainedValue().record(.quiescentStateInsideReadSection)
         }
+        let g = cbpf_read_once_u64(gp)
+        if _fastPath(rec.pointee == g) { return }
+        report(g)
+    }
+
+    /// The slow half of a quiescent state: publish `g` as this reader's counter.
+    @usableFromInline @inline(never)
+    func report(_ g: UInt64) {
         cbpf_smp_mb()  // order this thread's earlier reads before the report
-        cbpf_store_release_u64(rec, cbpf_load_acquire_u64(gp))  // pairs with synchronize's load-acquire
-        cbpf_smp_mb()  // order the report before later reads (pairs with synchronize's smp_mb)
+        cbpf_store_release_u64(rec, g)  // pairs with synchronize's load-acquire
+        cbpf_smp_mb()  // the report before the futex read (pairs with the writer's smp_mb after arming it)
+        wakeWriter()
+        cbpf_smp_mb()  // the report before later reads
+    }
+
+    /// urcu's wake_up_gp(): a writer armed the futex and may sleep on it — disarm, wake.
+    @usableFromInline
+    func wakeWriter() {
+        if _slowPath(cbpf_read_once_u32(futex) == RCUDomain.futexWaiting) {
+            cbpf_write_once_u32(futex, 0)
+            _ = cbpf_futex_wake(futex, 1)
+        }
     }
 
     /// rcu_read_lock(): a no-op in QSBR; checked mode counts nesting.
@@ -81,6 +106,8 @@ public struct RCUReaderHandle: @unchecked Sendable {
         cbpf_smp_mb()
         cbpf_store_release_u64(rec, 0)
         cbpf_smp_mb()
+        wakeWriter()
+        cbpf_smp_mb()
     }
 
     /// rcu_thread_online(): the thread resumes reading.
@@ -106,7 +133,7 @@ public final class RCUReader: @unchecked Sendable {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: Int(CBPF_CACHELINE), alignment: Int(CBPF_CACHELINE))
         raw.initializeMemory(as: UInt64.self, repeating: 0, count: Int(CBPF_CACHELINE) / 8)
         let rec = raw.assumingMemoryBound(to: UInt64.self)
-        handle = RCUReaderHandle(rec: rec, gp: domain.gp, checked: domain.checked,
+        handle = RCUReaderHandle(rec: rec, gp: domain.gp, futex: domain.futex, checked: domain.checked,
                                  domain: Unmanaged.passUnretained(domain))
         self.name = name
         self.tid = cbpf_gettid()
@@ -125,7 +152,16 @@ public final class RCUReader: @unchecked Sendable {
 /// a reclaimer thread. The lab's `Kernel` owns one; tests may create their own.
 public final class RCUDomain: @unchecked Sendable {
     /// The grace-period counter. Starts at 1; 0 means "offline" in a reader's counter.
+    /// Alone on its cache line: every reader reads it on every quiescent state.
     @usableFromInline let gp: UnsafeMutablePointer<UInt64>
+    /// The futex a writer sleeps on while readers are behind (urcu's gp.futex): it arms
+    /// it with `futexWaiting`; the first reader to report after that disarms it and wakes
+    /// the writer. On its own line, apart from `gp`.
+    @usableFromInline let futex: UnsafeMutablePointer<UInt32>
+    @usableFromInline static let futexWaiting = UInt32.max
+    /// Polls of a late reader before the writer arms the futex and sleeps (liburcu's
+    /// RCU_QS_ACTIVE_ATTEMPTS).
+    static let activeAttempts = 100
     public let checked: Bool
 
     private let registry = KLock()          // rcu_registry_lock: readers list + grace periods
@@ -148,6 +184,11 @@ public final class RCUDomain: @unchecked Sendable {
     /// Total nanoseconds spent waiting in grace periods, and the longest wait.
     public let gracePeriodNanos = Atomic<UInt64>(0)
     public let gracePeriodMaxNanos = Atomic<UInt64>(0)
+    /// Futex sleeps of a grace period that ended by the 1 ms guard rather than a reader's
+    /// wake-up (a reader that went 1 ms without a quiescent state, or a lost wake-up).
+    public let futexTimeouts = Atomic<UInt64>(0)
+    /// Whether a grace period has armed the futex (it is, or is about to be, asleep).
+    public var writerArmedFutex: Bool { cbpf_read_once_u32(futex) == RCUDomain.futexWaiting }
     /// Callbacks run by the reclaimer, and the largest batch behind one grace period.
     public let callbacksInvoked = Atomic<UInt64>(0)
     public let largestBatch = Atomic<UInt64>(0)
@@ -158,13 +199,17 @@ public final class RCUDomain: @unchecked Sendable {
 
     public init(checked: Bool) {
         self.checked = checked
-        gp = .allocate(capacity: 1)
+        let line = Int(CBPF_CACHELINE)
+        gp = UnsafeMutableRawPointer.allocate(byteCount: line, alignment: line).bindMemory(to: UInt64.self, capacity: line / 8)
         gp.initialize(to: 1)
+        futex = UnsafeMutableRawPointer.allocate(byteCount: line, alignment: line).bindMemory(to: UInt32.self, capacity: line / 4)
+        futex.initialize(to: 0)
     }
 
     deinit {
         shutdown()
-        gp.deallocate()
+        UnsafeMutableRawPointer(gp).deallocate()
+        UnsafeMutableRawPointer(futex).deallocate()
     }
 
     /// Stops the reclaimer after running everything queued. Idempotent.
@@ -265,26 +310,7 @@ public final class RCUDomain: @unchecked Sendable {
             let newgp = cbpf_read_once_u64(gp) + 1
             cbpf_store_release_u64(gp, newgp)
             cbpf_smp_mb()  // pairs with the smp_mb after a reader's report
-            for r in readers {
-                var spins = 0
-                while true {
-                    let c = cbpf_load_acquire_u64(r.handle.rec)  // pairs with the report's store-release
-                    if c == 0 || c >= newgp { break }
-                    spins += 1
-                    if spins < 128 {
-                        // Look again only after ~0.5 µs: every look pulls the reader's
-                        // counter line away from it, and the reader writes that line on
-                        // every poll — polling it back to back made each of the reader's
-                        // reports a cache miss while a grace period waited.
-                        let until = cbpf_rdtsc() &+ 1024
-                        while cbpf_rdtsc() < until { cbpf_cpu_relax() }
-                    } else if spins < 1024 {
-                        cbpf_sched_yield()
-                    } else {
-                        cbpf_usleep(UInt32(min(1000, (spins - 1023) * 10)))
-                    }
-                }
-            }
+            waitForReaders(readers, newgp)
             cbpf_smp_mb()  // the caller's frees come after every reader's report
         }
         let took = cbpf_ktime_get_ns() &- start
@@ -296,6 +322,41 @@ public final class RCUDomain: @unchecked Sendable {
             if ok { break }
             m = cur
         }
+    }
+
+    /// Waits until every reader in `readers` has reported `newgp` or gone offline, as
+    /// liburcu's wait_for_readers: passes over the readers still behind, a short busy poll
+    /// first (a reader between two polls reports within a few hundred ns), then sleeps on
+    /// the futex — armed before a last look, so that a report racing with the arming is
+    /// never missed (the reader's smp_mb between its report and its futex read pairs with
+    /// the smp_mb here). The sleep is bounded (1 ms) only as a guard: a reader's report or
+    /// its going offline is what ends it.
+    private func waitForReaders(_ readers: [RCUReader], _ newgp: UInt64) {
+        var behind = readers.map(\.handle.rec)
+        func drop() {
+            behind.removeAll { rec in
+                let c = cbpf_load_acquire_u64(rec)  // pairs with the report's store-release
+                return c == 0 || c >= newgp
+            }
+        }
+        var passes = 0
+        while true {
+            drop()
+            if behind.isEmpty { break }
+            passes += 1
+            if passes < RCUDomain.activeAttempts {
+                cbpf_cpu_relax()
+                continue
+            }
+            cbpf_write_once_u32(futex, RCUDomain.futexWaiting)
+            cbpf_smp_mb()
+            drop()
+            if behind.isEmpty { break }
+            if cbpf_futex_wait(futex, RCUDomain.futexWaiting, 1_000_000) == ETIMEDOUT {
+                futexTimeouts.add(1, ordering: .relaxed)
+            }
+        }
+        cbpf_write_once_u32(futex, 0)
     }
 
     /// call_rcu(): run `callback` on the reclaimer thread after a grace period. Never

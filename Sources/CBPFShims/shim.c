@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <linux/futex.h>
 
 cbpf_static_site cbpf_stats_site_prog_run = {0};
 cbpf_static_site cbpf_stats_site_tracing = {0};
@@ -69,3 +70,14 @@ void *cbpf_rcu_tls_get(void) { return cbpf_rcu_reader_tls; }
 void cbpf_rcu_tls_set(void *reader) { cbpf_rcu_reader_tls = reader; }
 void cbpf_sched_yield(void) { sched_yield(); }
 void cbpf_usleep(unsigned int us) { usleep(us); }
+
+int cbpf_futex_wait(uint32_t *addr, uint32_t expected, uint64_t timeout_ns) {
+    struct timespec ts = { (time_t)(timeout_ns / 1000000000ull), (long)(timeout_ns % 1000000000ull) };
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, timeout_ns ? &ts : NULL, NULL, 0);
+    return r == 0 ? 0 : errno;
+}
+
+int cbpf_futex_wake(uint32_t *addr, int n) {
+    long r = syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
+}

@@ -140,3 +140,73 @@ final class ConcurrencyRCUTortureTests: XCTestCase {
         print("rcutorture (broken grace period): pipe histogram \(r.histogram), poison reads \(r.poisonSeen)")
     }
 }
+
+/// The grace period's futex (liburcu's gp.futex protocol): a writer whose readers are
+/// behind arms the futex and sleeps; the reader's next report — or its going offline —
+/// must wake it. A lost wake-up would show as a sleep ended by the 1 ms guard instead.
+final class RCUFutexWakeUpTests: XCTestCase {
+    private func writerSleepingOnReader(end: @escaping @Sendable (RCUReader) -> Void) throws -> (timeouts: UInt64, gracePeriods: UInt64) {
+        let domain = RCUDomain(checked: false)
+        defer { domain.shutdown() }
+        let registered = Atomic<Bool>(false), release = Atomic<Bool>(false), finished = Atomic<Bool>(false)
+        // The reader registers (online, at the current grace period) and then holds off its
+        // quiescent state until told.
+        let reader = try kthreadCreate(name: "late-reader") {
+            let r = domain.registerThread(name: "late")
+            registered.store(true, ordering: .releasing)
+            while !release.load(ordering: .acquiring) { cbpf_cpu_relax() }
+            end(r)
+            while !finished.load(ordering: .acquiring) { cbpf_usleep(100) }
+            domain.unregisterThread(r)
+        }
+        while !registered.load(ordering: .acquiring) { cbpf_usleep(100) }
+        let writer = try kthreadCreate(name: "writer") {
+            domain.synchronize()
+            finished.store(true, ordering: .releasing)
+        }
+        // The writer has polled the late reader and gone to sleep on the futex.
+        while !domain.writerArmedFutex { cbpf_usleep(50) }
+        XCTAssertFalse(finished.load(ordering: .acquiring), "the grace period ended while a reader was behind")
+        release.store(true, ordering: .releasing)
+        kthreadJoin(writer)
+        kthreadJoin(reader)
+        return (domain.futexTimeouts.load(ordering: .relaxed), domain.gracePeriods.load(ordering: .relaxed))
+    }
+
+    func testAReportWakesTheWriterSleepingOnTheFutex() throws {
+        for _ in 0..<20 {
+            let r = try writerSleepingOnReader { $0.quiescentState() }
+            XCTAssertEqual(r.gracePeriods, 1)
+            XCTAssertEqual(r.timeouts, 0, "the writer slept until its 1 ms guard: the report's wake-up was lost")
+        }
+    }
+
+    func testGoingOfflineWakesTheWriterSleepingOnTheFutex() throws {
+        for _ in 0..<20 {
+            let r = try writerSleepingOnReader { $0.offline() }
+            XCTAssertEqual(r.gracePeriods, 1)
+            XCTAssertEqual(r.timeouts, 0, "the writer slept until its 1 ms guard: going offline did not wake it")
+        }
+    }
+
+    /// The fast path: with no grace period started since the last report, a quiescent
+    /// state leaves the reader's counter as it is; once one starts, the next report
+    /// publishes the new counter.
+    func testAQuiescentStateReportsOnlyWhenAGracePeriodStarted() {
+        let domain = RCUDomain(checked: false)
+        defer { domain.shutdown() }
+        let r = domain.registerThread()
+        defer { domain.unregisterThread(r) }
+        let before = r.handle.rec.pointee
+        XCTAssertEqual(before, domain.gp.pointee)
+        r.quiescentState()
+        XCTAssertEqual(r.handle.rec.pointee, before)
+        // A grace period started (as synchronize does first): the reader is behind until it reports.
+        domain.gp.pointee += 1
+        XCTAssertEqual(r.handle.rec.pointee, before)
+        r.quiescentState()
+        XCTAssertEqual(r.handle.rec.pointee, before + 1)
+        domain.gp.pointee -= 1  // leave the domain consistent for unregister
+        r.quiescentState()
+    }
+}

@@ -29,5 +29,11 @@ void cbpf_rcu_tls_set(void *reader);
 /// sched_yield() / usleep(): the back-off of a grace-period wait.
 void cbpf_sched_yield(void);
 void cbpf_usleep(unsigned int us);
+/// FUTEX_WAIT_PRIVATE on `addr` while it holds `expected`, for at most `timeout_ns`
+/// (0 = no limit): a grace period's writer sleeps here until a reader wakes it.
+/// Returns 0, or an errno (EAGAIN: the word had already changed; ETIMEDOUT; EINTR).
+int cbpf_futex_wait(uint32_t *addr, uint32_t expected, uint64_t timeout_ns);
+/// FUTEX_WAKE_PRIVATE: wakes up to `n` waiters on `addr`. Returns how many woke.
+int cbpf_futex_wake(uint32_t *addr, int n);
 
 #endif
