@@ -52,6 +52,14 @@ let package = Package(
             dependencies: ["CBPFShims"],
             cSettings: [.define("_GNU_SOURCE")]
         ),
+        // Plain-C twins of the driver loop and BPF_PROG_RUN (`bench --twin`): the lab's own
+        // overhead over C, measured in the same run.
+        .target(
+            name: "BPFLabTwins",
+            dependencies: ["CBPFShims", "BPFPrograms"],
+            path: "Perf/Twins",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
         // The kernel objects and their rules, one file per object.
         .target(
             name: "BPFKernel",
@@ -60,7 +68,7 @@ let package = Package(
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "LiveKernel", "BPFPrograms", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
+            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "LiveKernel", "BPFPrograms", "BPFLabTwins", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
             resources: [.copy("Scenarios")]
         ),

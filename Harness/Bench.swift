@@ -76,6 +76,9 @@ public struct BenchConfig: Sendable {
     /// with more than one, the table adds an interval over block means and the sequential
     /// phase (--target-ci) is off.
     public var blocks: Int = 1
+    /// Measure each window's plain-C twin right after it (Perf/Twins): the same objects,
+    /// ring and quiescent state, the driver loop and BPF_PROG_RUN in C.
+    public var twin = false
     /// Allow more workers than online CPUs (two workers then share a CPU: their rates do
     /// not add up; the report says so).
     public var oversubscribe = false
@@ -98,6 +101,9 @@ public struct BenchConfig: Sendable {
         guard maxTime > 0 && maxTime <= 86_400 else { throw HarnessError("--max-time must be between 0 and 86400 seconds (got \(maxTime))") }
         guard blocks >= 1 && blocks <= 20 && trials >= 2 * blocks else {
             throw HarnessError("--blocks must be between 1 and 20, with at least two trials per block (got \(blocks) blocks for \(trials) trials)")
+        }
+        if twin && churn != nil {
+            throw HarnessError("--twin and --churn measure different things: give one of them (the twin pairs each window with the same work in C; churn pairs it with a quiet window)")
         }
         guard quantile > 0 && quantile < 1 else { throw HarnessError("--quantile must be strictly between 0 and 1 (got \(quantile))") }
     }
@@ -125,6 +131,10 @@ public struct TrialResult: Sendable, Codable {
     public var quiet = false
     /// With churn: the ns per packet of the quiet window next to this one.
     public var quietNs: Double?
+    /// With --twin: this window is the plain-C twin of the lab window before it.
+    public var twin = false
+    /// With --twin: the ns per packet of this window's twin.
+    public var twinNs: Double?
 }
 
 /// A design over all trials.
@@ -154,6 +164,13 @@ public struct DesignSummary: Sendable, Codable {
     /// windows' interval.
     public var blockOverheadNs: Double? = nil
     public var blockCI95: Double? = nil
+    /// With --twin: the twin's median ns per packet, and lab / twin per window pair (mean
+    /// and 95% half-width) and lab − twin in ns.
+    public var twinNsMedian: Double? = nil
+    public var labOverTwin: Double? = nil
+    public var labOverTwinCI95: Double? = nil
+    public var labMinusTwinNs: Double? = nil
+    public var labMinusTwinCI95: Double? = nil
 }
 
 public struct BenchReport: Sendable, Codable {
@@ -180,6 +197,8 @@ public struct BenchReport: Sendable, Codable {
     public var oversubscribed: Bool = false
     /// Independent blocks (--blocks).
     public var blocks: Int = 1
+    /// Each window paired with its plain-C twin (--twin).
+    public var twin: Bool = false
     /// Instructions the interpreter runs per packet, by design (bytecode designs only).
     public var instructionsPerPacket: [String: UInt64]? = nil
 }
@@ -256,7 +275,7 @@ public final class Bench {
             let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
             progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
             func one(churn: Bool) throws -> TrialResult {
-                try measure(s, trial: trial, churn: churn, tscGHz: machine.tscGHz, placement: &placement)
+                try measure(s, trial: trial, churn: churn, twin: false, tscGHz: machine.tscGHz, placement: &placement)
             }
             var r: TrialResult
             if config.churn != nil {
@@ -276,6 +295,13 @@ public final class Bench {
                 results.append(q)
             } else {
                 r = try one(churn: false)
+            }
+            if config.twin {
+                var t = try measure(s, trial: trial, churn: false, twin: true, tscGHz: machine.tscGHz, placement: &placement)
+                t.window = w
+                t.twin = true
+                r.twinNs = t.nsPerPacket
+                results.append(t)
             }
             r.window = w
             r.block = config.blocks > 1 ? min(config.blocks - 1, trial * config.blocks / config.trials) : 0
@@ -335,14 +361,14 @@ public final class Bench {
                                  packetSize: config.frames.size, flows: config.frames.flows, numa: config.numa.description,
                                  placement: placement, churn: config.churn, results: results,
                                  summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
-                                 partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks)
+                                 partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks, twin: config.twin)
         var insns: [String: UInt64] = [:]
         for s in setups { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }
         if !insns.isEmpty { report.instructionsPerPacket = insns }
         return report
     }
 
-    private func measure(_ s: DesignSetup, trial: Int, churn: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
+    private func measure(_ s: DesignSetup, trial: Int, churn: Bool, twin: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
         try bpf.xdpAttach(device, fd: s.root)
         defer { try? bpf.xdpAttach(device, fd: -1) }
         let cpus = max(1, Int(cbpf_nr_cpus_online()))
@@ -364,7 +390,7 @@ public final class Bench {
         }
         do {
             for w in workers {
-                try w.start(dev: device, control: control, runner: s.runner)
+                try w.start(dev: device, control: control, runner: s.runner, twin: twin)
                 started.append(w)
             }
         } catch { throw abandon(error) }
@@ -403,7 +429,7 @@ public final class Bench {
     /// (Student's t over the design's windows).
     public static func summarize(_ results: [TrialResult], designs: [DesignID], blocks: Int = 1) -> [DesignSummary] {
         designs.map { d in
-            let rs = results.filter { $0.design == d && !$0.quiet }
+            let rs = results.filter { $0.design == d && !$0.quiet && !$0.twin }
             var overhead: Double?, ci: Double?
             let diffs = rs.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
             if !diffs.isEmpty { (overhead, ci) = meanCI95(diffs) }
@@ -423,7 +449,14 @@ public final class Bench {
             if !costs.isEmpty { (cost, costCI) = meanCI95(costs) }
             let churn = rs.compactMap(\.churnRate)
             let gp = rs.compactMap(\.gracePeriodMeanNs)
-            return DesignSummary(design: d, title: d.title, mppsMedian: median(rs.map(\.mpps)),
+            let twins = results.filter { $0.design == d && $0.twin }
+            var twinRatio: Double?, twinRatioCI: Double?, twinDiff: Double?, twinDiffCI: Double?
+            let pairs = rs.compactMap { r in r.twinNs.map { (r.nsPerPacket, $0) } }
+            if !pairs.isEmpty {
+                (twinRatio, twinRatioCI) = meanCI95(pairs.map { $0.0 / $0.1 })
+                (twinDiff, twinDiffCI) = meanCI95(pairs.map { $0.0 - $0.1 })
+            }
+            var summary = DesignSummary(design: d, title: d.title, mppsMedian: median(rs.map(\.mpps)),
                                  nsPerPacketMedian: median(rs.map(\.nsPerPacket)),
                                  cyclesPerPacketMedian: median(rs.map(\.cyclesPerPacket)),
                                  overheadNs: overhead, overheadCI95: ci, windows: rs.count,
@@ -431,6 +464,14 @@ public final class Bench {
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
                                  gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count),
                                  overheadPct: pct, overheadPctCI95: pctCI, blockOverheadNs: blockMean, blockCI95: blockCI)
+            if !twins.isEmpty {
+                summary.twinNsMedian = median(twins.map(\.nsPerPacket))
+                summary.labOverTwin = twinRatio
+                summary.labOverTwinCI95 = twinRatioCI
+                summary.labMinusTwinNs = twinDiff
+                summary.labMinusTwinCI95 = twinDiffCI
+            }
+            return summary
         }
     }
 }
@@ -581,9 +622,9 @@ final class Churner: @unchecked Sendable {
                 }
             }, finish: { [self] n in if n % 2 == 1 { try? bpf.progChainDel(prev: prev, retcode: 3) } })
         case .progArray:
-            // Update / delete of slot 1 (the designs only ever jump through slot 0).
+            // Update / delete of the design's spare slot (no packet jumps through it).
             let array = try setup.progArray ?? side(bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "churn_jmp")))
-            let key: [UInt8] = [1, 0, 0, 0]
+            let key = u32Bytes(setup.progArray == nil ? 1 : setup.spareSlot)
             return Op(step: { [self] n in
                 if n % 2 == 0 {
                     let p = try fresh()

@@ -14,6 +14,7 @@
 import CBPFShims
 import CNuma
 import BPFKernel
+import BPFLabTwins
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -208,6 +209,25 @@ public enum RunnerKind: @unchecked Sendable {
     case unpatched
     case dispatched(UnsafePointer<cbpf_dispatcher>)
     case runArray(UnsafePointer<UnsafeMutableRawPointer?>)
+
+    /// Calls `body` with this kind's runner as a concrete type, so whatever loop `body`
+    /// runs is specialised for it. The one place the kinds are switched on.
+    @inlinable @inline(__always)
+    public func with<B: ProgRunnerBody>(_ body: B) -> B.Result {
+        switch self {
+        case .patched: return body(PatchedProgRun())
+        case .unpatched: return body(UnpatchedProgRun())
+        case let .dispatched(d): return body(DispatchedProgRun(dispatcher: d))
+        case let .runArray(slot): return body(RunArrayRun(slot: slot))
+        }
+    }
+}
+
+/// Something to do with a runner of whichever concrete type a `RunnerKind` names (Swift
+/// has no generic closures; this is one).
+public protocol ProgRunnerBody {
+    associatedtype Result
+    func callAsFunction<R: ProgRunner>(_ runner: R) -> Result
 }
 
 /// One NAPI poll: up to `budget` packets from the ring, starting at `*head`.
@@ -257,6 +277,8 @@ public final class QueueWorker: @unchecked Sendable {
     public private(set) var result = QueueCounters.zero
     private var thread: pthread_t?
     public private(set) var pinned = false
+    /// The CPU the worker found itself on after pinning (sched_getcpu), -1 if unknown.
+    public private(set) var ranOn: Int32 = -1
 
     public init(queue: Int, cpu: Int, frames: FrameSpec, numa: NUMAPolicy) throws {
         self.queue = queue
@@ -268,80 +290,119 @@ public final class QueueWorker: @unchecked Sendable {
     /// Which quantile of the batch times a window reports (0.5 = median).
     public var quantile = 0.5
 
-    public func start(dev: NetDevice, control: RunControl, runner: RunnerKind = .patched, warmupPolls: Int = 500, budget: Int = 64) throws {
+    /// `twin`: run the plain-C twin of the driver loop (Perf/Twins) on the same ring and
+    /// objects instead of the Swift one.
+    public func start(dev: NetDevice, control: RunControl, runner: RunnerKind = .patched, twin: Bool = false,
+                      warmupPolls: Int = 500, budget: Int = 64) throws {
+        struct Loop: ProgRunnerBody {
+            let worker: QueueWorker, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int
+            func callAsFunction<R: ProgRunner>(_ r: R) {
+                worker.body(dev: dev, control: control, warmupPolls: warmupPolls, budget: budget) { h, head, ctx, counts, polls in
+                    let ring = worker.ring
+                    let buffers = ring.buffers, lengths = ring.lengths, mask = ring.mask
+                    for _ in 0..<polls {
+                        napiPoll(r, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
+                        h.quiescentState()
+                    }
+                }
+            }
+        }
+        let loop = Loop(worker: self, dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
         let me = self
-        thread = try kthreadCreate(name: "rxq\(queue)") {
-            switch runner {
-            case .patched:
-                me.body(PatchedProgRun(), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
-            case .unpatched:
-                me.body(UnpatchedProgRun(), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
-            case let .dispatched(d):
-                me.body(DispatchedProgRun(dispatcher: d), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
-            case let .runArray(slot):
-                me.body(RunArrayRun(slot: slot), dev: dev, control: control, warmupPolls: warmupPolls, budget: budget)
+        if twin {
+            thread = try kthreadCreate(name: "rxq\(queue)c") { me.twinBody(dev: dev, runner: runner, control: control, warmupPolls: warmupPolls, budget: budget) }
+        } else {
+            thread = try kthreadCreate(name: "rxq\(queue)") { runner.with(loop) }
+        }
+    }
+
+    /// The twin's worker: the same timing loop around the C twin's polls.
+    private func twinBody(dev: NetDevice, runner: RunnerKind, control: RunControl, warmupPolls: Int, budget: Int) {
+        var q = twin_queue()
+        switch runner {
+        case .patched: q.kind = Int32(TWIN_PATCHED.rawValue)
+        case .unpatched: q.kind = Int32(TWIN_UNPATCHED.rawValue)
+        case let .dispatched(d):
+            q.kind = Int32(TWIN_DISPATCHED.rawValue)
+            q.dispatcher = d
+        case let .runArray(slot):
+            q.kind = Int32(TWIN_RUN_ARRAY.rawValue)
+            q.run_array = UnsafeRawPointer(slot).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        }
+        q.budget = Int32(budget)
+        q.buffers = ring.buffers
+        q.lengths = UnsafePointer(ring.lengths)
+        q.mask = UInt64(ring.mask)
+        q.dev_prog = UnsafeRawPointer(dev.xdpSlot).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        withUnsafeMutablePointer(to: &q) { qp in
+            body(dev: dev, control: control, warmupPolls: warmupPolls, budget: budget) { h, head, ctx, counts, polls in
+                if qp.pointee.rcu_rec == nil {  // the first call: the worker's own objects
+                    qp.pointee.ctx = ctx
+                    qp.pointee.counts = counts
+                    let w = h.rawWords
+                    qp.pointee.rcu_rec = w.counter
+                    qp.pointee.rcu_gp = UnsafePointer(w.gracePeriod)
+                    qp.pointee.rcu_futex = w.futex
+                }
+                qp.pointee.counts = counts
+                qp.pointee.head = UInt64(head)
+                twin_run_polls(qp, UInt64(polls))
+                head = Int(qp.pointee.head)
             }
         }
     }
 
-    /// The worker thread, specialised for one way of running programs.
-    private func body<R: ProgRunner>(_ runner: R, dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int) {
+    /// The worker thread: pinned, registered as an RCU reader; warm-up, then batches of
+    /// `QueueWorker.batchPolls` polls timed until `control.stop`. `polls(h, &head, ctx,
+    /// counts, n)` runs n polls, each followed by a quiescent state — specialised for one
+    /// way of running programs (a closure call per batch, never per packet).
+    fileprivate func body(dev: NetDevice, control: RunControl, warmupPolls: Int, budget: Int,
+                          polls: (RCUReaderHandle, inout Int, XDPContext, UnsafeMutablePointer<UInt64>, Int) -> Void) {
         let domain = dev.kernel.rcu
         let me = self
         let quantile = self.quantile
-        do {
-            me.pinned = cbpf_set_affinity(Int32(me.cpu)) == 0
-            cbpf_set_this_cpu(Int32(me.cpu))
-            let reader = domain.registerThread(name: "rxq\(me.queue)")
-            let h = reader.handle
-            let counts = UnsafeMutablePointer<UInt64>.allocate(capacity: verdictSlots)
-            counts.initialize(repeating: 0, count: verdictSlots)
-            var md = cbpf_xdp_md()
-            md.ingress_ifindex = dev.ifindex
-            md.rx_queue_index = UInt32(me.queue)
-            var head = 0
-            let batches = UnsafeMutablePointer<UInt64>.allocate(capacity: QueueWorker.maxBatches)
-            let buffers = me.ring.buffers, lengths = me.ring.lengths, mask = me.ring.mask
-            withUnsafeMutablePointer(to: &md) { ctx in
-                for _ in 0..<warmupPolls {
-                    napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
-                    h.quiescentState()
-                }
-                control.ready.add(1, ordering: .releasing)
-                while !control.go.load(ordering: .acquiring) {
-                    napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
-                    h.quiescentState()
-                }
-                counts.update(repeating: 0, count: verdictSlots)
-                var polls: UInt64 = 0
-                var nb = 0
-                let t0 = cbpf_rdtsc()
-                var tb = t0
-                // Time batches of `QueueWorker.batchPolls` polls, never single packets.
-                while !control.stop.load(ordering: .relaxed) {
-                    for _ in 0..<QueueWorker.batchPolls {
-                        napiPoll(runner, ring: buffers, lengths: lengths, mask: mask, head: &head, budget: budget, dev: dev, ctx: ctx, counts: counts)
-                        h.quiescentState()
-                    }
-                    polls &+= UInt64(QueueWorker.batchPolls)
-                    let t = cbpf_rdtsc()
-                    if nb < QueueWorker.maxBatches { batches[nb] = t &- tb; nb += 1 }
-                    tb = t
-                }
-                let t1 = cbpf_rdtsc()
-                var r = QueueCounters(verdicts: Array(UnsafeBufferPointer(start: counts, count: 5)), invalid: counts[5],
-                                      received: polls &* UInt64(budget), cycles: t1 &- t0, polls: polls)
-                let sorted = UnsafeBufferPointer(start: batches, count: nb).sorted()
-                if !sorted.isEmpty {
-                    let q = Double(sorted[min(nb - 1, Int(Double(nb - 1) * quantile))])
-                    r.medianCyclesPerPacket = q / Double(QueueWorker.batchPolls * budget)
-                }
-                me.result = r
+        me.pinned = cbpf_set_affinity(Int32(me.cpu)) == 0
+        cbpf_set_this_cpu(Int32(me.cpu))
+        me.ranOn = cbpf_sched_getcpu()
+        let reader = domain.registerThread(name: "rxq\(me.queue)")
+        let h = reader.handle
+        let counts = UnsafeMutablePointer<UInt64>.allocate(capacity: verdictSlots)
+        counts.initialize(repeating: 0, count: verdictSlots)
+        var md = cbpf_xdp_md()
+        md.ingress_ifindex = dev.ifindex
+        md.rx_queue_index = UInt32(me.queue)
+        var head = 0
+        let batches = UnsafeMutablePointer<UInt64>.allocate(capacity: QueueWorker.maxBatches)
+        withUnsafeMutablePointer(to: &md) { ctx in
+            polls(h, &head, ctx, counts, warmupPolls)
+            control.ready.add(1, ordering: .releasing)
+            while !control.go.load(ordering: .acquiring) { polls(h, &head, ctx, counts, 1) }
+            counts.update(repeating: 0, count: verdictSlots)
+            var total: UInt64 = 0
+            var nb = 0
+            let t0 = cbpf_rdtsc()
+            var tb = t0
+            // Time batches of `QueueWorker.batchPolls` polls, never single packets.
+            while !control.stop.load(ordering: .relaxed) {
+                polls(h, &head, ctx, counts, QueueWorker.batchPolls)
+                total &+= UInt64(QueueWorker.batchPolls)
+                let t = cbpf_rdtsc()
+                if nb < QueueWorker.maxBatches { batches[nb] = t &- tb; nb += 1 }
+                tb = t
             }
-            counts.deallocate()
-            batches.deallocate()
-            domain.unregisterThread(reader)
+            let t1 = cbpf_rdtsc()
+            var r = QueueCounters(verdicts: Array(UnsafeBufferPointer(start: counts, count: 5)), invalid: counts[5],
+                                  received: total &* UInt64(budget), cycles: t1 &- t0, polls: total)
+            let sorted = UnsafeBufferPointer(start: batches, count: nb).sorted()
+            if !sorted.isEmpty {
+                let q = Double(sorted[min(nb - 1, Int(Double(nb - 1) * quantile))])
+                r.medianCyclesPerPacket = q / Double(QueueWorker.batchPolls * budget)
+            }
+            me.result = r
         }
+        counts.deallocate()
+        batches.deallocate()
+        domain.unregisterThread(reader)
     }
 
     public func join() {

@@ -19,6 +19,10 @@ extension BenchReport {
                 row.append(s.blockOverheadNs.map { String(format1: $0, digits: 2) + " ± " + String(format1: s.blockCI95 ?? .nan, digits: 2) + " ns" } ?? "")
             }
             row += [String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
+            if twin {
+                row.append(s.twinNsMedian.map { String(format1: $0, digits: 2) } ?? "")
+                row.append(s.labOverTwin.map { String(format1: $0, digits: 2) + " ± " + String(format1: s.labOverTwinCI95 ?? .nan, digits: 2) } ?? "")
+            }
             if churn != nil {
                 row.append(s.churnCostPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.churnCostCI95 ?? .nan, digits: 1) + " %" } ?? "")
             }
@@ -27,6 +31,7 @@ extension BenchReport {
         var header = ["Test case", "Perf", "Overhead (95% CI)", "of baseline"]
         if blocks > 1 { header.append("over \(blocks) blocks (95% CI)") }
         header += ["TSC ticks/pkt", "windows"]
+        if twin { header += ["C twin ns/pkt", "lab / C twin (95% CI)"] }
         if churn != nil { header.append("churn cost (95% CI)") }
         var widths = header.map(\.count)
         for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -55,9 +60,12 @@ extension BenchReport {
         }
         s += "Overhead: mean over windows (± covers this run's windows only); of baseline: the same relative to each bracketing baseline window, comparable across the VM's speeds"
         s += blocks > 1 ? "; over blocks: the mean of \(blocks) independent blocks, each in its own design order (± over the block means, closer to run to run)\n" : "\n"
+        if twin {
+            s += "C twin: each window is followed by the same design run by the plain-C driver loop and BPF_PROG_RUN (Perf/Twins) on the same ring and objects; lab / C twin is the mean over those window pairs\n"
+        }
         if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }
         if oversubscribed { s += "OVERSUBSCRIBED: \(threads) workers on \(machine.onlineCPUs) CPUs — workers share CPUs, so their rates do not add up\n" }
-        let base = results.filter { $0.design == .baseline && !$0.quiet }.map(\.nsPerPacket).sorted()
+        let base = results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket).sorted()
         if base.count >= 10 {
             let (p10, p50, p90) = (base[(base.count - 1) / 10], base[(base.count - 1) / 2], base[(base.count - 1) * 9 / 10])
             s += "machine speed: baseline windows p10 / p50 / p90 = " + [p10, p50, p90].map { String(format1: $0, digits: 2) }.joined(separator: " / ") + " ns per packet"
@@ -76,10 +84,10 @@ extension BenchReport {
 
     /// Every trial, one CSV row each.
     public func csv() -> String {
-        var s = "design,trial,window,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate,baseline_ns,quiet,quiet_ns\n"
+        var s = "design,trial,window,mpps,mpps_per_worker,ns_per_packet,cycles_per_packet,received,aborted,drop,pass,tx,redirect,invalid,churn_rate,baseline_ns,quiet,quiet_ns,twin,twin_ns\n"
         for r in results {
             let v = r.counters.verdicts
-            s += "\(r.design.rawValue),\(r.trial),\(r.window),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? ""),\(r.baselineNs.map { "\($0)" } ?? ""),\(r.quiet),\(r.quietNs.map { "\($0)" } ?? "")\n"
+            s += "\(r.design.rawValue),\(r.trial),\(r.window),\(r.mpps),\(r.mppsPerWorker),\(r.nsPerPacket),\(r.cyclesPerPacket),\(r.counters.received),\(v[0]),\(v[1]),\(v[2]),\(v[3]),\(v[4]),\(r.counters.invalid),\(r.churnRate.map { "\($0)" } ?? ""),\(r.baselineNs.map { "\($0)" } ?? ""),\(r.quiet),\(r.quietNs.map { "\($0)" } ?? ""),\(r.twin),\(r.twinNs.map { "\($0)" } ?? "")\n"
         }
         return s
     }

@@ -80,6 +80,12 @@ public struct RCUReaderHandle: @unchecked Sendable {
         }
     }
 
+    /// The words a C twin of this reader uses (Perf/Twins): its counter, the domain's
+    /// grace-period counter and its futex word. The twin must follow the same protocol.
+    public var rawWords: (counter: UnsafeMutablePointer<UInt64>, gracePeriod: UnsafeMutablePointer<UInt64>, futex: UnsafeMutablePointer<UInt32>) {
+        (rec, gp, futex)
+    }
+
     /// rcu_read_lock(): a no-op in QSBR; checked mode counts nesting.
     @inlinable @inline(__always)
     public func readLock() {

@@ -72,6 +72,9 @@ struct Bench: ParsableCommand {
 
     enum Backend: String, ExpressibleByArgument, CaseIterable { case lab, kernel, both }
 
+    @Flag(help: "Follow each window with the same design run by the plain-C twin of the driver loop and BPF_PROG_RUN (Perf/Twins), and show lab / C twin per design: the lab's own overhead, measured in this run.")
+    var twin = false
+
     @Option(help: "Split the trials into this many independent blocks, each with its own design order; adds an interval over the block means (turns off --target-ci's extra rounds).")
     var blocks = 1
 
@@ -90,6 +93,7 @@ struct Bench: ParsableCommand {
             cfg.threads = threads
             cfg.oversubscribe = oversubscribe
             cfg.blocks = blocks
+            cfg.twin = twin
             cfg.duration = duration
             cfg.trials = trials
             cfg.targetCI = targetCI
@@ -109,7 +113,12 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if list {
-            for d in DesignID.allCases { print("\(d.rawValue.padded(16)) \(d.summary)") }
+            for d in DesignRegistry.all {
+                print("\(d.id.rawValue.padded(20)) \(d.summary)")
+                var facts = ["groups: " + d.groups.map(\.rawValue).joined(separator: ", "), "family: \(d.family.rawValue)"]
+                if let p = d.parameter { facts.append("N = \(p.name), \(p.range.lowerBound)…\(p.range.upperBound), default \(p.defaultValue)") }
+                print("\("".padded(20)) (\(facts.joined(separator: "; ")))")
+            }
             return
         }
         if on != .lab { LiveCleanup.installSignalHandling() }  // the netns and mounts go even on SIGTERM

@@ -183,6 +183,38 @@ final class ConcurrencyBenchTests: XCTestCase {
         XCTAssertEqual(report.summaries.first { $0.design == .baseline }!.windows, 9)
     }
 
+    /// --twin: every lab window is followed by its C twin on the same objects; the twin
+    /// gets every packet's verdict (DROP, as the lab's) and counts each packet once, and
+    /// lab / twin is the mean of the window pairs' ratios. Each runner kind has a twin.
+    func testEachWindowsCTwinRunsTheSameDesignAndIsPairedWithIt() throws {
+        var c = BenchConfig()
+        c.designs = [.beforePatch, .baseline, .chainPass, .tailJIT, .dispatcherMiss, .runAll]
+        c.trials = 2
+        c.targetCI = 0
+        c.duration = 0.01
+        c.twin = true
+        let report = try Bench(c).run()
+        let lab = report.results.filter { !$0.twin }, twins = report.results.filter(\.twin)
+        XCTAssertEqual(lab.count, 2 * 11)
+        XCTAssertEqual(twins.count, lab.count, "one twin window per lab window")
+        for t in twins {
+            XCTAssertGreaterThan(t.counters.received, 0, "\(t.design): the twin ran")
+            XCTAssertTrue(t.counters.balanced, "\(t.design): every packet counted once")
+            XCTAssertEqual(t.counters.verdicts[1], t.counters.received, "\(t.design): the twin dropped every packet")
+            let partner = lab.first { $0.design == t.design && $0.trial == t.trial && $0.window == t.window }
+            XCTAssertEqual(partner?.twinNs, t.nsPerPacket, "\(t.design): paired with the lab window it followed")
+        }
+        for s in report.summaries {
+            let pairs = lab.filter { $0.design == s.design }.map { $0.nsPerPacket / $0.twinNs! }
+            XCTAssertEqual(s.labOverTwin!, pairs.reduce(0, +) / Double(pairs.count), accuracy: 1e-9, "\(s.design)")
+            XCTAssertEqual(s.windows, lab.filter { $0.design == s.design }.count, "twin windows are not counted as the design's")
+        }
+        XCTAssertTrue(report.table().contains("lab / C twin"))
+        var both = c
+        both.churn = ChurnSpec(kind: .chain, rate: 100)
+        XCTAssertThrowsError(try both.validate(), "--twin with --churn")
+    }
+
     /// The baseline alone (a scaling run) is measured in plain windows, one per trial.
     func testTheBaselineAloneIsMeasured() throws {
         var c = BenchConfig()

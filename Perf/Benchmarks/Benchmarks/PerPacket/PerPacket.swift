@@ -49,12 +49,11 @@ final class Lab: @unchecked Sendable {
     }
 
     func run(polls: Int) {
-        switch setup.runner {
-        case .patched: run(PatchedProgRun(), polls: polls)
-        case .unpatched: run(UnpatchedProgRun(), polls: polls)
-        case let .dispatched(d): run(DispatchedProgRun(dispatcher: d), polls: polls)
-        case let .runArray(slot): run(RunArrayRun(slot: slot), polls: polls)
+        struct Polls: ProgRunnerBody {
+            let lab: Lab, polls: Int
+            func callAsFunction<R: ProgRunner>(_ r: R) { lab.run(r, polls: polls) }
         }
+        setup.runner.with(Polls(lab: self, polls: polls))
     }
 
     /// Every packet so far got the design's verdict (DROP) and was counted once.

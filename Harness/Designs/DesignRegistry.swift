@@ -1,0 +1,49 @@
+// DesignRegistry.swift — every design the harness can measure, family by family, in the
+// order the table shows them. The verdict cross-check, the every-design tests, `--list`,
+// the help text and sweeps all iterate this list. A new family is a file beside this one
+// and its name here.
+import BPFKernel
+
+public enum DesignRegistry {
+    public static let all: [Design] = BaselineDesigns.all + ChainCallDesigns.all + TailCallDesigns.all
+        + ExtensionDesigns.all + LibXDPDesigns.all + DispatcherDesigns.all + StaticKeyDesigns.all
+        + CallTableDesigns.all + BytecodeDesigns.all + AttachDataDesigns.all
+
+    private static let byID: [DesignID: Design] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
+
+    public static func design(_ id: DesignID) -> Design? { byID[id] }
+
+    /// The designs of a group, in registry order.
+    public static func group(_ g: DesignGroup) -> [DesignID] { all.filter { $0.groups.contains(g) }.map(\.id) }
+
+    /// Designs a sweep can vary.
+    public static var sweepable: [Design] { all.filter { $0.parameter != nil } }
+
+    public static func named(_ name: String) throws -> Design {
+        if let d = byID[DesignID(name)] ?? byID[DesignID(name.replacingOccurrences(of: "_", with: "-"))] { return d }
+        throw HarnessError(unknownMessage("design", name, all.map(\.id.rawValue)))
+    }
+
+    public static func parseList(_ s: String) throws -> [DesignID] {
+        let trimmed = s.trimmingCharacters(in: .whitespaces)
+        if trimmed == "all" { return all.map(\.id) }
+        if let g = DesignGroup(rawValue: trimmed) { return group(g) }
+        var out: [DesignID] = []
+        for raw in s.split(separator: ",") {
+            let part = raw.trimmingCharacters(in: .whitespaces)  // "a, b" as well as "a,b"
+            if part.isEmpty { continue }
+            let d = try named(part).id
+            if !out.contains(d) { out.append(d) }
+        }
+        if out.isEmpty { throw HarnessError("--designs is empty") }
+        if !out.contains(.baseline) { out.insert(.baseline, at: out.first == .beforePatch ? 1 : 0) }
+        return out
+    }
+
+    /// Names for help texts: every design, then the groups.
+    public static var helpList: String {
+        all.map(\.id.rawValue).joined(separator: ", ") + "; groups: all, " + DesignGroup.allCases.map(\.rawValue).joined(separator: ", ")
+    }
+}
+
+import Foundation
