@@ -53,6 +53,8 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
 
 public struct BenchConfig: Sendable {
     public var designs: [DesignID] = DesignID.seedSuite
+    /// N for the designs a sweep varies (the others, and those not named, at their default).
+    public var parameters: [DesignID: Int] = [:]
     public var threads: Int = 1
     /// Seconds each design is measured per trial (each baseline window too).
     public var duration: Double = 0.01
@@ -253,7 +255,7 @@ public final class Bench {
             for s in setups { s.close(bpf) }
             kernel.quiesce()
         }
-        for d in config.designs { setups.append(try DesignSetup.make(d, bpf: bpf)) }
+        for d in config.designs { setups.append(try DesignSetup.make(d, bpf: bpf, n: config.parameters[d])) }
         let check = try Bench.crossCheck(setups, bpf: bpf, device: device, frames: config.frames)
         let verdictLine = "all \(setups.count) designs agree on \(check[0].count) frames: \(Set(check[0]).map { verdictNames[Int($0)] }.sorted().joined(separator: ","))"
 

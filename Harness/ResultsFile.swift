@@ -22,7 +22,8 @@ public struct BenchResultsFile: Codable, Sendable {
 
     /// Property names with acronyms, which snake case cannot round-trip on its own
     /// ("onlineCPUs" → "online_cp_us" → "onlineCpUs").
-    static let acronymNames = ["onlineCPUs", "tscGHz", "spectreV2", "targetCI", "overheadCI95", "churnCostCI95", "verdictCheck"]
+    static let acronymNames = ["onlineCPUs", "tscGHz", "spectreV2", "targetCI", "overheadCI95", "churnCostCI95", "verdictCheck",
+                               "overheadPctCI95", "blockCI95", "labOverTwinCI95", "labMinusTwinCI95", "slopeCI95", "interceptCI95"]
 
     struct Key: CodingKey {
         var stringValue: String

@@ -20,7 +20,7 @@ struct BPFLab: ParsableCommand {
         commandName: "bpflab",
         abstract: "The Linux kernel's BPF dispatch machinery, re-implemented in user space and measured.",
         version: bpflabVersion,
-        subcommands: [Bench.self, Compare.self, Run.self, Scenarios.self, Graph.self, Trace.self, Prog.self, Asm.self, Disasm.self, KernelCmd.self]
+        subcommands: [Bench.self, Sweep.self, Compare.self, Run.self, Scenarios.self, Graph.self, Trace.self, Prog.self, Asm.self, Disasm.self, KernelCmd.self]
     )
 }
 

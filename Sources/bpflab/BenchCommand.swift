@@ -131,24 +131,9 @@ struct Bench: ParsableCommand {
         StandardOutput.ignoreSIGPIPE()
         Interrupt.install()
         let bench = try PacketHarness.Bench(cfg)
-        let tty = isatty(STDERR_FILENO) != 0
-        var lineOpen = false
-        let started = Date()
-        var lastLine = Date.distantPast
-        let report = try bench.run(shouldStop: { Interrupt.wasRequested }) { done, total, msg in
-            if quiet { return }
-            let now = Date()
-            // On a terminal the line is rewritten in place; in a log, one line every 3 s.
-            if !tty && done != total && now.timeIntervalSince(lastLine) < 3 { return }
-            lastLine = now
-            let elapsed = now.timeIntervalSince(started)
-            let eta = done > 0 && done < total ? String(format: ", about %.0f s left", elapsed / Double(done) * Double(total - done)) : ""
-            let line = "[\(done)/\(total)] \(String(format: "%.0f", elapsed)) s\(eta) — \(msg)"
-            let text = tty ? "\r\u{1b}[K" + line + (done == total ? "\n" : "") : line + "\n"
-            lineOpen = tty && done != total
-            _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-        }
-        if lineOpen { _ = write(STDERR_FILENO, "\n", 1) }  // finish the progress line
+        let progress = ProgressPrinter(quiet: quiet)
+        let report = try bench.run(shouldStop: { Interrupt.wasRequested }) { progress.update($0, $1, $2) }
+        progress.finish()
         if report.partial {
             FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
