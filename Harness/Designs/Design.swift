@@ -55,6 +55,8 @@ public enum DesignFamily: String, Sendable, CaseIterable, Codable {
     case baseline, chainCalls = "chain calls", tailCalls = "tail calls", extensions = "extensions and trampolines"
     case libxdp, dispatcher = "bpf_dispatcher", staticKeys = "static keys", callTables = "call tables and run arrays"
     case bytecode, attachData = "attachment data"
+    /// A user's own configuration (`bench --scenario`).
+    case scenario = "scenarios"
 }
 
 /// The one size a design can be built at: what a sweep varies.

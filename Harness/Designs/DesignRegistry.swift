@@ -11,7 +11,20 @@ public enum DesignRegistry {
 
     private static let byID: [DesignID: Design] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
 
-    public static func design(_ id: DesignID) -> Design? { byID[id] }
+    public static func design(_ id: DesignID) -> Design? { byID[id] ?? user.withLock { $0[id] } }
+
+    /// Designs a user brought at run time (`bench --scenario FILE`): found by ID like the
+    /// built-in ones, never listed with them.
+    private static let user = Mutex<[DesignID: Design]>([:])
+
+    /// Adds a user's design; its ID must not be taken.
+    public static func addUserDesign(_ d: Design) throws {
+        if byID[d.id] != nil { throw HarnessError("'\(d.id)' is a built-in design's name") }
+        try user.withLock { table in
+            if table[d.id] != nil { throw HarnessError("a design named '\(d.id)' was already given") }
+            table[d.id] = d
+        }
+    }
 
     /// The designs of a group, in registry order.
     public static func group(_ g: DesignGroup) -> [DesignID] { all.filter { $0.groups.contains(g) }.map(\.id) }
@@ -20,7 +33,7 @@ public enum DesignRegistry {
     public static var sweepable: [Design] { all.filter { $0.parameter != nil } }
 
     public static func named(_ name: String) throws -> Design {
-        if let d = byID[DesignID(name)] ?? byID[DesignID(name.replacingOccurrences(of: "_", with: "-"))] { return d }
+        if let d = design(DesignID(name)) ?? design(DesignID(name.replacingOccurrences(of: "_", with: "-"))) { return d }
         throw HarnessError(unknownMessage("design", name, all.map(\.id.rawValue)))
     }
 
@@ -47,3 +60,4 @@ public enum DesignRegistry {
 }
 
 import Foundation
+import Synchronization

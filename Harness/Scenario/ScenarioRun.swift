@@ -76,10 +76,10 @@ private struct NotOpen: Error { let message: String }
 public final class ScenarioRunner {
     public let file: ScenarioFile
     public let source: String
-    private var kernel: Kernel!
-    private var bpf: BPF!
-    private var devices: [String: NetDevice] = [:]
-    private var handles: [String: (fd: Int32, kind: ObjectKind)] = [:]
+    var kernel: Kernel!
+    var bpf: BPF!
+    var devices: [String: NetDevice] = [:]
+    var handles: [String: (fd: Int32, kind: ObjectKind)] = [:]
     private var libxdp: LibXDP!
     private var statsFD: Int32?
     private var frames = FrameSpec(size: 64, flows: 1)
@@ -100,13 +100,7 @@ public final class ScenarioRunner {
     public func run(_ options: ScenarioRunOptions = ScenarioRunOptions()) -> ScenarioOutcome {
         var out = ScenarioOutcome(name: name)
         bytecodeForInterp = options.bytecodeForInterp
-        kernel = Kernel(KernelConfig(checked: true))
-        bpf = BPF(kernel: kernel)
-        libxdp = LibXDP(bpf: bpf)
-        frames = file.packet
-        for d in file.devices {
-            devices[d.name] = NetDevice(kernel: kernel, name: d.name, ifindex: d.ifindex, queues: d.queues, feedsDispatcher: true)
-        }
+        let k = Kernel(KernelConfig(checked: true))
         defer {
             for d in devices.values { d.detachAll() }
             bpf.closeAll()
@@ -118,17 +112,7 @@ public final class ScenarioRunner {
             if out.liveAfterTeardown != 0 { out.failures.append("teardown: \(out.liveAfterTeardown) objects still alive (a leak)") }
             for v in kernel.violations { out.failures.append("refcount rule broken: \(v)") }
         }
-        // Declarations: a failure here is a failed step 0 (the kernel refused it).
-        for (name, spec) in file.maps {
-            do { try open(name, try bpf.mapCreate(mapAttr(name, spec)), .map) } catch { out.failures.append("declaring map '\(name)': \(error)") }
-        }
-        for (name, spec) in file.programs {
-            do { try open(name, try bpf.progLoad(try progAttr(name, spec)), .program) } catch { out.failures.append("declaring program '\(name)': \(error)") }
-        }
-        for s in file.slots {
-            do { try bpf.mapUpdateElem(try fd(s.map, .map), key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: try fd(s.program, .program)))) }
-            catch { out.failures.append("slot \(s.index) of '\(s.map)' (line \(s.position.line)): \(error)") }
-        }
+        out.failures += declare(on: BPF(kernel: k))
         if !out.failures.isEmpty { return out }
         options.afterStep?(0, kernel)  // step 0: the declarations
         if options.observeState { out.states[0] = observedState() }
@@ -146,6 +130,30 @@ public final class ScenarioRunner {
         }
         if let t = options.traceStep { out.failures.append("step \(t) was not reached (the scenario has \(file.steps.count) steps)") }
         return out
+    }
+
+    /// The devices, then the declarations (maps, programs, slots), through `bpf`. Returns
+    /// what failed (the kernel refused it): a failed step 0.
+    func declare(on bpf: BPF) -> [String] {
+        var failures: [String] = []
+        kernel = bpf.kernel
+        self.bpf = bpf
+        libxdp = LibXDP(bpf: bpf)
+        frames = file.packet
+        for d in file.devices {
+            devices[d.name] = NetDevice(kernel: kernel, name: d.name, ifindex: d.ifindex, queues: d.queues, feedsDispatcher: true)
+        }
+        for (name, spec) in file.maps {
+            do { try open(name, try bpf.mapCreate(mapAttr(name, spec)), .map) } catch { failures.append("declaring map '\(name)': \(error)") }
+        }
+        for (name, spec) in file.programs {
+            do { try open(name, try bpf.progLoad(try progAttr(name, spec)), .program) } catch { failures.append("declaring program '\(name)': \(error)") }
+        }
+        for s in file.slots {
+            do { try bpf.mapUpdateElem(try fd(s.map, .map), key: u32Bytes(s.index), value: u32Bytes(UInt32(bitPattern: try fd(s.program, .program)))) }
+            catch { failures.append("slot \(s.index) of '\(s.map)' (line \(s.position.line)): \(error)") }
+        }
+        return failures
     }
 
     // MARK: building attributes
@@ -308,7 +316,7 @@ public final class ScenarioRunner {
 
     // MARK: the sequence
 
-    private func runStep(_ step: StepDecl, _ options: ScenarioRunOptions, _ out: inout ScenarioOutcome) {
+    func runStep(_ step: StepDecl, _ options: ScenarioRunOptions, _ out: inout ScenarioOutcome) {
         var observed: [String: String] = [:]
         var thrown: BPFError?
         var notOpen: String?

@@ -14,8 +14,11 @@ struct Bench: ParsableCommand {
         discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials, then further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table. --designs seed, attach or bytecode picks one group (bytecode: instructions in the interpreter, and seed 004's four ways to read attachment data, from the clang-built objects of bpf/)."
     )
 
-    @Option(help: "Comma-separated designs, or 'all', 'seed', 'attach' or 'bytecode' (baseline is always included). Use --list to see them.")
-    var designs = "all"
+    @Option(help: "Comma-separated designs, or 'all', 'seed', 'attach' or 'bytecode' (baseline is always included; default: all, or only the baseline beside --scenario). Use --list to see them.")
+    var designs: String?
+
+    @Option(help: ArgumentHelp("A scenario file (or shipped scenario) to measure as a design of your own: its steps run, every expectation checked, and the program it leaves attached to its first device is measured against the baseline. Repeatable.", valueName: "file"))
+    var scenario: [String] = []
 
     @Flag(help: "List the designs and exit.")
     var list = false
@@ -89,7 +92,11 @@ struct Bench: ParsableCommand {
     func configuration() throws -> BenchConfig {
         var cfg = BenchConfig()
         do {
-            cfg.designs = try DesignID.parseList(designs)
+            cfg.designs = try DesignID.parseList(designs ?? (scenario.isEmpty ? "all" : "baseline"))
+            for path in scenario {
+                let d = try Bench.scenarioDesign(path)
+                if !cfg.designs.contains(d) { cfg.designs.append(d) }
+            }
             cfg.threads = threads
             cfg.oversubscribe = oversubscribe
             cfg.blocks = blocks
@@ -155,6 +162,19 @@ struct Bench: ParsableCommand {
             let k = try kernelBench()
             try StandardOutput.write("\n" + KernelBench.table(k, lab: report))
         }
+    }
+
+    /// The design a scenario file makes, registered once per path (validate() and run()
+    /// both build the configuration).
+    nonisolated(unsafe) private static var scenarioDesigns: [String: DesignID] = [:]
+    static func scenarioDesign(_ path: String) throws -> DesignID {
+        if let d = scenarioDesigns[path] { return d }
+        let runner: ScenarioRunner
+        do { runner = try Run.load(path).0 } catch let e as ScenarioFileError { throw ValidationError("--scenario: \(e.text)") }
+        let d = runner.benchDesign()
+        try DesignRegistry.addUserDesign(d)
+        scenarioDesigns[path] = d.id
+        return d.id
     }
 
     /// The mainline designs on this machine's kernel (same frames, trials as given).
