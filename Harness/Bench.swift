@@ -173,6 +173,14 @@ public struct DesignSummary: Sendable, Codable {
     public var labOverTwinCI95: Double? = nil
     public var labMinusTwinNs: Double? = nil
     public var labMinusTwinCI95: Double? = nil
+    /// When the VM ran at two speeds (SpeedStates): the overhead over the windows in each
+    /// state, mean and 95% half-width, and how many windows each had.
+    public var fastOverheadNs: Double? = nil
+    public var fastOverheadCI95: Double? = nil
+    public var fastWindows: Int? = nil
+    public var slowOverheadNs: Double? = nil
+    public var slowOverheadCI95: Double? = nil
+    public var slowWindows: Int? = nil
 }
 
 public struct BenchReport: Sendable, Codable {
@@ -203,6 +211,8 @@ public struct BenchReport: Sendable, Codable {
     public var twin: Bool = false
     /// Instructions the interpreter runs per packet, by design (bytecode designs only).
     public var instructionsPerPacket: [String: UInt64]? = nil
+    /// The VM's two speeds, when the baseline windows show both.
+    public var speedStates: SpeedStates? = nil
 }
 
 public final class Bench {
@@ -364,6 +374,7 @@ public final class Bench {
                                  placement: placement, churn: config.churn, results: results,
                                  summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
                                  partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks, twin: config.twin)
+        report.speedStates = SpeedStates.classify(results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket))
         var insns: [String: UInt64] = [:]
         for s in setups { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }
         if !insns.isEmpty { report.instructionsPerPacket = insns }
@@ -430,7 +441,8 @@ public final class Bench {
     /// Medians, and the overhead against the bracketing baseline windows with a 95% CI
     /// (Student's t over the design's windows).
     public static func summarize(_ results: [TrialResult], designs: [DesignID], blocks: Int = 1) -> [DesignSummary] {
-        designs.map { d in
+        let states = SpeedStates.classify(results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket))
+        return designs.map { d in
             let rs = results.filter { $0.design == d && !$0.quiet && !$0.twin }
             var overhead: Double?, ci: Double?
             let diffs = rs.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
@@ -466,6 +478,12 @@ public final class Bench {
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
                                  gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count),
                                  overheadPct: pct, overheadPctCI95: pctCI, blockOverheadNs: blockMean, blockCI95: blockCI)
+            if let states {
+                let diffs = rs.compactMap { r in r.baselineNs.map { (states.isFast(baselineNs: $0), r.nsPerPacket - $0) } }
+                let fast = diffs.filter(\.0).map(\.1), slow = diffs.filter { !$0.0 }.map(\.1)
+                if !fast.isEmpty { (summary.fastOverheadNs, summary.fastOverheadCI95) = meanCI95(fast); summary.fastWindows = fast.count }
+                if !slow.isEmpty { (summary.slowOverheadNs, summary.slowOverheadCI95) = meanCI95(slow); summary.slowWindows = slow.count }
+            }
             if !twins.isEmpty {
                 summary.twinNsMedian = median(twins.map(\.nsPerPacket))
                 summary.labOverTwin = twinRatio

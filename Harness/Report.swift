@@ -5,31 +5,34 @@ extension BenchReport {
     /// The seed's table (Test case | Perf | Overhead), plus cycles per packet, then the
     /// machine line.
     public func table() -> String {
+        func pm(_ v: Double?, _ ci: Double?, _ unit: String, digits: Int = 2) -> String {
+            guard let v else { return "" }
+            return String(format1: v, digits: digits) + " ± " + String(format1: ci ?? .nan, digits: digits) + unit
+        }
         let rows = summaries.map { s -> [String] in
             let perf = String(format1: s.mppsMedian, digits: 1) + " Mpps"
-            let over: String
-            if let o = s.overheadNs, let ci = s.overheadCI95 {
-                over = String(format1: o, digits: 2) + " ± " + String(format1: ci, digits: 2) + " ns"
-            } else {
-                over = ""
-            }
-            let pct = s.overheadPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.overheadPctCI95 ?? .nan, digits: 1) + " %" } ?? ""
-            var row = [s.title, perf, over, pct]
-            if blocks > 1 {
-                row.append(s.blockOverheadNs.map { String(format1: $0, digits: 2) + " ± " + String(format1: s.blockCI95 ?? .nan, digits: 2) + " ns" } ?? "")
+            var row = [s.title, perf]
+            if blocks > 1 { row.append(pm(s.blockOverheadNs, s.blockCI95, " ns")) }
+            row.append(pm(s.overheadNs, s.overheadCI95, " ns"))
+            row.append(pm(s.overheadPct, s.overheadPctCI95, " %", digits: 1))
+            if speedStates != nil {
+                row.append(pm(s.fastOverheadNs, s.fastOverheadCI95, " ns") + (s.fastWindows.map { " (\($0))" } ?? ""))
+                row.append(pm(s.slowOverheadNs, s.slowOverheadCI95, " ns") + (s.slowWindows.map { " (\($0))" } ?? ""))
             }
             row += [String(format1: s.cyclesPerPacketMedian, digits: 1), "\(s.windows)"]
             if twin {
                 row.append(s.twinNsMedian.map { String(format1: $0, digits: 2) } ?? "")
-                row.append(s.labOverTwin.map { String(format1: $0, digits: 2) + " ± " + String(format1: s.labOverTwinCI95 ?? .nan, digits: 2) } ?? "")
+                row.append(pm(s.labOverTwin, s.labOverTwinCI95, ""))
             }
-            if churn != nil {
-                row.append(s.churnCostPct.map { String(format1: $0, digits: 1) + " ± " + String(format1: s.churnCostCI95 ?? .nan, digits: 1) + " %" } ?? "")
-            }
+            if churn != nil { row.append(pm(s.churnCostPct, s.churnCostCI95, " %", digits: 1)) }
             return row
         }
-        var header = ["Test case", "Perf", "Overhead (95% CI)", "of baseline"]
-        if blocks > 1 { header.append("over \(blocks) blocks (95% CI)") }
+        var header = ["Test case", "Perf"]
+        if blocks > 1 { header += ["Overhead, \(blocks) blocks (95% CI)", "within run (windows)"] } else { header.append("Overhead (95% CI)") }
+        header.append("of baseline")
+        if let st = speedStates {
+            header += ["fast state, \(String(format1: st.fastNs, digits: 2)) ns (windows)", "slow state, \(String(format1: st.slowNs, digits: 2)) ns (windows)"]
+        }
         header += ["TSC ticks/pkt", "windows"]
         if twin { header += ["C twin ns/pkt", "lab / C twin (95% CI)"] }
         if churn != nil { header.append("churn cost (95% CI)") }
@@ -58,8 +61,15 @@ extension BenchReport {
                 s += "interpreter: instructions per packet (overhead / instructions, the interpreter's entry included): " + cells.joined(separator: ", ") + "\n"
             }
         }
-        s += "Overhead: mean over windows (± covers this run's windows only); of baseline: the same relative to each bracketing baseline window, comparable across the VM's speeds"
-        s += blocks > 1 ? "; over blocks: the mean of \(blocks) independent blocks, each in its own design order (± over the block means, closer to run to run)\n" : "\n"
+        if blocks > 1 {
+            s += "Overhead: the mean of \(blocks) independent blocks, each in its own design order; ± over the block means (\(blocks - 1) degrees of freedom): the interval meant to cover run-to-run variation. Within run: the same over single windows, ± this run's windows only\n"
+        } else {
+            s += "Overhead: mean over windows; ± covers this run's windows only (give --blocks 5 for an interval over independent blocks)\n"
+        }
+        s += "of baseline: each window relative to its bracketing baseline windows, comparable across the VM's speeds\n"
+        if let st = speedStates {
+            s += "speed states: the baseline windows fall into two clusters, fast \(String(format1: st.fastNs, digits: 2)) ns and slow \(String(format1: st.slowNs, digits: 2)) ns per packet (split at \(String(format1: st.threshold, digits: 2)) ns); each design window is counted in the state of the baseline windows around it\n"
+        }
         if twin {
             s += "C twin: each window is followed by the same design run by the plain-C driver loop and BPF_PROG_RUN (Perf/Twins) on the same ring and objects; lab / C twin is the mean over those window pairs\n"
         }

@@ -23,7 +23,8 @@ public struct BenchResultsFile: Codable, Sendable {
     /// Property names with acronyms, which snake case cannot round-trip on its own
     /// ("onlineCPUs" → "online_cp_us" → "onlineCpUs").
     static let acronymNames = ["onlineCPUs", "tscGHz", "spectreV2", "targetCI", "overheadCI95", "churnCostCI95", "verdictCheck",
-                               "overheadPctCI95", "blockCI95", "labOverTwinCI95", "labMinusTwinCI95", "slopeCI95", "interceptCI95"]
+                               "overheadPctCI95", "blockCI95", "labOverTwinCI95", "labMinusTwinCI95", "slopeCI95", "interceptCI95",
+                               "fastOverheadCI95", "slowOverheadCI95"]
 
     struct Key: CodingKey {
         var stringValue: String
@@ -66,14 +67,30 @@ public struct DesignComparison: Sendable {
     public var delta: Double? { a.flatMap { a in b.map { $0 - a } } }
     public var deltaCI: Double? { aCI.flatMap { x in bCI.map { (x * x + $0 * $0).squareRoot() } } }
     public var moved: Bool { delta.flatMap { d in deltaCI.map { abs(d) > $0 } } ?? false }
+    /// The overhead relative to the baseline (%), which compares across the VM's speeds.
+    public var aPct: Double?, aPctCI: Double?, bPct: Double?, bPctCI: Double?
+    /// What the ns intervals are over: "blocks" or "windows".
+    public var basis = "windows"
 
-    /// The designs of both files, in the first file's order.
+    /// The designs of both files, in the first file's order. When both runs were measured
+    /// in blocks, the block means and their intervals (closer to run to run) are compared;
+    /// otherwise the windows'.
     public static func compare(_ a: BenchReport, _ b: BenchReport) -> [DesignComparison] {
+        let blocks = a.blocks > 1 && b.blocks > 1
         let ids = a.summaries.map(\.design) + b.summaries.map(\.design).filter { d in !a.summaries.contains { $0.design == d } }
         return ids.compactMap { id in
             let x = a.summaries.first { $0.design == id }, y = b.summaries.first { $0.design == id }
             guard x?.overheadNs != nil || y?.overheadNs != nil else { return nil }  // the baseline has none
-            return DesignComparison(design: id, title: (x ?? y)!.title, a: x?.overheadNs, aCI: x?.overheadCI95, b: y?.overheadNs, bCI: y?.overheadCI95)
+            func v(_ s: DesignSummary?) -> (Double?, Double?) { blocks ? (s?.blockOverheadNs, s?.blockCI95) : (s?.overheadNs, s?.overheadCI95) }
+            let (av, ac) = v(x), (bv, bc) = v(y)
+            var c = DesignComparison(design: id, title: (x ?? y)!.title, a: av, aCI: ac, b: bv, bCI: bc)
+            c.aPct = x?.overheadPct
+            c.aPctCI = x?.overheadPctCI95
+            c.bPct = y?.overheadPct
+            c.bPctCI = y?.overheadPctCI95
+            c.basis = blocks ? "blocks" : "windows"
+            return c
         }
     }
+
 }

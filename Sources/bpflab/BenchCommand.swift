@@ -11,7 +11,7 @@ import Glibc
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure what each way of running the next program costs per packet.",
-        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials, then further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table. --designs seed, attach or bytecode picks one group (bytecode: instructions in the interpreter, and seed 004's four ways to read attachment data, from the clang-built objects of bpf/)."
+        discussion: "With no options: every design - the seed's (before/after patch, chain flag unused, chain call via XDP_PASS and via the wildcard slot, tail call in each engine) and the attach designs (extension slot, trampoline, libxdp dispatcher with 1 and 3 programs, bpf_dispatcher hit and miss, static key off and on, indirect-call table, run-all) - one worker, 10 ms windows, each design between two baseline windows; 30 trials in 5 independent blocks (each in its own design order), the overhead's 95% interval over the block means; with --blocks 1, further rounds for the designs whose 95% CI is wider than ±0.2 ns, for up to 60 s in all; printed as the seed's table, with the overhead in each of the VM's speed states when the run saw both. --designs seed, attach or bytecode picks one group (bytecode: instructions in the interpreter, and seed 004's four ways to read attachment data, from the clang-built objects of bpf/)."
     )
 
     @Option(help: "Comma-separated designs, or 'all', 'seed', 'attach' or 'bytecode' (baseline is always included; default: all, or only the baseline beside --scenario). Use --list to see them.")
@@ -78,8 +78,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Follow each window with the same design run by the plain-C twin of the driver loop and BPF_PROG_RUN (Perf/Twins), and show lab / C twin per design: the lab's own overhead, measured in this run.")
     var twin = false
 
-    @Option(help: "Split the trials into this many independent blocks, each with its own design order; adds an interval over the block means (turns off --target-ci's extra rounds).")
-    var blocks = 1
+    @Option(help: "Split the trials into this many independent blocks, each with its own design order; the overhead's interval is then over the block means (closer to run to run), the windows' beside it. 1: windows only, with --target-ci's extra rounds.")
+    var blocks = 5
 
     // Every option is checked here, before anything runs, so an error shows this
     // subcommand's usage (an error thrown from run() shows only the root's).

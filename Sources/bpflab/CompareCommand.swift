@@ -7,7 +7,7 @@ import PacketHarness
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compare two bench results files (bench --format json, or bench.json from --out).",
-        discussion: "Δ = B − A per design with the two 95% half-widths combined in quadrature; '*' marks |Δ| beyond it. Each file's intervals cover its own run only, and the VM's speed may differ between runs: the machine lines (with the baseline's speed) are shown for that reason."
+        discussion: "Δ = B − A per design with the two 95% half-widths combined in quadrature; '*' marks |Δ| beyond it. When both runs were measured in blocks (bench's default), the block means and their intervals are compared, otherwise the windows'. The VM's speed may differ between runs: the machine lines and the baseline's speed are shown, and the overhead relative to the baseline (%), which compares across speeds."
     )
 
     @Argument(help: "The first results file (A).")
@@ -23,16 +23,18 @@ struct Compare: ParsableCommand {
         s += "baseline ns/packet: A \(baselineNs(fa.report)), B \(baselineNs(fb.report))\n\n"
         let rows = DesignComparison.compare(fa.report, fb.report)
         func f(_ v: Double?, _ ci: Double?) -> String { v.map { String(format: "%.2f", $0) + (ci.map { String(format: " ± %.2f", $0) } ?? "") } ?? "—" }
-        let header = ["design", "A overhead (ns)", "B overhead (ns)", "Δ B − A (ns)", ""]
+        let header = ["design", "A overhead (ns)", "B overhead (ns)", "Δ B − A (ns)", "", "A of baseline (%)", "B of baseline (%)"]
         var table = [header]
-        for r in rows { table.append([r.title, f(r.a, r.aCI), f(r.b, r.bCI), f(r.delta, r.deltaCI), r.moved ? "*" : ""]) }
+        for r in rows {
+            table.append([r.title, f(r.a, r.aCI), f(r.b, r.bCI), f(r.delta, r.deltaCI), r.moved ? "*" : "", f(r.aPct, r.aPctCI), f(r.bPct, r.bPctCI)])
+        }
         let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
         for (i, row) in table.enumerated() {
             s += "| " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: " | ") + " |\n"
             if i == 0 { s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n" }
         }
         let moved = rows.filter(\.moved).count
-        s += "\n\(moved) of \(rows.count) designs moved beyond noise (*)\n"
+        s += "\n\(moved) of \(rows.count) designs moved beyond noise (*); intervals over \(rows.first?.basis ?? "windows")\(rows.first?.basis == "blocks" ? " (each run's blocks: closer to run to run)" : " (each run's windows only: within-run noise)")\n"
         try StandardOutput.write(s)
     }
 
