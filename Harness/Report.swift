@@ -111,31 +111,72 @@ extension BenchReport {
         return String(decoding: (try? BenchResultsFile.encoder.encode(file)) ?? Data("{}".utf8), as: UTF8.self)
     }
 
-    /// Overhead per design with 95% CI error bars, as SVG.
+    /// Overhead per design as horizontal bars with 95% error bars (over blocks when the
+    /// run had them), grouped and coloured by family, as SVG.
     public func svg() -> String {
         let ds = summaries.filter { $0.overheadNs != nil }
-        let w = 760.0, rowH = 34.0, left = 250.0, right = 40.0, top = 40.0
-        let h = top + rowH * Double(max(1, ds.count)) + 50
-        let maxV = max(1.0, ds.map { ($0.overheadNs ?? 0) + ($0.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0) }.max() ?? 1)
-        let minV = min(0.0, ds.map { ($0.overheadNs ?? 0) - ($0.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0) }.min() ?? 0)
-        let scale = (w - left - right) / (maxV - minV)
-        func x(_ v: Double) -> Double { left + (v - minV) * scale }
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        s += "<text x=\"\(Int(w / 2))\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">Per-packet overhead vs baseline (ns, 95% CI)</text>\n"
-        s += "<line x1=\"\(x(0))\" y1=\"\(top - 5)\" x2=\"\(x(0))\" y2=\"\(h - 40)\" stroke=\"#888\"/>\n"
-        for (i, d) in ds.enumerated() {
-            let y = top + rowH * Double(i)
-            let o = d.overheadNs ?? 0
-            let ci = d.overheadCI95.flatMap { $0.isFinite ? $0 : nil } ?? 0
-            s += "<text x=\"\(left - 8)\" y=\"\(y + 18)\" text-anchor=\"end\">\(d.title.xmlEscaped)</text>\n"
-            s += "<rect x=\"\(min(x(0), x(o)))\" y=\"\(y + 6)\" width=\"\(abs(x(o) - x(0)))\" height=\"\(rowH - 12)\" fill=\"#4a7ab5\"/>\n"
-            s += "<line x1=\"\(x(o - ci))\" y1=\"\(y + rowH / 2)\" x2=\"\(x(o + ci))\" y2=\"\(y + rowH / 2)\" stroke=\"black\"/>\n"
-            s += "<line x1=\"\(x(o - ci))\" y1=\"\(y + 10)\" x2=\"\(x(o - ci))\" y2=\"\(y + rowH - 10)\" stroke=\"black\"/>\n"
-            s += "<line x1=\"\(x(o + ci))\" y1=\"\(y + 10)\" x2=\"\(x(o + ci))\" y2=\"\(y + rowH - 10)\" stroke=\"black\"/>\n"
-            s += "<text x=\"\(x(o + ci) + 6)\" y=\"\(y + 18)\">\(String(format1: o, digits: 2))</text>\n"
+        let value = { (d: DesignSummary) -> (Double, Double) in
+            let (v, ci) = blocks > 1 && d.blockOverheadNs != nil ? (d.blockOverheadNs!, d.blockCI95 ?? 0) : (d.overheadNs!, d.overheadCI95 ?? 0)
+            return (v, ci.isFinite ? ci : 0)
         }
-        s += "<text x=\"\(Int(w / 2))\" y=\"\(Int(h - 12))\" text-anchor=\"middle\" fill=\"#444\">\(machine.line(workers: threads).xmlEscaped)</text>\n"
+        let families = ds.map { DesignRegistry.design($0.design)?.family ?? .scenario }
+        // Rows, with a gap where the family changes.
+        var rowsY: [Double] = []
+        var y = 0.0
+        for i in ds.indices {
+            if i > 0 && families[i] != families[i - 1] { y += 12 }
+            rowsY.append(y)
+            y += 26
+        }
+        let longest = ds.map(\.title.count).max() ?? 10
+        let left = 24 + Double(longest) * 6.6, plotW = 520.0, top = 62.0, plotH = max(26, y)
+        let width = left + plotW + 240
+        let footer = Plot.wrap(machine.line(workers: threads), width: Int(width / 6.2))
+        let height = top + plotH + 52 + Double(footer.count) * 15 + 8
+        // Room right of the longest bar for its value label.
+        let hi = max(0.5, ds.map { value($0).0 + value($0).1 }.max() ?? 1) * 1.22
+        let lo = min(0, ds.map { value($0).0 - value($0).1 }.min() ?? 0)
+        let ticks = Plot.ticks(lo, hi)
+        let area = Plot.Area(left: left, top: top, width: plotW, height: plotH,
+                             x: min(lo, ticks.first ?? lo)...max(hi, ticks.last ?? hi), y: 0...plotH)
+        var s = Plot.header(width: width, height: height)
+        let over = blocks > 1 ? "95% CI over \(blocks) blocks" : "95% CI over this run's windows"
+        s += Plot.text(width / 2, 24, "Per-packet cost over the baseline (DROP program alone)", anchor: "middle", size: 15)
+        s += Plot.text(width / 2, 42, "ns per packet per core, \(over); \(trials) trials of \(String(format1: duration * 1000, digits: 0)) ms windows", anchor: "middle", size: 11, fill: "#555")
+        // Vertical grid and x ticks (the y axis carries names, not numbers).
+        let step = ticks.count > 1 ? ticks[1] - ticks[0] : 1
+        s += "<rect x=\"\(Plot.f(left))\" y=\"\(Plot.f(top))\" width=\"\(Plot.f(plotW))\" height=\"\(Plot.f(plotH))\" fill=\"none\" stroke=\"#999\"/>\n"
+        for t in ticks {
+            s += "<line x1=\"\(Plot.f(area.px(t)))\" y1=\"\(Plot.f(top))\" x2=\"\(Plot.f(area.px(t)))\" y2=\"\(Plot.f(top + plotH))\" stroke=\"\(t == 0 ? "#444" : "#e4e4e4")\" stroke-width=\"\(t == 0 ? 1.2 : 1)\"/>\n"
+            s += Plot.text(area.px(t), top + plotH + 16, Plot.label(t, step: step), anchor: "middle", size: 11, fill: "#333")
+        }
+        s += Plot.text(left + plotW / 2, top + plotH + 34, "ns per packet over baseline", anchor: "middle", size: 12)
+        for (i, d) in ds.enumerated() {
+            let (v, ci) = value(d)
+            let yc = top + rowsY[i] + 13
+            let colour = Plot.colour(families[i])
+            s += Plot.text(left - 8, yc + 4, d.title, anchor: "end", size: 12)
+            s += "<rect x=\"\(Plot.f(min(area.px(0), area.px(v))))\" y=\"\(Plot.f(yc - 8))\" width=\"\(Plot.f(abs(area.px(v) - area.px(0))))\" height=\"16\" fill=\"\(colour)\" fill-opacity=\"0.85\"/>\n"
+            if ci > 0 {
+                s += "<line x1=\"\(Plot.f(area.px(v - ci)))\" y1=\"\(Plot.f(yc))\" x2=\"\(Plot.f(area.px(v + ci)))\" y2=\"\(Plot.f(yc))\" stroke=\"#000\"/>\n"
+                for e in [v - ci, v + ci] {
+                    s += "<line x1=\"\(Plot.f(area.px(e)))\" y1=\"\(Plot.f(yc - 5))\" x2=\"\(Plot.f(area.px(e)))\" y2=\"\(Plot.f(yc + 5))\" stroke=\"#000\"/>\n"
+                }
+            }
+            s += Plot.text(max(area.px(v + ci), area.px(0)) + 6, yc + 4, String(format1: v, digits: 2) + " ± " + String(format1: ci, digits: 2), size: 11, fill: "#222")
+        }
+        // The families' legend, right of the plot.
+        var ly = top + 8
+        var seen: [DesignFamily] = []
+        for f in families where !seen.contains(f) {
+            seen.append(f)
+            s += "<rect x=\"\(Plot.f(left + plotW + 24))\" y=\"\(Plot.f(ly - 9))\" width=\"12\" height=\"12\" fill=\"\(Plot.colour(f))\"/>\n"
+            s += Plot.text(left + plotW + 42, ly + 1, f.rawValue, size: 11)
+            ly += 18
+        }
+        for (i, l) in footer.enumerated() {
+            s += Plot.text(width / 2, top + plotH + 54 + Double(i) * 15, l, anchor: "middle", size: 10, fill: "#444")
+        }
         s += "</svg>\n"
         return s
     }

@@ -45,8 +45,9 @@ public enum DesignRegistry {
         for raw in s.split(separator: ",") {
             let part = raw.trimmingCharacters(in: .whitespaces)  // "a, b" as well as "a,b"
             if part.isEmpty { continue }
-            let d = try named(part).id
-            if !out.contains(d) { out.append(d) }
+            // A group's name stands for its designs ("seed,attach").
+            let ds = try part == "all" ? all.map(\.id) : DesignGroup(rawValue: part).map(group) ?? [named(part).id]
+            for d in ds where !out.contains(d) { out.append(d) }
         }
         if out.isEmpty { throw HarnessError("--designs is empty") }
         if !out.contains(.baseline) { out.insert(.baseline, at: out.first == .beforePatch ? 1 : 0) }
