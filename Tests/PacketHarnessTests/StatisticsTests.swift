@@ -86,7 +86,7 @@ final class BlockTests: XCTestCase {
             // The block mean of equal-sized blocks is the overall mean.
             XCTAssertEqual(s.blockOverheadNs!, s.overheadNs!, accuracy: 1e-9)
         }
-        XCTAssertTrue(r.table().contains("over 3 blocks (95% CI)"))
+        XCTAssertTrue(r.table().contains("Overhead, 3 blocks (95% CI)") && r.table().contains("within run (windows)"))
         XCTAssertEqual(r.rounds, 6, "no sequential rounds with blocks")
         var bad = BenchConfig()
         bad.trials = 4
