@@ -74,6 +74,14 @@ public struct BenchConfig: Sendable {
     public var quantile: Double = 0.5
     /// First CPU to pin workers on (worker i → CPU (first + i) mod online CPUs).
     public var firstCPU: Int = 0
+    /// The CPU of each worker (--cpus), instead of firstCPU onwards; one per worker.
+    public var cpus: [Int]? = nil
+
+    /// The CPU worker `q` is pinned to.
+    public func cpu(forWorker q: Int) -> Int {
+        if let cpus, !cpus.isEmpty { return cpus[q % cpus.count] }
+        return (firstCPU + q) % max(1, Int(cbpf_nr_cpus_online()))
+    }
     /// Independent blocks the trials are split into (each with its own design order);
     /// with more than one, the table adds an interval over block means and the sequential
     /// phase (--target-ci) is off.
@@ -89,12 +97,23 @@ public struct BenchConfig: Sendable {
 
     public func validate() throws {
         try frames.validate()
-        let cpus = Int(cbpf_nr_cpus_online())
-        guard threads >= 1 && threads <= min(64, max(1, cpus) * 4) else {
-            throw HarnessError("--threads must be between 1 and \(min(64, max(1, cpus) * 4)) (got \(threads))")
+        let online = Int(cbpf_nr_cpus_online())
+        guard threads >= 1 && threads <= min(64, max(1, online) * 4) else {
+            throw HarnessError("--threads must be between 1 and \(min(64, max(1, online) * 4)) (got \(threads))")
         }
-        if threads > max(1, cpus) && !oversubscribe {
-            throw HarnessError("--threads \(threads) is more than the \(cpus) online CPUs: workers would share CPUs and their rates would not add up (give --oversubscribe to measure that anyway)")
+        if threads > max(1, online) && !oversubscribe {
+            throw HarnessError("--threads \(threads) is more than the \(online) online CPUs: workers would share CPUs and their rates would not add up (give --oversubscribe to measure that anyway)")
+        }
+        if let cpus {
+            guard cpus.count == threads else {
+                throw HarnessError("--cpus names \(cpus.count) CPU\(cpus.count == 1 ? "" : "s") for \(threads) worker\(threads == 1 ? "" : "s"): give one CPU per worker")
+            }
+            for c in cpus where c < 0 || c >= max(1, cpus_online()) {
+                throw HarnessError("--cpus: CPU \(c) is not online (CPUs 0–\(max(1, cpus_online()) - 1) are)")
+            }
+            if Set(cpus).count < cpus.count && !oversubscribe {
+                throw HarnessError("--cpus \(cpus.map(String.init).joined(separator: ",")) puts two workers on one CPU: their rates would not add up (give --oversubscribe to measure that anyway)")
+            }
         }
         guard duration >= 0.01 && duration <= 60 else { throw HarnessError("--duration must be between 0.01 and 60 seconds (got \(duration))") }
         guard trials >= 2 && trials <= 1000 else { throw HarnessError("--trials must be between 2 and 1000 (got \(trials)): a confidence interval needs two") }
@@ -214,6 +233,8 @@ public struct BenchReport: Sendable, Codable {
     /// The VM's two speeds, when the baseline windows show both.
     public var speedStates: SpeedStates? = nil
 }
+
+func cpus_online() -> Int { Int(cbpf_nr_cpus_online()) }
 
 public final class Bench {
     public let config: BenchConfig
@@ -387,11 +408,10 @@ public final class Bench {
         let cpus = max(1, Int(cbpf_nr_cpus_online()))
         var workers: [QueueWorker] = []
         for q in 0..<config.threads {
-            let w = try QueueWorker(queue: q, cpu: (config.firstCPU + q) % cpus, frames: config.frames, numa: config.numa)
+            let w = try QueueWorker(queue: q, cpu: config.cpu(forWorker: q), frames: config.frames, numa: config.numa)
             w.quantile = config.quantile
             workers.append(w)
         }
-        if placement.isEmpty { placement = workers.map { "queue \($0.queue) → CPU \($0.cpu), buffers on \($0.ring.placement)" } }
         let control = RunControl()
         var started: [QueueWorker] = []
         /// A thread that cannot be created (EAGAIN) stops the workers already running.
@@ -417,6 +437,14 @@ public final class Bench {
         control.stop.store(true, ordering: .relaxed)
         for w in workers { w.join() }
         let churnRate = try churner?.stop()
+        // Where each worker really ran, once: its pin, and the CPU it found itself on.
+        if placement.isEmpty {
+            placement = workers.map { w in
+                let pin = w.pinned ? "pinned" : "PIN FAILED"
+                let ran = w.ranOn >= 0 ? "ran on CPU \(w.ranOn)" : "CPU unknown"
+                return "queue \(w.queue) → CPU \(w.cpu) (\(pin), \(ran)), buffers on \(w.ring.placement)"
+            }
+        }
         let gp1 = kernel.rcu.gracePeriods.load(ordering: .relaxed), gpn1 = kernel.rcu.gracePeriodNanos.load(ordering: .relaxed)
 
         let per = workers.map(\.result)

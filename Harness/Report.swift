@@ -74,6 +74,9 @@ extension BenchReport {
             s += "C twin: each window is followed by the same design run by the plain-C driver loop and BPF_PROG_RUN (Perf/Twins) on the same ring and objects; lab / C twin is the mean over those window pairs\n"
         }
         if partial { s += "PARTIAL: interrupted after \(results.count) windows; intervals cover only those\n" }
+        if placement.contains(where: { $0.contains("PIN FAILED") }) {
+            s += "PIN FAILED: a worker could not be pinned to its CPU and may have moved during the run (see the placement above)\n"
+        }
         if oversubscribed { s += "OVERSUBSCRIBED: \(threads) workers on \(machine.onlineCPUs) CPUs — workers share CPUs, so their rates do not add up\n" }
         let base = results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket).sorted()
         if base.count >= 10 {

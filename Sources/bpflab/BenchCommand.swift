@@ -26,6 +26,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Worker threads, one RX queue each (at most the online CPUs, unless --oversubscribe).")
     var threads = 1
 
+    @Option(help: ArgumentHelp("The CPU of each worker, e.g. 0,1 (one per worker; --threads defaults to their number).", valueName: "list"))
+    var cpus: String?
+
     @Flag(help: "Allow more workers than CPUs (flagged in the report: their rates do not add up).")
     var oversubscribe = false
 
@@ -98,6 +101,15 @@ struct Bench: ParsableCommand {
                 if !cfg.designs.contains(d) { cfg.designs.append(d) }
             }
             cfg.threads = threads
+            if let cpus {
+                let list = try cpus.split(separator: ",", omittingEmptySubsequences: false).map { part -> Int in
+                    let t = part.trimmingCharacters(in: .whitespaces)
+                    guard let c = Int(t) else { throw HarnessError("--cpus takes CPU numbers separated by commas, e.g. 0,1 (got '\(cpus)')") }
+                    return c
+                }
+                cfg.cpus = list
+                if threads == 1 { cfg.threads = list.count }  // --threads not given: one worker per CPU listed
+            }
             cfg.oversubscribe = oversubscribe
             cfg.blocks = blocks
             cfg.twin = twin

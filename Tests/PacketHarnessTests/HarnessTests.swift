@@ -215,6 +215,20 @@ final class ConcurrencyBenchTests: XCTestCase {
         XCTAssertThrowsError(try both.validate(), "--twin with --churn")
     }
 
+    /// --cpus: each worker pinned where it was told, and the report says where it ran.
+    func testEachWorkerRunsOnTheCPUItWasGivenAndTheReportSaysWhere() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline]
+        c.trials = 2
+        let last = Int(cbpf_nr_cpus_online()) - 1
+        c.cpus = [last]
+        XCTAssertEqual(c.cpu(forWorker: 0), last)
+        let r = try Bench(c).run()
+        XCTAssertEqual(r.placement.count, 1)
+        XCTAssertTrue(r.placement[0].contains("CPU \(last) (pinned, ran on CPU \(last))"), r.placement[0])
+        XCTAssertFalse(r.table().contains("PIN FAILED"))
+    }
+
     /// The baseline alone (a scaling run) is measured in plain windows, one per trial.
     func testTheBaselineAloneIsMeasured() throws {
         var c = BenchConfig()
@@ -343,6 +357,13 @@ final class CLITests: XCTestCase {
             ["bench", "--target-ci", "-1"],
             ["bench", "--max-time", "0"],
             ["prog", "frobnicate"],
+            ["bench", "--cpus", "0,x"],
+            ["bench", "--cpus", "99"],
+            ["bench", "--cpus", "0,0"],
+            ["bench", "--cpus", "0", "--threads", "2"],
+            ["sweep", "--designs", "ext-slot"],
+            ["sweep", "--n", "4-1"],
+            ["bench", "--twin", "--churn", "chain:100"],
         ]
         for args in bad {
             do {
