@@ -18,12 +18,23 @@ import Glibc
 
 /// A control-plane load to run while traffic flows: `kind:rate` (updates per second).
 public struct ChurnSpec: Sendable, Equatable, Codable {
+    /// Spelled with '-' like design names ('_' accepted, and read from older files).
     public enum Kind: String, Sendable, Codable, CaseIterable {
         case chain          // CHAIN_ADD / CHAIN_DEL on the root's unused XDP_TX slot
-        case progArray = "prog_array"  // prog-array update / delete of a spare slot
+        case progArray = "prog-array"  // prog-array update / delete of a spare slot
         case link           // BPF_LINK_UPDATE of an XDP link (on a second device)
         case dispatcher     // bpf_dispatcher change: image rebuilt, switched, grace period
-        case staticKey = "static_key"  // static-key map flipped (the design's own key if any)
+        case staticKey = "static-key"  // static-key map flipped (the design's own key if any)
+
+        public init?(spelled s: String) { self.init(rawValue: s.replacingOccurrences(of: "_", with: "-")) }
+
+        public init(from decoder: Decoder) throws {
+            let s = try decoder.singleValueContainer().decode(String.self)
+            guard let k = Kind(spelled: s) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown churn kind '\(s)'"))
+            }
+            self = k
+        }
     }
     public var kind: Kind
     public var rate: Double
@@ -38,7 +49,7 @@ public struct ChurnSpec: Sendable, Equatable, Codable {
     public init(parsing s: String) throws {
         let parts = s.split(separator: ":")
         let kinds = Kind.allCases.map(\.rawValue).joined(separator: ", ")
-        guard parts.count == 2, let k = Kind(rawValue: String(parts[0])) else {
+        guard parts.count == 2, let k = Kind(spelled: String(parts[0])) else {
             throw HarnessError("--churn takes KIND:RATE with KIND one of \(kinds) (got '\(s)')")
         }
         // At least one update per second: a window lasts milliseconds, and a slower rate

@@ -38,6 +38,11 @@ public enum NUMAPolicy: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Every value --numa can take on this machine: auto, off, and each node's number.
+    public static var spellings: [String] {
+        ["auto", "off"] + (numa_available() < 0 ? ["0"] : (0...Int(numa_max_node())).map(String.init))
+    }
+
     public var description: String {
         switch self {
         case .auto: return "auto"

@@ -44,7 +44,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("max-time"), help: "Seconds after which no further round starts (the --trials rounds always run).")
     var maxTime = 60.0
 
-    @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog_array, link, dispatcher, static_key), e.g. chain:10000.")
+    @Option(help: "Control-plane churn while traffic runs, KIND:RATE (chain, prog-array, link, dispatcher, static-key), e.g. chain:10000.")
     var churn: String?
 
     @Option(name: .customLong("packet-size"), help: "Frame size in bytes (60–1514).")
@@ -53,8 +53,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Number of flows (UDP source ports).")
     var flows = 1
 
-    @Option(help: "RX buffer placement: auto, off, or a NUMA node number.")
-    var numa = "auto"
+    @Option(help: "RX buffer placement: auto (the worker's node), off, or a NUMA node number.")
+    var numa: NUMAPolicy = .auto
 
     @Option(help: "Quantile of the per-batch times each window reports (0.5 = median).")
     var quantile = 0.5
@@ -119,7 +119,7 @@ struct Bench: ParsableCommand {
             cfg.maxTime = maxTime
             cfg.churn = try churn.map { try ChurnSpec(parsing: $0) }
             cfg.frames = FrameSpec(size: packetSize, flows: flows)
-            cfg.numa = try NUMAPolicy(parsing: numa)
+            cfg.numa = numa
             cfg.quantile = quantile
             try cfg.validate()
         } catch let e as HarnessError {
@@ -220,4 +220,15 @@ func gitCommit() -> String? {
 
 extension String {
     func padded(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}
+
+/// --numa as a typed option: help and shell completion offer auto, off and the nodes.
+extension NUMAPolicy: ExpressibleByArgument {
+    public init?(argument: String) {
+        guard let p = try? NUMAPolicy(parsing: argument) else { return nil }
+        self = p
+    }
+
+    public static var allValueStrings: [String] { NUMAPolicy.spellings }
+    public var defaultValueDescription: String { description }
 }

@@ -16,6 +16,18 @@ final class CLIReliabilityTests: XCTestCase {
         XCTAssertEqual(try ChurnSpec(parsing: "static_key:1e7").rate, 1e7)
     }
 
+    /// One spelling per concept: churn kinds are spelled like design names (prog-array,
+    /// static-key); the older '_' spelling is still read, from the command line and files.
+    func testChurnKindsAreSpelledWithHyphensAndOldFilesStillRead() throws {
+        XCTAssertEqual(try ChurnSpec(parsing: "prog-array:10").kind, .progArray)
+        XCTAssertEqual(try ChurnSpec(parsing: "prog_array:10").kind, .progArray)
+        XCTAssertEqual(ChurnSpec.Kind.staticKey.rawValue, "static-key")
+        let old = try JSONDecoder().decode(ChurnSpec.self, from: Data(#"{"kind":"static_key","rate":5}"#.utf8))
+        XCTAssertEqual(old.kind, .staticKey)
+        XCTAssertThrowsError(try JSONDecoder().decode(ChurnSpec.self, from: Data(#"{"kind":"warp","rate":5}"#.utf8)))
+        XCTAssertTrue(String(decoding: try JSONEncoder().encode(ChurnSpec(kind: .progArray, rate: 1)), as: UTF8.self).contains("prog-array"))
+    }
+
     func testBadOutputPathsAreRefusedBeforeMeasuringWithExit64() throws {
         for args in [["--out", ""], ["--plot", "/nonexistent-dir/x.svg"], ["--plot", NSTemporaryDirectory()], ["--out", "/proc/version"]] {
             let t0 = Date()
