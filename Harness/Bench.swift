@@ -196,6 +196,9 @@ public struct DesignSummary: Sendable, Codable {
     /// windows' interval.
     public var blockOverheadNs: Double? = nil
     public var blockCI95: Double? = nil
+    /// The same relative to the baseline (%): mean of the block means and its 95% half-width.
+    public var blockOverheadPct: Double? = nil
+    public var blockPctCI95: Double? = nil
     /// With --twin: the twin's median ns per packet, and lab / twin per window pair (mean
     /// and 95% half-width) and lab − twin in ns.
     public var twinNsMedian: Double? = nil
@@ -291,31 +294,59 @@ public final class Bench {
     /// is asked before every window; once it answers true no further window starts and
     /// the report of what was measured is returned, marked partial.
     public func run(shouldStop: () -> Bool = { false }, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
-        var setups: [DesignSetup] = []
+        // The designs' objects, by ID; rebuilt for each block (see `rebuild`).
+        var setups: [DesignID: DesignSetup] = [:]
         defer {
             try? bpf.xdpAttach(device, fd: -1)
-            for s in setups { s.close(bpf) }
+            for d in config.designs.reversed() { setups[d]?.close(bpf) }
             kernel.quiesce()
         }
-        for d in config.designs { setups.append(try DesignSetup.make(d, bpf: bpf, n: config.parameters[d])) }
-        let check = try Bench.crossCheck(setups, bpf: bpf, device: device, frames: config.frames)
+        func build() throws -> [DesignID: DesignSetup] {
+            var made: [DesignID: DesignSetup] = [:]
+            do {
+                for d in config.designs { made[d] = try DesignSetup.make(d, bpf: bpf, n: config.parameters[d]) }
+                return made
+            } catch {
+                for s in made.values { s.close(bpf) }
+                throw error
+            }
+        }
+        setups = try build()
+        let check = try Bench.crossCheck(config.designs.map { setups[$0]! }, bpf: bpf, device: device, frames: config.frames)
         let verdictLine = "all \(setups.count) designs agree on \(check[0].count) frames: \(Set(check[0]).map { verdictNames[Int($0)] }.sorted().joined(separator: ","))"
+        /// A new block builds every design afresh before the old objects go (those of the
+        /// bpf_dispatcher designs first: its table holds 48 targets), so each block's
+        /// programs, arrays and records sit at new addresses: the memory layout a process
+        /// happened to get varies between blocks, and the interval over blocks covers it.
+        func rebuild() throws {
+            let sharesDispatcher = { (d: DesignID) in d.design.family == .dispatcher }
+            for (d, s) in setups where sharesDispatcher(d) { s.close(bpf); setups[d] = nil }
+            let fresh = try build()
+            do { _ = try Bench.crossCheck(config.designs.map { fresh[$0]! }, bpf: bpf, device: device, frames: config.frames) } catch {
+                for s in fresh.values { s.close(bpf) }
+                throw error
+            }
+            for (_, s) in setups { s.close(bpf) }
+            setups = fresh
+            kernel.quiesce()
+        }
 
         let machine = MachineInfo.probe()
         var results: [TrialResult] = []
         var placement: [String] = []
-        var base = setups.first { $0.id == .baseline }
-        var others = setups.filter { $0.id != .baseline }
+        var base: DesignID? = config.designs.contains(.baseline) ? .baseline : nil
+        var others = config.designs.filter { $0 != .baseline }
         if others.isEmpty {  // the baseline alone (e.g. a scaling run): plain windows, no overheads
-            others = setups
+            others = config.designs
             base = nil
         }
         let perTrial = base == nil ? others.count : 2 * others.count + 1
         var total = config.trials * perTrial
         var done = 0
         let started = cbpf_ktime_get_ns()
-        func window(_ s: DesignSetup, _ trial: Int, _ w: Int) throws -> TrialResult {
+        func window(_ id: DesignID, _ trial: Int, _ w: Int) throws -> TrialResult {
             if shouldStop() { throw Interrupted() }
+            let s = setups[id]!
             let phase = trial < config.trials ? "trial \(trial + 1)/\(config.trials)" : "round \(trial + 1) (until ±\(config.targetCI) ns)"
             progress(min(done, total - 1), total, "\(phase) \(s.id.rawValue)")
             func one(churn: Bool) throws -> TrialResult {
@@ -355,15 +386,21 @@ public final class Bench {
         // Each block runs the designs in its own order (a seeded shuffle), so no order
         // effect is shared by every block.
         var rng = SplitMix64(seed: 0x6b6c_6f63)
-        let blockOrders: [[DesignSetup]] = (0..<config.blocks).map { b in b == 0 ? others : others.shuffled(using: &rng) }
+        let blockOrders: [[DesignID]] = (0..<config.blocks).map { b in b == 0 ? others : others.shuffled(using: &rng) }
         var open = others
         var trial = 0
         var missed: [DesignID] = []
         var partial = false
+        var block = 0
         rounds: while !open.isEmpty {
           do {
+            let b = min(config.blocks - 1, trial * config.blocks / config.trials)
+            if b != block {
+                block = b
+                try rebuild()
+            }
             // B d1 B d2 … B, then B … d2 B d1 B: no design always runs right after another.
-            let blockOrder = config.blocks > 1 ? blockOrders[min(config.blocks - 1, trial * config.blocks / config.trials)].filter { s in open.contains { $0.id == s.id } } : open
+            let blockOrder = config.blocks > 1 ? blockOrders[b].filter { open.contains($0) } : open
             let order = trial % 2 == 0 ? blockOrder : blockOrder.reversed()
             var w = 0
             var before = try base.map { try window($0, trial, 0) }
@@ -386,11 +423,11 @@ public final class Bench {
             if trial < config.trials { continue }
             // Sequential phase: only designs whose interval is still wider than the target.
             guard config.targetCI > 0, base != nil, config.blocks == 1 else { break }
-            let summaries = Bench.summarize(results, designs: open.map(\.id))
-            open = open.filter { s in summaries.first { $0.design == s.id }.map { ($0.overheadCI95 ?? .infinity) > config.targetCI } ?? false }
+            let summaries = Bench.summarize(results, designs: open)
+            open = open.filter { d in summaries.first { $0.design == d }.map { ($0.overheadCI95 ?? .infinity) > config.targetCI } ?? false }
             let elapsed = Double(cbpf_ktime_get_ns() - started) / 1e9
             if !open.isEmpty && (elapsed >= config.maxTime || trial >= config.maxTrials) {
-                missed = open.map(\.id)
+                missed = open
                 break
             }
             total = done + (base == nil ? open.count : 2 * open.count + 1)
@@ -408,7 +445,7 @@ public final class Bench {
                                  partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks, twin: config.twin)
         report.speedStates = SpeedStates.classify(results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket))
         var insns: [String: UInt64] = [:]
-        for s in setups { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }
+        for s in setups.values { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }
         if !insns.isEmpty { report.instructionsPerPacket = insns }
         return report
     }
@@ -489,13 +526,18 @@ public final class Bench {
             var pct: Double?, pctCI: Double?
             let rel = rs.compactMap { r in r.baselineNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
             if !rel.isEmpty { (pct, pctCI) = meanCI95(rel) }
-            var blockMean: Double?, blockCI: Double?
+            var blockMean: Double?, blockCI: Double?, blockPct: Double?, blockPctCI: Double?
             if blocks > 1 {
                 let means = (0..<blocks).compactMap { b -> Double? in
                     let xs = rs.filter { $0.block == b }.compactMap { r in r.baselineNs.map { r.nsPerPacket - $0 } }
                     return xs.isEmpty ? nil : xs.reduce(0, +) / Double(xs.count)
                 }
                 if means.count >= 2 { (blockMean, blockCI) = meanCI95(means) }
+                let pctMeans = (0..<blocks).compactMap { b -> Double? in
+                    let xs = rs.filter { $0.block == b }.compactMap { r in r.baselineNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
+                    return xs.isEmpty ? nil : xs.reduce(0, +) / Double(xs.count)
+                }
+                if pctMeans.count >= 2 { (blockPct, blockPctCI) = meanCI95(pctMeans) }
             }
             var cost: Double?, costCI: Double?
             let costs = rs.compactMap { r in r.quietNs.map { (r.nsPerPacket - $0) / $0 * 100 } }
@@ -517,6 +559,8 @@ public final class Bench {
                                  churnRateMean: churn.isEmpty ? nil : churn.reduce(0, +) / Double(churn.count),
                                  gracePeriodMeanNs: gp.isEmpty ? nil : gp.reduce(0, +) / Double(gp.count),
                                  overheadPct: pct, overheadPctCI95: pctCI, blockOverheadNs: blockMean, blockCI95: blockCI)
+            summary.blockOverheadPct = blockPct
+            summary.blockPctCI95 = blockPctCI
             if let states {
                 let diffs = rs.compactMap { r in r.baselineNs.map { (states.isFast(baselineNs: $0), r.nsPerPacket - $0) } }
                 let fast = diffs.filter(\.0).map(\.1), slow = diffs.filter { !$0.0 }.map(\.1)

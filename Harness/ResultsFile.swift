@@ -24,7 +24,7 @@ public struct BenchResultsFile: Codable, Sendable {
     /// ("onlineCPUs" → "online_cp_us" → "onlineCpUs").
     static let acronymNames = ["onlineCPUs", "tscGHz", "spectreV2", "targetCI", "overheadCI95", "churnCostCI95", "verdictCheck",
                                "overheadPctCI95", "blockCI95", "labOverTwinCI95", "labMinusTwinCI95", "slopeCI95", "interceptCI95",
-                               "fastOverheadCI95", "slowOverheadCI95"]
+                               "fastOverheadCI95", "slowOverheadCI95", "blockPctCI95"]
 
     struct Key: CodingKey {
         var stringValue: String
@@ -67,6 +67,11 @@ public struct DesignComparison: Sendable {
     public var delta: Double? { a.flatMap { a in b.map { $0 - a } } }
     public var deltaCI: Double? { aCI.flatMap { x in bCI.map { (x * x + $0 * $0).squareRoot() } } }
     public var moved: Bool { delta.flatMap { d in deltaCI.map { abs(d) > $0 } } ?? false }
+    /// The change relative to the baseline (percentage points), with its combined interval:
+    /// the figure that compares runs made at different VM speeds.
+    public var deltaPct: Double? { aPct.flatMap { a in bPct.map { $0 - a } } }
+    public var deltaPctCI: Double? { aPctCI.flatMap { x in bPctCI.map { (x * x + $0 * $0).squareRoot() } } }
+    public var movedPct: Bool { deltaPct.flatMap { d in deltaPctCI.map { abs(d) > $0 } } ?? false }
     /// The overhead relative to the baseline (%), which compares across the VM's speeds.
     public var aPct: Double?, aPctCI: Double?, bPct: Double?, bPctCI: Double?
     /// What the ns intervals are over: "blocks" or "windows".
@@ -84,10 +89,10 @@ public struct DesignComparison: Sendable {
             func v(_ s: DesignSummary?) -> (Double?, Double?) { blocks ? (s?.blockOverheadNs, s?.blockCI95) : (s?.overheadNs, s?.overheadCI95) }
             let (av, ac) = v(x), (bv, bc) = v(y)
             var c = DesignComparison(design: id, title: (x ?? y)!.title, a: av, aCI: ac, b: bv, bCI: bc)
-            c.aPct = x?.overheadPct
-            c.aPctCI = x?.overheadPctCI95
-            c.bPct = y?.overheadPct
-            c.bPctCI = y?.overheadPctCI95
+            c.aPct = blocks ? x?.blockOverheadPct : x?.overheadPct
+            c.aPctCI = blocks ? x?.blockPctCI95 : x?.overheadPctCI95
+            c.bPct = blocks ? y?.blockOverheadPct : y?.overheadPct
+            c.bPctCI = blocks ? y?.blockPctCI95 : y?.overheadPctCI95
             c.basis = blocks ? "blocks" : "windows"
             return c
         }

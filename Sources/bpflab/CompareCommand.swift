@@ -23,18 +23,19 @@ struct Compare: ParsableCommand {
         s += "baseline ns/packet: A \(baselineNs(fa.report)), B \(baselineNs(fb.report))\n\n"
         let rows = DesignComparison.compare(fa.report, fb.report)
         func f(_ v: Double?, _ ci: Double?) -> String { v.map { String(format: "%.2f", $0) + (ci.map { String(format: " ± %.2f", $0) } ?? "") } ?? "—" }
-        let header = ["design", "A overhead (ns)", "B overhead (ns)", "Δ B − A (ns)", "", "A of baseline (%)", "B of baseline (%)"]
+        let header = ["design", "A overhead (ns)", "B overhead (ns)", "Δ B − A (ns)", "", "A of baseline (%)", "B of baseline (%)", "Δ (points)", ""]
         var table = [header]
         for r in rows {
-            table.append([r.title, f(r.a, r.aCI), f(r.b, r.bCI), f(r.delta, r.deltaCI), r.moved ? "*" : "", f(r.aPct, r.aPctCI), f(r.bPct, r.bPctCI)])
+            table.append([r.title, f(r.a, r.aCI), f(r.b, r.bCI), f(r.delta, r.deltaCI), r.moved ? "*" : "",
+                          f(r.aPct, r.aPctCI), f(r.bPct, r.bPctCI), f(r.deltaPct, r.deltaPctCI), r.movedPct ? "*" : ""])
         }
         let widths = (0..<header.count).map { c in table.map { $0[c].count }.max()! }
         for (i, row) in table.enumerated() {
             s += "| " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: " | ") + " |\n"
             if i == 0 { s += "|" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "|") + "|\n" }
         }
-        let moved = rows.filter(\.moved).count
-        s += "\n\(moved) of \(rows.count) designs moved beyond noise (*); intervals over \(rows.first?.basis ?? "windows")\(rows.first?.basis == "blocks" ? " (each run's blocks: closer to run to run)" : " (each run's windows only: within-run noise)")\n"
+        let moved = rows.filter(\.moved).count, movedPct = rows.filter(\.movedPct).count
+        s += "\n\(moved) of \(rows.count) designs moved beyond noise in ns, \(movedPct) relative to the baseline (*; the relative figure compares runs made at different VM speeds); intervals over \(rows.first?.basis ?? "windows")\(rows.first?.basis == "blocks" ? " (each run's blocks: closer to run to run)" : " (each run's windows only: within-run noise)")\n"
         try StandardOutput.write(s)
     }
 

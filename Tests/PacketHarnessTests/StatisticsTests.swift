@@ -93,4 +93,21 @@ final class BlockTests: XCTestCase {
         bad.blocks = 3
         XCTAssertThrowsError(try bad.validate(), "two trials per block at least")
     }
+
+    /// Each block builds its designs afresh (new objects, new addresses), and nothing of
+    /// the earlier blocks is left behind.
+    func testEachBlockMeasuresFreshlyBuiltDesignsAndLeavesNothing() throws {
+        var c = BenchConfig()
+        c.designs = [.baseline, .chainPass, .tailJIT, .dispatcherHit]
+        c.trials = 6
+        c.blocks = 3
+        let bench = try Bench(c)
+        var seen = Set<UInt32>()
+        let r = try bench.run(progress: { _, _, _ in seen.formUnion(bench.kernel.progIDR.ids) })
+        let perBuild = 1 + 2 + 2 + 48
+        XCTAssertGreaterThanOrEqual(seen.count, 3 * perBuild, "three blocks, three sets of programs")
+        XCTAssertTrue(r.summaries.first { $0.design == .dispatcherHit }!.overheadNs != nil)
+        bench.kernel.quiesce()
+        XCTAssertEqual(bench.kernel.liveObjects, 0)
+    }
 }
