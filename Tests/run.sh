@@ -5,8 +5,8 @@
 # mutated objects and the bpf_conformance suite among it), then the concurrency tests
 # (classes named Concurrency*) under ThreadSanitizer, shorter random-operation, scenario,
 # instruction and object fuzzing, the bytecode tests and the pin/close race under AddressSanitizer,
-# then builds the DocC catalog and the package-benchmark micro-benchmarks (Perf/Benchmarks)
-# so they cannot rot.
+# then builds the DocC catalog, the package-benchmark micro-benchmarks (Perf/Benchmarks) and
+# the RCU comparison (Perf/RCU) so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +32,6 @@ swift package generate-documentation --target BPFKernel --warnings-as-errors >/d
 
 echo "== swift build (Perf/Benchmarks: package-benchmark, build only) =="
 swift build --package-path Perf/Benchmarks
+
+echo "== swift build (Perf/RCU: the lab's RCU against liburcu-qsbr, build only) =="
+swift build --package-path Perf/RCU

@@ -144,7 +144,7 @@ final class ConcurrencyRCUTortureTests: XCTestCase {
 /// The grace period's futex (liburcu's gp.futex protocol): a writer whose readers are
 /// behind arms the futex and sleeps; the reader's next report — or its going offline —
 /// must wake it. A lost wake-up would show as a sleep ended by the 1 ms guard instead.
-final class RCUFutexWakeUpTests: XCTestCase {
+final class ConcurrencyRCUFutexWakeUpTests: XCTestCase {
     private func writerSleepingOnReader(end: @escaping @Sendable (RCUReader) -> Void) throws -> (timeouts: UInt64, gracePeriods: UInt64) {
         let domain = RCUDomain(checked: false)
         defer { domain.shutdown() }
