@@ -59,19 +59,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Quantile of the per-batch times each window reports (0.5 = median).")
     var quantile = 0.5
 
-    @Option(help: "Output format.")
-    var format: BenchFormat = .table
-
-    enum BenchFormat: String, ExpressibleByArgument, CaseIterable { case table, json, csv }
-
-    @Option(help: "Directory to write every trial to (bench.json, bench.csv, table.txt).")
-    var out: String?
-
-    @Option(help: "Write an SVG plot of overhead per design to this file.")
-    var plot: String?
-
-    @Flag(help: "No progress lines.")
-    var quiet = false
+    @OptionGroup var output: ResultOptions
 
     @Option(help: "Where to measure: lab (the simulated kernel), kernel (this machine's own, the designs mainline has, through BPF_PROG_TEST_RUN) or both (the lab's table, then the kernel's with the lab beside it and the ratio lab / kernel).")
     var on: Backend = .lab
@@ -125,8 +113,7 @@ struct Bench: ParsableCommand {
         } catch let e as HarnessError {
             throw ValidationError(e.message)
         }
-        if let out, let why = OutputFiles.problem(directory: out) { throw optionError("--out", why) }
-        if let plot, let why = OutputFiles.problem(file: plot) { throw optionError("--plot", why) }
+        try output.check()
         return cfg
     }
 
@@ -143,32 +130,20 @@ struct Bench: ParsableCommand {
         if on != .lab { LiveCleanup.installSignalHandling() }  // the netns and mounts go even on SIGTERM
         if on == .kernel {
             let k = try kernelBench()
-            try StandardOutput.write(format == .json ? k.json() + "\n" : KernelBench.table(k))
+            try StandardOutput.write(output.format == .json ? k.json() + "\n" : KernelBench.table(k))
             return
         }
         let cfg = try configuration()
         StandardOutput.ignoreSIGPIPE()
         Interrupt.install()
         let bench = try PacketHarness.Bench(cfg)
-        let progress = ProgressPrinter(quiet: quiet)
+        let progress = ProgressPrinter(quiet: output.quiet)
         let report = try bench.run(shouldStop: { Interrupt.wasRequested }) { progress.update($0, $1, $2) }
         progress.finish()
         if report.partial {
             FileHandle.standardError.write(Data("interrupted: \(report.results.count) windows measured; the report below is partial\n".utf8))
         }
-        // Files first (each whole or not at all), then stdout, which may be a closed pipe.
-        let json = out != nil || format == .json ? report.json(commit: gitCommit()) + "\n" : ""
-        if let out {
-            try OutputFiles.write(json, to: out + "/bench.json")
-            try OutputFiles.write(report.csv(), to: out + "/bench.csv")
-            try OutputFiles.write(report.table(), to: out + "/table.txt")
-        }
-        if let plot { try OutputFiles.write(report.svg(), to: plot) }
-        switch format {
-        case .json: try StandardOutput.write(json)
-        case .csv: try StandardOutput.write(report.csv())
-        case .table: try StandardOutput.write(report.table())
-        }
+        try output.emit(.init(stem: "bench", json: { report.json(commit: gitCommit()) }, csv: report.csv, table: report.table, svg: report.svg))
         if report.partial { throw ExitCode(130) }
         if on == .both {
             let k = try kernelBench()
@@ -193,7 +168,7 @@ struct Bench: ParsableCommand {
     func kernelBench() throws -> KernelBenchReport {
         do {
             return try KernelBench.run(trials: max(5, min(trials, 40)), frame: FrameSpec(size: packetSize, flows: 1).frame(flow: 0)) { done, total in
-                if !quiet && done == total { FileHandle.standardError.write(Data("kernel: \(total) windows measured\n".utf8)) }
+                if !output.quiet && done == total { FileHandle.standardError.write(Data("kernel: \(total) windows measured\n".utf8)) }
             }
         } catch let e as HarnessError {
             throw ValidationError(e.message)

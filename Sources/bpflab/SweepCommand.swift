@@ -28,19 +28,7 @@ struct Sweep: ParsableCommand {
     @Option(name: .customLong("packet-size"), help: "Frame size in bytes (60–1514).")
     var packetSize = 64
 
-    @Option(help: "Output format.")
-    var format: Format = .table
-
-    enum Format: String, ExpressibleByArgument, CaseIterable { case table, json, csv }
-
-    @Option(help: "Directory to write the sweep to (sweep.json, sweep.csv, table.txt, sweep.svg).")
-    var out: String?
-
-    @Option(help: "Write the line plot (SVG) to this file.")
-    var plot: String?
-
-    @Flag(help: "No progress lines.")
-    var quiet = false
+    @OptionGroup var output: ResultOptions
 
     func validate() throws { _ = try configuration() }
 
@@ -59,8 +47,7 @@ struct Sweep: ParsableCommand {
         } catch let e as HarnessError {
             throw ValidationError(e.message)
         }
-        if let out, let why = OutputFiles.problem(directory: out) { throw optionError("--out", why) }
-        if let plot, let why = OutputFiles.problem(file: plot) { throw optionError("--plot", why) }
+        try output.check()
         return c
     }
 
@@ -68,22 +55,11 @@ struct Sweep: ParsableCommand {
         let cfg = try configuration()
         StandardOutput.ignoreSIGPIPE()
         Interrupt.install()
-        let progress = ProgressPrinter(quiet: quiet)
+        let progress = ProgressPrinter(quiet: output.quiet)
         let report = try PacketHarness.Sweep(cfg).run(shouldStop: { Interrupt.wasRequested }) { progress.update($0, $1, $2) }
         progress.finish()
-        let json = out != nil || format == .json ? report.json(commit: gitCommit()) + "\n" : ""
-        if let out {
-            try OutputFiles.write(json, to: out + "/sweep.json")
-            try OutputFiles.write(report.csv(), to: out + "/sweep.csv")
-            try OutputFiles.write(report.table(), to: out + "/table.txt")
-            try OutputFiles.write(report.svg(), to: out + "/sweep.svg")
-        }
-        if let plot { try OutputFiles.write(report.svg(), to: plot) }
-        switch format {
-        case .json: try StandardOutput.write(json)
-        case .csv: try StandardOutput.write(report.csv())
-        case .table: try StandardOutput.write(report.table())
-        }
+        try output.emit(.init(stem: "sweep", json: { report.json(commit: gitCommit()) }, csv: report.csv, table: report.table, svg: report.svg,
+                              svgInOut: true))
         if report.partial { throw ExitCode(130) }
     }
 }
