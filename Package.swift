@@ -35,6 +35,12 @@ let package = Package(
             name: "CBPFShims",
             cSettings: [.define("_GNU_SOURCE")]
         ),
+        // Generated machine code's system side: code memory near the lab's text (W^X, one
+        // memfd mapped twice), membarrier SYNC_CORE, text_poke_bp and its int3 handler.
+        .target(name: "CMachineCode", cSettings: [.define("_GNU_SOURCE")]),
+        // The kernel's machine code for dispatch: an x86-64 encoder, code regions, live
+        // patching (below the kernel objects, which generate their images with it).
+        .target(name: "BPFMachineCode", dependencies: ["CMachineCode"]),
         // The live kernel's bpf(2), as raw syscalls.
         .target(name: "CLiveBPF", cSettings: [.define("_GNU_SOURCE")]),
         // The live kernel as a second backend: bpf(2) for programs as instructions, the probe.
@@ -63,7 +69,7 @@ let package = Package(
         // The kernel objects and their rules, one file per object.
         .target(
             name: "BPFKernel",
-            dependencies: ["CBPFShims", "BPFPrograms", "CNuma", "BPFInstructions", "BPFObject"]
+            dependencies: ["CBPFShims", "BPFPrograms", "CNuma", "BPFInstructions", "BPFObject", "BPFMachineCode"]
         ),
         // The packet driver and the measurement harness.
         .target(
@@ -85,6 +91,10 @@ let package = Package(
         .executableTarget(
             name: "bpflab-conformance-plugin",
             dependencies: ["BPFKernel", "BPFInstructions"]
+        ),
+        .testTarget(
+            name: "BPFMachineCodeTests",
+            dependencies: ["BPFMachineCode", "CMachineCode"]
         ),
         .testTarget(
             name: "BPFInstructionsTests",
