@@ -103,7 +103,7 @@ let package = Package(
         .testTarget(
             name: "BPFKernelTests",
             // PacketHarness for the tracer, the random-operation test's reference model.
-            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness", "BPFInstructions", "BPFObject", "LiveKernel"]
+            dependencies: ["BPFKernel", "CBPFShims", "BPFPrograms", "PacketHarness", "BPFInstructions", "BPFObject", "LiveKernel", "BPFMachineCode"]
         ),
         .testTarget(
             name: "PacketHarnessTests",

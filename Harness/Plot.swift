@@ -38,6 +38,7 @@ enum Plot {
         case .callTables: return "#17becf"
         case .bytecode: return "#bcbd22"
         case .attachData: return "#7f7f7f"
+        case .machineCode: return "#393b79"
         case .scenario: return "#d62728"
         }
     }

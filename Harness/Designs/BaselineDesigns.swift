@@ -20,7 +20,7 @@ enum BaselineDesigns {
         },
         Design("baseline", title: "After patch (XDP DROP program)",
                summary: "the DROP program run by BPF_PROG_RUN with the chain_calls test (the reference for overheads, as in the seed)",
-               family: .baseline, groups: [.seed, .attach, .bytecode]) { c in
+               family: .baseline, groups: [.seed, .attach, .bytecode, .machine]) { c in
             let d = try c.loadDrop()
             return DesignSetup(id: c.id, root: d, fds: [d])
         },

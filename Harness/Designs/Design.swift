@@ -48,6 +48,8 @@ public enum DesignGroup: String, Sendable, CaseIterable, Codable {
     case attach
     /// Instructions in the interpreter, beside the native designs they mirror, and seed 004.
     case bytecode
+    /// Generated x86-64 machine code (the machine engine), beside the native C stand-ins.
+    case machine
 }
 
 /// The family a design belongs to: plots colour and group by it.
@@ -55,6 +57,8 @@ public enum DesignFamily: String, Sendable, CaseIterable, Codable {
     case baseline, chainCalls = "chain calls", tailCalls = "tail calls", extensions = "extensions and trampolines"
     case libxdp, dispatcher = "bpf_dispatcher", staticKeys = "static keys", callTables = "call tables and run arrays"
     case bytecode, attachData = "attachment data"
+    /// Generated x86-64 machine code (the machine engine).
+    case machineCode = "machine code"
     /// A user's own configuration (`bench --scenario`).
     case scenario = "scenarios"
 }

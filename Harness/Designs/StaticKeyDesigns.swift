@@ -27,9 +27,9 @@ enum StaticKeyDesigns {
     static let all: [Design] = [
         Design("static-key-off", title: "Static key off (DROP)",
                summary: "DROP after a static branch site whose key is off (the hook is not called); N: branch sites",
-               family: .staticKeys, groups: [.attach], parameter: sites, build: guarded),
+               family: .staticKeys, groups: [.attach, .machine], parameter: sites, build: guarded),
         Design("static-key-on", title: "Static key on (hook + DROP)",
                summary: "the same with the key on: the branch calls a hook function (returns PASS, ignored)",
-               family: .staticKeys, groups: [.attach], parameter: sites, build: guarded),
+               family: .staticKeys, groups: [.attach, .machine], parameter: sites, build: guarded),
     ]
 }

@@ -139,6 +139,9 @@ public struct ProgLoadAttr: Sendable {
     /// A step program compiled to instructions and run by the interpreter
     /// (StepCompiler.swift) instead of a native step body. Needs `jited: false`.
     public var compileSteps = false
+    /// A step program generated as x86-64 machine code (MachineStepJIT.swift: the lab's
+    /// "machine" engine) instead of run by the native C step body. Needs `jited: true`.
+    public var machineCode = false
 
     public init(type: ProgType = .xdp, body: ProgBody?, data: [UInt8] = [], name: String = "",
                 flags: ProgLoadFlags = [], expectedAttachType: AttachType = .unspecified,
@@ -451,7 +454,13 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             loadAttr.data = img.mainBlock
             bytecode = BytecodeInfo(original: insns, xlated: xlated, functionStarts: v.functionStarts, log: v.log)
         }
-        if let sp = loadAttr.steps {
+        if let sp = loadAttr.steps, attr.machineCode {
+            guard attr.jited else { throw fail(.EINVAL, "the machine engine is a JIT: load with jited: true") }
+            try ProgImage.verify(sp)
+            let img = ProgImage()
+            img.specialised = try MachineStepJIT.build(sp, keys: keys, image: img)
+            image = img
+        } else if let sp = loadAttr.steps {
             let img = try ProgImage.build(sp, kernel: kernel, arrays: arrays, keys: keys, jited: attr.jited)
             image = img
             loadAttr.data = img.mainBlock
@@ -502,6 +511,11 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             if !image.staticSites.isEmpty {
                 let sites = image.staticSites
                 prog.onFree.append { for (site, key) in sites { key.key.unregister(site) } }
+            }
+            for (site, key) in image.patchSites { key.key.register(patched: site) }
+            if !image.patchSites.isEmpty {
+                let sites = image.patchSites
+                prog.onFree.append { for (site, key) in sites { key.key.unregister(patched: site) } }
             }
         }
         for case let a as ProgArray in unique { a.claimOwner(type: resolvedType, jited: attr.jited, frags: prog.hasFrags) }

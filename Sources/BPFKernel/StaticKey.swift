@@ -9,12 +9,17 @@
 // The mechanism, its rules and why: BPFKernel.docc/static-keys.md (the DocC article "Static keys").
 import CBPFShims
 import BPFPrograms
+import BPFMachineCode
 
 public final class StaticKey: @unchecked Sendable {
     public let name: String
     private let lock = KLock()  // jump_label_mutex
     private var count = 0
     private var sites: [UnsafeMutablePointer<cbpf_static_site>] = []
+    /// Sites in generated machine code: a real 5-byte NOP, patched into a jmp and back.
+    private var patched: [PatchSite] = []
+    /// Flips of a machine-code site that failed (membarrier refused): the site kept its state.
+    public private(set) var patchFailures = 0
     /// Called after each site is flipped, with the site's index (tests watch the
     /// one-at-a-time order through it). Runs under the key's lock.
     public var onSiteFlipped: ((Int, Bool) -> Void)?
@@ -51,13 +56,31 @@ public final class StaticKey: @unchecked Sendable {
     public var enableCount: Int { lock.withLock { count } }
     public var isEnabled: Bool { enableCount > 0 }
     /// The number of branch sites.
-    public var siteCount: Int { lock.withLock { sites.count } }
+    public var siteCount: Int { lock.withLock { sites.count + patched.count } }
 
     private func flipAll(on: Bool) {
         for (i, s) in sites.enumerated() {
             cbpf_static_site_set(s, on ? 1 : 0)  // arch_jump_label_transform, one site
             onSiteFlipped?(i, on)
         }
+        for (i, p) in patched.enumerated() {
+            do { try p.set(jump: on) } catch { patchFailures += 1 }  // text_poke_bp, one site
+            onSiteFlipped?(sites.count + i, on)
+        }
+    }
+
+    /// A machine-code site of a program being loaded: set to the key's state before the
+    /// program is published (no thread runs it yet).
+    func register(patched site: PatchSite) {
+        lock.withLock {
+            // Cannot fail once the image was installed (the same membarrier succeeded then).
+            if (try? site.setEarly(jump: count > 0)) == nil { patchFailures += 1 }
+            patched.append(site)
+        }
+    }
+
+    func unregister(patched site: PatchSite) {
+        lock.withLock { patched.removeAll { $0 === site } }
     }
 
     /// A new branch site (a program using the key was loaded): it starts in the key's state.

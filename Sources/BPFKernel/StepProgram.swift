@@ -9,6 +9,7 @@
 //
 // The mechanism, its rules and why: BPFKernel.docc/step-programs-and-the-tail-call-engines.md (the DocC article "Step programs and the tail-call engines").
 import CBPFShims
+import BPFMachineCode
 import BPFPrograms
 import Synchronization
 
@@ -143,6 +144,11 @@ final class ProgImage: @unchecked Sendable {
     var functions: [(name: String, text: UnsafeMutablePointer<cbpf_text>)] = []
     /// A specialised native body the "JIT" chose for this program, if any.
     var specialised: ProgBody?
+    /// Generated machine code (the machine engine), freed with the program's records —
+    /// after its grace period, as bpf_jit_binary_free.
+    var machineCode: CodeBlock?
+    /// Its static-branch sites, registered with their keys once the program is published.
+    var patchSites: [(site: PatchSite, key: StaticKeyMap)] = []
 
     func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
         let n = max(64, (bytes + 63) & ~63)
@@ -167,6 +173,9 @@ final class ProgImage: @unchecked Sendable {
         for (p, n) in allocations { kernel.freeRecord(p, bytes: n) }
         allocations.removeAll()
         pokes.removeAll()
+        if let b = machineCode { CodeRegion.shared?.free(b) }
+        machineCode = nil
+        patchSites.removeAll()
     }
 
     /// Verifies and builds. `arrays` maps each tail-call fd to its (resolved) prog array.

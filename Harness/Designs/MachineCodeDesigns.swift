@@ -1,0 +1,40 @@
+// MachineCodeDesigns.swift — designs whose programs run as generated x86-64 machine code
+// (the "machine" engine, Sources/BPFKernel/MachineStepJIT.swift) beside their native C
+// stand-ins: what the kernel's own code for the mechanism costs here.
+// Mirrors: arch/x86/kernel/jump_label.c (a static branch is a 5-byte NOP until its key is
+// on, then a jmp, patched live by text_poke_bp).
+import BPFKernel
+
+extension DesignID {
+    public static let machineStaticKeyOff = DesignID("mc-static-key-off")
+    public static let machineStaticKeyOn = DesignID("mc-static-key-on")
+}
+
+enum MachineCodeDesigns {
+    /// The DROP program after n branch sites of one key, generated: each site the kernel's
+    /// NOP (key off) or a jmp to an out-of-line direct call of the hook (key on).
+    static func guarded(_ c: DesignContext) throws -> DesignSetup {
+        let key = try c.bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "hook_key"))
+        let steps = Array(repeating: Step.staticBranch(keyFD: key, call: 0), count: max(1, c.n)) + [.returnConst(verdictDrop)]
+        var attr = ProgLoadAttr(steps: StepProgram(steps, subprogs: [[.returnConst(verdictPass)]], subprogNames: ["hook"]), name: dropName)
+        attr.machineCode = true
+        let p: Int32
+        do { p = try c.load(attr) } catch {
+            try? c.bpf.objClose(key)
+            throw error
+        }
+        if c.id == .machineStaticKeyOn { try c.bpf.mapUpdateElem(key, key: [0, 0, 0, 0], value: [1, 0, 0, 0]) }
+        var s = DesignSetup(id: c.id, root: p, fds: [p, key])
+        s.staticKey = key
+        return s
+    }
+
+    static let all: [Design] = [
+        Design("mc-static-key-off", title: "Static key off, machine code (DROP)",
+               summary: "generated code: DROP after N static branch sites that are the kernel's 5-byte NOP (key off)",
+               family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),
+        Design("mc-static-key-on", title: "Static key on, machine code (hook + DROP)",
+               summary: "the same with the key on: each site patched (text_poke_bp) into a jmp to a direct call of the hook",
+               family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),
+    ]
+}

@@ -1,0 +1,130 @@
+// The machine engine: step programs generated as x86-64 code. Static branch sites are the
+// kernel's 5-byte NOP while their key is off and a jmp rel32 when it is on (patched live by
+// text_poke_bp); the generated program behaves as the native one does in both states; what
+// it does not generate is refused with ENOTSUPP and leaves nothing; its code is freed with
+// the program, after its grace period; and flipping a key while workers run the program
+// never gives a wrong verdict.
+import XCTest
+import CBPFShims
+import BPFMachineCode
+@testable import BPFKernel
+
+final class MachineCodeTests: KernelTestCase {
+    private func keyMap() throws -> Int32 { try bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "k")) }
+    private func set(_ key: Int32, _ on: Bool) throws { try bpf.mapUpdateElem(key, key: BPFKernelTests.key(0), value: BPFKernelTests.key(on ? 1 : 0)) }
+
+    private func program(_ key: Int32, sites: Int = 1, machine: Bool) throws -> Int32 {
+        var a = ProgLoadAttr(steps: StepProgram(Array(repeating: .staticBranch(keyFD: key, call: 0), count: sites) + [.returnLast],
+                                                subprogs: [[.returnConst(XDP_PASS)]]), name: machine ? "mc" : "native")
+        a.machineCode = machine
+        return try load(a)
+    }
+
+    private func sites(_ fd: Int32) throws -> [[UInt8]] {
+        let p = try bpf.prog(fd)
+        defer { p.put() }
+        return p.stepImage?.patchSites.map(\.site.bytes) ?? []
+    }
+
+    func testABranchSiteIsTheKernelsNopUntilItsKeyIsOnAndBehavesAsTheNativeOne() throws {
+        let key = try keyMap()
+        let mc = try program(key, sites: 3, machine: true), native = try program(key, sites: 3, machine: false)
+        XCTAssertEqual(try sites(mc), Array(repeating: [0x0f, 0x1f, 0x44, 0x00, 0x00], count: 3), "off: the 5-byte NOP")
+        XCTAssertEqual(try run(mc), 0, "off: no hook ran, last = 0")
+        XCTAssertEqual(try run(mc), try run(native))
+        try set(key, true)
+        XCTAssertTrue(try sites(mc).allSatisfy { $0[0] == 0xe9 }, "on: every site a jmp rel32")
+        XCTAssertEqual(try run(mc), XDP_PASS, "on: the hook ran and its value is returned")
+        XCTAssertEqual(try run(mc), try run(native))
+        try set(key, false)
+        XCTAssertEqual(try sites(mc).first, [0x0f, 0x1f, 0x44, 0x00, 0x00])
+        XCTAssertEqual(try run(mc), 0)
+        // A program loaded while its key is on starts with its sites on.
+        try set(key, true)
+        let late = try program(key, machine: true)
+        XCTAssertEqual(try sites(late).first?.first, 0xe9)
+        XCTAssertEqual(try run(late), XDP_PASS)
+    }
+
+    func testWhatTheMachineEngineDoesNotGenerateIsENOTSUPPAndLeavesNothing() throws {
+        let before = CodeRegion.shared?.freeBytes, progs = kernel.liveProgs.load(ordering: .relaxed)
+        var a = ProgLoadAttr(steps: StepProgram([.count("x"), .returnConst(XDP_DROP)]), name: "mc")
+        a.machineCode = true
+        assertErrno(.ENOTSUPP, "count is not generated yet") { _ = try bpf.progLoad(a) }
+        var b = ProgLoadAttr(steps: StepProgram([.returnConst(XDP_DROP)]), name: "mc", jited: false)
+        b.machineCode = true
+        assertErrno(.EINVAL, "the machine engine is a JIT") { _ = try bpf.progLoad(b) }
+        XCTAssertEqual(CodeRegion.shared?.freeBytes, before, "no code memory kept")
+        XCTAssertEqual(kernel.liveProgs.load(ordering: .relaxed), progs)
+    }
+
+    func testTheCodeIsFreedWithTheProgramAfterItsGracePeriod() throws {
+        let key = try keyMap()
+        let before = try XCTUnwrap(CodeRegion.shared?.freeBytes)
+        let mc = try program(key, sites: 4, machine: true)
+        XCTAssertLessThan(CodeRegion.shared!.freeBytes, before)
+        try bpf.objClose(mc)
+        kernel.quiesce()
+        XCTAssertEqual(CodeRegion.shared!.freeBytes, before, "the image went back after the program's grace period")
+        try set(key, true)  // the key no longer knows the freed sites: nothing to patch
+    }
+}
+
+/// Flipping a key at a high rate while two workers run the generated program through
+/// BPF_PROG_RUN: every verdict is one of the program's two (ABORTED off, PASS on), never
+/// anything else, and the patching is seen by the runners (both verdicts occur).
+final class ConcurrencyMachineCodeTests: KernelTestCase {
+    func testFlippingAKeyWhileWorkersRunItNeverGivesAWrongVerdict() throws {
+        let key = try bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "k"))
+        var a = ProgLoadAttr(steps: StepProgram([.staticBranch(keyFD: key, call: 0), .staticBranch(keyFD: key, call: 0), .returnLast],
+                                                subprogs: [[.returnConst(XDP_PASS)]]), name: "mc")
+        a.machineCode = true
+        let fd = try load(a)
+        let p = try bpf.prog(fd)
+        defer { p.put() }
+        nonisolated(unsafe) let raw = UnsafePointer(p.raw)
+        final class Tally: @unchecked Sendable { var v = [0, 0, 0] }
+        let stop = ManagedAtomicFlag()
+        let tallies = [Tally(), Tally()]
+        let threads = tallies.map { t in
+            Thread {
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for _ in 0..<1000 {
+                            switch bpfProgRun(raw, c) {
+                            case 0: t.v[0] += 1
+                            case XDP_PASS: t.v[1] += 1
+                            default: t.v[2] += 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        var flips = 0
+        let end = Date().addingTimeInterval(1.0)
+        while Date() < end {
+            try bpf.mapUpdateElem(key, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(flips % 2 == 0 ? 1 : 0)))
+            flips += 1
+        }
+        stop.set()
+        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        let total = tallies.reduce([0, 0, 0]) { [$0[0] + $1.v[0], $0[1] + $1.v[1], $0[2] + $1.v[2]] }
+        print("machine-code static key: \(flips) flips, \(total[0] + total[1]) runs (\(total[0]) off, \(total[1]) on)")
+        XCTAssertEqual(total[2], 0, "a verdict neither state gives")
+        XCTAssertGreaterThan(total[0], 0)
+        XCTAssertGreaterThan(total[1], 0)
+        XCTAssertGreaterThan(flips, 100)
+    }
+}
+
+/// A stop flag for test threads.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let p = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    init() { p.initialize(to: 0) }
+    deinit { p.deallocate() }
+    var isSet: Bool { cbpf_load_acquire_u32(p) != 0 }
+    func set() { cbpf_store_release_u32(p, 1) }
+}
