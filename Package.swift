@@ -74,7 +74,7 @@ let package = Package(
         // The packet driver and the measurement harness.
         .target(
             name: "PacketHarness",
-            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "LiveKernel", "BPFPrograms", "BPFLabTwins", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
+            dependencies: ["BPFKernel", "BPFInstructions", "BPFObject", "LiveKernel", "BPFPrograms", "BPFLabTwins", "BPFMachineCode", "CBPFShims", "CNuma", .product(name: "Yams", package: "Yams")],
             path: "Harness",
             resources: [.copy("Scenarios")]
         ),
@@ -83,6 +83,7 @@ let package = Package(
             dependencies: [
                 "BPFKernel",
                 "BPFInstructions",
+                "BPFMachineCode",
                 "LiveKernel",
                 "PacketHarness",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

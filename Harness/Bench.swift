@@ -11,6 +11,7 @@
 // before and after almost never does.
 import CBPFShims
 import BPFKernel
+import BPFMachineCode
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -100,6 +101,8 @@ public struct BenchConfig: Sendable {
     /// Measure each window's plain-C twin right after it (Perf/Twins): the same objects,
     /// ring and quiescent state, the driver loop and BPF_PROG_RUN in C.
     public var twin = false
+    /// Whether generated machine code makes its indirect branches through retpoline thunks.
+    public var retpoline: RetpolineMode = .auto
     /// Allow more workers than online CPUs (two workers then share a CPU: their rates do
     /// not add up; the report says so).
     public var oversubscribe = false
@@ -242,6 +245,8 @@ public struct BenchReport: Sendable, Codable {
     public var blocks: Int = 1
     /// Each window paired with its plain-C twin (--twin).
     public var twin: Bool = false
+    /// How generated machine code made its indirect branches (--retpoline, resolved).
+    public var retpolines: String? = nil
     /// Instructions the interpreter runs per packet, by design (bytecode designs only).
     public var instructionsPerPacket: [String: UInt64]? = nil
     /// The VM's two speeds, when the baseline windows show both.
@@ -294,6 +299,7 @@ public final class Bench {
     /// is asked before every window; once it answers true no further window starts and
     /// the report of what was measured is returned, marked partial.
     public func run(shouldStop: () -> Bool = { false }, progress: (Int, Int, String) -> Void = { _, _, _ in }) throws -> BenchReport {
+        Retpoline.mode = config.retpoline  // read by generated images as they are built
         // The designs' objects, by ID; rebuilt for each block (see `rebuild`).
         var setups: [DesignID: DesignSetup] = [:]
         defer {
@@ -319,8 +325,7 @@ public final class Bench {
         /// programs, arrays and records sit at new addresses: the memory layout a process
         /// happened to get varies between blocks, and the interval over blocks covers it.
         func rebuild() throws {
-            let sharesDispatcher = { (d: DesignID) in d.design.family == .dispatcher }
-            for (d, s) in setups where sharesDispatcher(d) { s.close(bpf); setups[d] = nil }
+            for (d, s) in setups where s.usesDispatcher { s.close(bpf); setups[d] = nil }
             let fresh = try build()
             do { _ = try Bench.crossCheck(config.designs.map { fresh[$0]! }, bpf: bpf, device: device, frames: config.frames) } catch {
                 for s in fresh.values { s.close(bpf) }
@@ -443,6 +448,9 @@ public final class Bench {
                                  placement: placement, churn: config.churn, results: results,
                                  summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
                                  partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks, twin: config.twin)
+        if config.designs.contains(where: { $0.design.family == .machineCode }) {
+            report.retpolines = (config.retpoline.enabled ? "on" : "off") + (config.retpoline == .auto ? " (auto: this kernel's spectre_v2 \(Retpoline.kernelUsesRetpolines ? "uses" : "does not use") retpolines)" : "")
+        }
         report.speedStates = SpeedStates.classify(results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket))
         var insns: [String: UInt64] = [:]
         for s in setups.values { if let n = s.instructionsPerPacket(bpf, frame: config.frames.frame(flow: 0)) { insns[s.id.rawValue] = n } }

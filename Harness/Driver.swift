@@ -186,6 +186,17 @@ public struct DispatchedProgRun: ProgRunner {
     }
 }
 
+/// bpf_prog_run_xdp through the dispatcher's generated image (the machine engine).
+public struct MachineDispatchedProgRun: ProgRunner {
+    public let dispatcher: UnsafePointer<cbpf_dispatcher>
+    public init(dispatcher: UnsafePointer<cbpf_dispatcher>) { self.dispatcher = dispatcher }
+    @inlinable @inline(__always)
+    public func run(_ prog: ProgPtr?, _ ctx: XDPContext) -> UInt32 {
+        guard let prog else { return UInt32(CBPF_XDP_PASS) }
+        return bpfProgRunMachineDispatched(dispatcher, prog, ctx)
+    }
+}
+
 /// BPF_PROG_RUN_ARRAY over a run array (the device's own program is not used).
 public struct RunArrayRun: ProgRunner {
     public let slot: UnsafePointer<UnsafeMutableRawPointer?>
@@ -213,6 +224,8 @@ public enum RunnerKind: @unchecked Sendable {
     case patched
     case unpatched
     case dispatched(UnsafePointer<cbpf_dispatcher>)
+    /// Through the dispatcher's generated image (the machine engine).
+    case machineDispatched(UnsafePointer<cbpf_dispatcher>)
     case runArray(UnsafePointer<UnsafeMutableRawPointer?>)
 
     /// Calls `body` with this kind's runner as a concrete type, so whatever loop `body`
@@ -223,6 +236,7 @@ public enum RunnerKind: @unchecked Sendable {
         case .patched: return body(PatchedProgRun())
         case .unpatched: return body(UnpatchedProgRun())
         case let .dispatched(d): return body(DispatchedProgRun(dispatcher: d))
+        case let .machineDispatched(d): return body(MachineDispatchedProgRun(dispatcher: d))
         case let .runArray(slot): return body(RunArrayRun(slot: slot))
         }
     }
@@ -329,6 +343,9 @@ public final class QueueWorker: @unchecked Sendable {
         case .unpatched: q.kind = Int32(TWIN_UNPATCHED.rawValue)
         case let .dispatched(d):
             q.kind = Int32(TWIN_DISPATCHED.rawValue)
+            q.dispatcher = d
+        case let .machineDispatched(d):
+            q.kind = Int32(TWIN_MACHINE_DISPATCHED.rawValue)
             q.dispatcher = d
         case let .runArray(slot):
             q.kind = Int32(TWIN_RUN_ARRAY.rawValue)

@@ -52,6 +52,7 @@ extension BenchReport {
             s += "target ±\(String(format1: targetCI, digits: 2)) ns not reached (time or round budget spent) for: \(targetMissed.map(\.rawValue).joined(separator: ", "))\n"
         }
         s += "verdict check: \(verdictCheck)\n"
+        if let r = retpolines { s += "generated machine code: retpolines \(r); the C stand-ins are built without -mretpoline\n" }
         if let ipp = instructionsPerPacket {
             let cells = summaries.compactMap { d -> String? in
                 guard let n = ipp[d.design.rawValue], n > 0, let o = d.overheadNs else { return nil }

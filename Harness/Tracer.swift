@@ -75,6 +75,9 @@ public final class PacketTracer {
         case .patched: return nested { progRun(p, chainLoop: true) }
         case .unpatched: return nested { progRun(p, chainLoop: false) }
         case let .dispatched(d): return nested { dispatched(d, p) }
+        case let .machineDispatched(d):
+            say("bpf_dispatcher (machine engine): the generated image compares the program against its targets — a hit jumps directly, a miss jumps through bpf_func (retpolined when retpolines are on)")
+            return nested { dispatched(d, p) }
         case let .runArray(slot): return nested { runArray(slot) }
         }
     }

@@ -7,7 +7,7 @@ import BPFKernel
 public enum DesignRegistry {
     public static let all: [Design] = BaselineDesigns.all + ChainCallDesigns.all + TailCallDesigns.all
         + ExtensionDesigns.all + LibXDPDesigns.all + DispatcherDesigns.all + StaticKeyDesigns.all
-        + CallTableDesigns.all + MachineCodeDesigns.all + BytecodeDesigns.all + AttachDataDesigns.all
+        + CallTableDesigns.all + MachineCodeDesigns.all + MachineDispatcherDesigns.all + BytecodeDesigns.all + AttachDataDesigns.all
 
     private static let byID: [DesignID: Design] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
 

@@ -26,6 +26,13 @@ public struct DesignSetup: @unchecked Sendable {
     /// The prog-array slot no packet jumps through, which prog_array churn fills and
     /// empties (the designs' jumps use the slots below it).
     public var spareSlot: UInt32 = 1
+    /// Whether it runs through the kernel's one bpf_dispatcher (whose table holds 48).
+    public var usesDispatcher: Bool {
+        switch runner {
+        case .dispatched, .machineDispatched: return true
+        default: return false
+        }
+    }
     /// Undoes what closing the fds does not (scratch devices, dispatcher targets, arrays).
     var teardown: () -> Void = {}
 

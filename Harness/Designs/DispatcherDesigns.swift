@@ -13,10 +13,13 @@ extension DesignID {
 enum DispatcherDesigns {
     /// The DROP program run through the dispatcher with n known targets: for a hit, the
     /// DROP program and n − 1 others; for a miss, n others.
-    static func dispatched(_ c: DesignContext) throws -> DesignSetup {
-        let hit = c.id == .dispatcherHit
+    static func dispatched(_ c: DesignContext) throws -> DesignSetup { try dispatched(c, as: c.id, through: c.bpf.kernel.xdpDispatcher!) }
+
+    /// `kind`: .dispatcherHit or .dispatcherMiss, through `disp` (the machine designs build
+    /// the same targets in a dispatcher of their own).
+    static func dispatched(_ c: DesignContext, as kind: DesignID, through disp: BPFDispatcher) throws -> DesignSetup {
+        let hit = kind == .dispatcherHit
         let d = try c.loadDrop()
-        let disp = c.bpf.kernel.xdpDispatcher!
         let bpf = c.bpf
         // The targets are held by their fds (as the kernel's are by the devices they are
         // attached to); the dispatcher holds its own reference on each.
@@ -45,12 +48,12 @@ enum DispatcherDesigns {
     static let all: [Design] = [
         Design("dispatcher-hit", title: "bpf_dispatcher, hit (48 targets)",
                summary: "the DROP program run through the kernel's bpf_dispatcher, found among 48 known targets (N: known targets)",
-               family: .dispatcher, groups: [.attach],
+               family: .dispatcher, groups: [.attach, .machine],
                parameter: DesignParameter("known targets", range: 1...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
                build: dispatched),
         Design("dispatcher-miss", title: "bpf_dispatcher, miss (48 targets)",
                summary: "the same, but the DROP program is not among the 48 targets: binary search, then the indirect call (N: known targets)",
-               family: .dispatcher, groups: [.attach],
+               family: .dispatcher, groups: [.attach, .machine],
                parameter: DesignParameter("known targets", range: 0...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
                build: dispatched),
     ]

@@ -38,3 +38,47 @@ enum MachineCodeDesigns {
                family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),
     ]
 }
+
+extension DesignID {
+    public static let machineDispatcherHit = DesignID("mc-dispatcher-hit")
+    public static let machineDispatcherMiss = DesignID("mc-dispatcher-miss")
+}
+
+/// The bpf_dispatcher with its generated image (a compare tree ending in direct jumps; the
+/// miss path an indirect jump, retpolined when retpolines are on — `bench --retpoline`).
+enum MachineDispatcherDesigns {
+    static func dispatched(_ c: DesignContext) throws -> DesignSetup {
+        // A dispatcher of its own: the kernel's XDP one may be full of the native designs' targets.
+        let disp = BPFDispatcher(kernel: c.bpf.kernel, name: "xdp_machine")
+        var s = try DispatcherDesigns.dispatched(c, as: c.id == .machineDispatcherHit ? .dispatcherHit : .dispatcherMiss, through: disp)
+        disp.useImage()
+        if let e = disp.imageError {
+            disp.releaseImage()
+            s.close(c.bpf)
+            throw HarnessError("the bpf_dispatcher image could not be generated: \(e)")
+        }
+        s.runner = .machineDispatched(UnsafePointer(disp.raw))
+        let inner = s.teardown
+        s.teardown = {
+            inner()
+            disp.releaseImage()
+            disp.reset()
+        }
+        return s
+    }
+
+    static let all: [Design] = [
+        Design("mc-dispatcher-hit", title: "bpf_dispatcher image, hit (machine code)",
+               summary: "the DROP program reached through the generated dispatcher image: a compare tree over 48 targets, then a direct jmp",
+               family: .machineCode, groups: [.attach, .machine],
+               parameter: DesignParameter("known targets", range: 1...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
+               build: dispatched),
+        Design("mc-dispatcher-miss", title: "bpf_dispatcher image, miss (machine code)",
+               summary: "the same, the DROP program not among the 48 targets: the tree, then the indirect jmp through bpf_func (retpolined when on)",
+               family: .machineCode, groups: [.attach, .machine],
+               parameter: DesignParameter("known targets", range: 0...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
+               build: dispatched),
+    ]
+}
+
+import CBPFShims

@@ -52,6 +52,7 @@ static inline __attribute__((always_inline)) uint32_t prog_run(int kind, const t
     if (__builtin_expect(cbpf_bpf_stats_enabled(), 0)) return prog_run_with_stats(prog, ctx);
     if (kind == TWIN_PATCHED && (prog->flags & CBPF_PROG_F_CHAIN_CALLS)) return chain_calls(prog, ctx);
     if (kind == TWIN_DISPATCHED) return cbpf_dispatcher_call(q->dispatcher, prog, ctx);
+    if (kind == TWIN_MACHINE_DISPATCHED) return cbpf_dispatcher_image_call(q->dispatcher, prog, ctx);
     return cbpf_prog_call(prog, ctx);
 }
 
@@ -112,6 +113,9 @@ void twin_run_polls(twin_queue *q, uint64_t polls) {
         break;
     case TWIN_DISPATCHED:
         for (uint64_t p = 0; p < polls; p++) { poll(TWIN_DISPATCHED, q); quiescent_state(q); }
+        break;
+    case TWIN_MACHINE_DISPATCHED:
+        for (uint64_t p = 0; p < polls; p++) { poll(TWIN_MACHINE_DISPATCHED, q); quiescent_state(q); }
         break;
     default:
         for (uint64_t p = 0; p < polls; p++) { poll(TWIN_RUN_ARRAY, q); quiescent_state(q); }

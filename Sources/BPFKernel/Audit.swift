@@ -206,10 +206,12 @@ extension Kernel {
             case .stats: break
             }
         }
-        let targets = xdpDispatcher.knownTargets
-        if !targets.isEmpty {
-            g.nodes.append(RefNode(key: "dispatcher", kind: .dispatcher, label: "bpf_dispatcher xdp", refcnt: nil, usercnt: nil, dying: false))
-            for p in targets { add("dispatcher", p, .dispatcher) }
+        for (i, d) in ([xdpDispatcher!] + otherDispatchers).enumerated() {
+            let targets = d.knownTargets
+            guard !targets.isEmpty else { continue }
+            let k = i == 0 ? "dispatcher" : "dispatcher#\(i)"
+            g.nodes.append(RefNode(key: k, kind: .dispatcher, label: "bpf_dispatcher \(d.name)", refcnt: nil, usercnt: nil, dying: false))
+            for p in targets { add(k, p, .dispatcher) }
         }
         // Trampolines: drawn with the entry they patch and the programs in their image
         // (none of these are references: the links hold the programs and the targets).

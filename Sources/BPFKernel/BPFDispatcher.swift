@@ -9,6 +9,7 @@
 //
 // The mechanism, its rules and why: BPFKernel.docc/the-kernel-s-bpf-dispatcher.md (the DocC article "The kernel's bpf_dispatcher").
 import CBPFShims
+import BPFMachineCode
 
 public final class BPFDispatcher: @unchecked Sendable {
     public unowned let kernel: Kernel
@@ -21,18 +22,54 @@ public final class BPFDispatcher: @unchecked Sendable {
     private var activeHalf = 0
     /// Image switches so far (each followed by a grace period).
     public private(set) var updates = 0
+    /// The generated image in use (the machine engine), freed after the grace period that
+    /// follows its replacement.
+    private var image: CodeBlock?
+    private var imageUsers = 0
+    private var generating: Bool { imageUsers > 0 }
+    /// Why the last image could not be generated (the fallback, the search, is used then).
+    public private(set) var imageError: String?
 
-    init(kernel: Kernel, name: String) {
+    /// Whether updates also generate the machine-code image (arch_prepare_bpf_dispatcher),
+    /// which `bpfProgRunMachineDispatched` runs. Counted: each user that runs the image holds
+    /// one (`useImage` / `releaseImage`); none by default — the native search needs none.
+    public var generatesImage: Bool { lock.withLock { generating } }
+
+    public func useImage() {
+        lock.withLock {
+            imageUsers += 1
+            if imageUsers == 1 { update() }
+        }
+    }
+
+    public func releaseImage() {
+        lock.withLock {
+            guard imageUsers > 0 else { return }
+            imageUsers -= 1
+            if imageUsers == 0 { update() }
+        }
+    }
+
+    /// A dispatcher of its own (the kernel has one per hook: DEFINE_BPF_DISPATCHER(xdp) is
+    /// `Kernel.xdpDispatcher`); the lab's machine-code designs take one each so their
+    /// tables do not compete with the native designs' for the 48 slots.
+    public convenience init(kernel: Kernel, name: String) {
+        self.init(kernel: kernel, name: name, registered: true)
+    }
+
+    init(kernel: Kernel, name: String, registered: Bool) {
         self.kernel = kernel
         self.name = name
         raw = allocRecord(bytes: 64).bindMemory(to: cbpf_dispatcher.self, capacity: 1)
-        raw.initialize(to: cbpf_dispatcher(active: nil))
+        raw.initialize(to: cbpf_dispatcher(active: nil, image: nil))
         let bytes = MemoryLayout<cbpf_dispatcher_half>.stride * 2
         halves = allocRecord(bytes: (bytes + 63) & ~63).bindMemory(to: cbpf_dispatcher_half.self, capacity: 2)
         halves.initialize(repeating: cbpf_dispatcher_half(), count: 2)
+        if registered { kernel.registerDispatcher(self) }
     }
 
     deinit {
+        if let image { CodeRegion.shared?.free(image) }
         raw.deallocate()
         halves.deallocate()
     }
@@ -84,9 +121,28 @@ public final class BPFDispatcher: @unchecked Sendable {
         }
         cbpf_rcu_assign_pointer(UnsafeMutableRawPointer(raw).assumingMemoryBound(to: UnsafeMutableRawPointer?.self),
                                 targets.isEmpty ? nil : UnsafeMutableRawPointer(h))
+        // The machine image for the same targets, published the same way.
+        let old = image
+        image = nil
+        if generating, let region = CodeRegion.shared {
+            do {
+                let ts = targets.map { t in
+                    DispatcherImage.Target(key: UInt64(UInt(bitPattern: t.prog.raw.pointee.insnsi)),
+                                           function: UInt64(UInt(bitPattern: unsafeBitCast(cbpf_text_func(cbpf_prog_text(t.prog.raw)), to: UnsafeRawPointer.self))))
+                }
+                image = try DispatcherImage.build(ts, retpolines: Retpoline.mode.enabled, region: region)
+                imageError = nil
+            } catch {
+                imageError = "\(error)"
+            }
+        }
+        withUnsafeMutablePointer(to: &raw.pointee.image) { slot in
+            cbpf_rcu_assign_pointer(slot, image.map { UnsafeMutableRawPointer($0.rx) })
+        }
         activeHalf = next
         updates += 1
         kernel.rcu.synchronize()  // the old half may be rewritten only when no reader is in it
+        if let old { CodeRegion.shared?.free(old) }  // no reader can be in the old image now
     }
 
     /// The programs called directly, sorted by address.

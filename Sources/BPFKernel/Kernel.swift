@@ -88,6 +88,17 @@ public final class Kernel: @unchecked Sendable {
     let kernelFunctions: [String: KernelFunction] = KernelFunction.standard()
     /// The kernel's XDP bpf_dispatcher.
     public private(set) var xdpDispatcher: BPFDispatcher!
+    /// Dispatchers made besides the XDP one (BPFDispatcher.init), which hold references the
+    /// auditor counts; weak, so a dispatcher's life is its owner's.
+    private let dispatcherLock = KLock()
+    private var extraDispatchers: [Weak<BPFDispatcher>] = []
+    var otherDispatchers: [BPFDispatcher] { dispatcherLock.withLock { extraDispatchers.compactMap(\.value) } }
+    func registerDispatcher(_ d: BPFDispatcher) {
+        dispatcherLock.withLock {
+            extraDispatchers.removeAll { $0.value == nil }
+            extraDispatchers.append(Weak(d))
+        }
+    }
 
     /// Objects created and not yet freed, per kind.
     public let liveProgs = Atomic<Int>(0)
@@ -142,7 +153,7 @@ public final class Kernel: @unchecked Sendable {
         counterNames[faultCallDepthCounter] = 0  // counter 0: bodies count call-depth faults there
         // The interpreter's faults (bpf_interpreter.h BPFI_FAULT_*), at fixed slots.
         for (i, name) in interpreterFaultCounters.enumerated() where i > 0 { counterNames[name] = UInt32(i) }
-        xdpDispatcher = BPFDispatcher(kernel: self, name: "xdp")
+        xdpDispatcher = BPFDispatcher(kernel: self, name: "xdp", registered: false)
     }
 
     deinit {
@@ -257,4 +268,11 @@ func allocRecord(bytes: Int) -> UnsafeMutableRawPointer {
     let p = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: Int(CBPF_CACHELINE))
     p.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
     return p
+}
+
+
+/// A weak reference, for registries that must not keep their entries alive.
+final class Weak<T: AnyObject>: @unchecked Sendable {
+    weak var value: T?
+    init(_ v: T) { value = v }
 }

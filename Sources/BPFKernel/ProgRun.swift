@@ -146,6 +146,17 @@ public func bpfProgRunDispatched(_ d: UnsafePointer<cbpf_dispatcher>, _ prog: Pr
     return cbpf_dispatcher_call(d, prog, ctx)
 }
 
+/// BPF_PROG_RUN through the bpf_dispatcher's generated image (the machine engine): a
+/// compare tree ending in direct jumps, the indirect (retpolined) jump on a miss.
+@inlinable @inline(__always)
+public func bpfProgRunMachineDispatched(_ d: UnsafePointer<cbpf_dispatcher>, _ prog: ProgPtr, _ ctx: XDPContext) -> UInt32 {
+    cbpf_xdp_run_reset(ctx)
+    if _slowPath(cbpf_bpf_stats_enabled()) {
+        return bpfProgRunWithStats(prog, ctx)
+    }
+    return cbpf_dispatcher_image_call(d, prog, ctx)
+}
+
 /// BPF_PROG_RUN_ARRAY over a run array's current items (every program runs).
 @inlinable @inline(__always)
 public func bpfProgRunArray(_ slot: UnsafePointer<UnsafeMutableRawPointer?>, _ ctx: XDPContext) -> UInt32 {

@@ -190,7 +190,11 @@ public final class RCUDomain: @unchecked Sendable {
     /// Total nanoseconds spent waiting in grace periods, and the longest wait.
     public let gracePeriodNanos = Atomic<UInt64>(0)
     public let gracePeriodMaxNanos = Atomic<UInt64>(0)
-    /// Futex sleeps of a grace period that ended by the 1 ms guard rather than a reader's
+    /// How long a grace period sleeps on the futex before it looks again by itself (a guard:
+    /// a reader's report or going offline is what should wake it). Tests lengthen it, so a
+    /// lost wake-up shows as a timeout however loaded the machine is.
+    var futexGuardNanos: UInt64 = 1_000_000
+    /// Futex sleeps of a grace period that ended by the guard rather than a reader's
     /// wake-up (a reader that went 1 ms without a quiescent state, or a lost wake-up).
     public let futexTimeouts = Atomic<UInt64>(0)
     /// Whether a grace period has armed the futex (it is, or is about to be, asleep).
@@ -358,7 +362,7 @@ public final class RCUDomain: @unchecked Sendable {
             cbpf_smp_mb()
             drop()
             if behind.isEmpty { break }
-            if cbpf_futex_wait(futex, RCUDomain.futexWaiting, 1_000_000) == ETIMEDOUT {
+            if cbpf_futex_wait(futex, RCUDomain.futexWaiting, futexGuardNanos) == ETIMEDOUT {
                 futexTimeouts.add(1, ordering: .relaxed)
             }
         }

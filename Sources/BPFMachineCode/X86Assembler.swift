@@ -114,11 +114,15 @@ public struct X86Assembler {
 
     /// jmp rel32 to a label.
     public mutating func jmp(_ l: Label) { bytes.append(0xe9); fixups.append((bytes.count, l.id, 4)); imm32(0) }
+    /// call rel32 to a label.
+    public mutating func call(_ l: Label) { bytes.append(0xe8); fixups.append((bytes.count, l.id, 4)); imm32(0) }
     /// jcc rel32 to a label.
     public mutating func j(_ c: Condition, _ l: Label) { bytes += [0x0f, 0x80 + c.rawValue]; fixups.append((bytes.count, l.id, 4)); imm32(0) }
     /// jmp rel32 / call rel32 to an absolute address (a function of the lab, another image).
     public mutating func jmp(absolute target: UInt64) { bytes.append(0xe9); absolute.append((bytes.count, target)); imm32(0) }
     public mutating func call(absolute target: UInt64) { bytes.append(0xe8); absolute.append((bytes.count, target)); imm32(0) }
+    /// jcc rel32 to an absolute address.
+    public mutating func j(_ c: Condition, absolute target: UInt64) { bytes += [0x0f, 0x80 + c.rawValue]; absolute.append((bytes.count, target)); imm32(0) }
     /// jmp *r / call *r (the indirect branches retpolines replace).
     public mutating func jmp(_ r: Reg64) { if r.high { bytes.append(0x41) }; bytes.append(0xff); modrm(3, 4, r.low) }
     public mutating func call(_ r: Reg64) { if r.high { bytes.append(0x41) }; bytes.append(0xff); modrm(3, 2, r.low) }

@@ -4,6 +4,7 @@ import BPFKernel
 import Foundation
 import PacketHarness
 import LiveKernel
+import BPFMachineCode
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -69,6 +70,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Follow each window with the same design run by the plain-C twin of the driver loop and BPF_PROG_RUN (Perf/Twins), and show lab / C twin per design: the lab's own overhead, measured in this run.")
     var twin = false
 
+    @Option(help: "How generated machine code (the 'machine' designs) makes indirect branches: through retpoline thunks (on), plainly (off), or as this kernel does (auto: /sys/devices/system/cpu/vulnerabilities/spectre_v2).")
+    var retpoline: RetpolineMode = .auto
+
     @Option(help: "Split the trials into this many independent blocks, each with its own design order; the overhead's interval is then over the block means (closer to run to run), the windows' beside it. 1: windows only, with --target-ci's extra rounds.")
     var blocks = 5
 
@@ -101,6 +105,7 @@ struct Bench: ParsableCommand {
             cfg.oversubscribe = oversubscribe
             cfg.blocks = blocks
             cfg.twin = twin
+            cfg.retpoline = retpoline
             cfg.duration = duration
             cfg.trials = trials
             cfg.targetCI = targetCI
@@ -207,3 +212,5 @@ extension NUMAPolicy: ExpressibleByArgument {
     public static var allValueStrings: [String] { NUMAPolicy.spellings }
     public var defaultValueDescription: String { description }
 }
+
+extension RetpolineMode: ExpressibleByArgument {}

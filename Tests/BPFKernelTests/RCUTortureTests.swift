@@ -143,10 +143,13 @@ final class ConcurrencyRCUTortureTests: XCTestCase {
 
 /// The grace period's futex (liburcu's gp.futex protocol): a writer whose readers are
 /// behind arms the futex and sleeps; the reader's next report — or its going offline —
-/// must wake it. A lost wake-up would show as a sleep ended by the 1 ms guard instead.
+/// must wake it. A lost wake-up would show as a sleep ended by the guard instead.
 final class ConcurrencyRCUFutexWakeUpTests: XCTestCase {
     private func writerSleepingOnReader(end: @escaping @Sendable (RCUReader) -> Void) throws -> (timeouts: UInt64, gracePeriods: UInt64) {
         let domain = RCUDomain(checked: false)
+        // A guard far longer than any scheduling delay on a loaded machine (or under TSan):
+        // a timeout can then only mean the wake-up was lost.
+        domain.futexGuardNanos = 5_000_000_000
         defer { domain.shutdown() }
         let registered = Atomic<Bool>(false), release = Atomic<Bool>(false), finished = Atomic<Bool>(false)
         // The reader registers (online, at the current grace period) and then holds off its
@@ -177,7 +180,7 @@ final class ConcurrencyRCUFutexWakeUpTests: XCTestCase {
         for _ in 0..<20 {
             let r = try writerSleepingOnReader { $0.quiescentState() }
             XCTAssertEqual(r.gracePeriods, 1)
-            XCTAssertEqual(r.timeouts, 0, "the writer slept until its 1 ms guard: the report's wake-up was lost")
+            XCTAssertEqual(r.timeouts, 0, "the writer slept until its guard: the report's wake-up was lost")
         }
     }
 
@@ -185,7 +188,7 @@ final class ConcurrencyRCUFutexWakeUpTests: XCTestCase {
         for _ in 0..<20 {
             let r = try writerSleepingOnReader { $0.offline() }
             XCTAssertEqual(r.gracePeriods, 1)
-            XCTAssertEqual(r.timeouts, 0, "the writer slept until its 1 ms guard: going offline did not wake it")
+            XCTAssertEqual(r.timeouts, 0, "the writer slept until its guard: going offline did not wake it")
         }
     }
 

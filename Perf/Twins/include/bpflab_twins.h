@@ -13,6 +13,7 @@ enum twin_kind {
     TWIN_UNPATCHED = 1,  /* BPF_PROG_RUN before the patch */
     TWIN_DISPATCHED = 2, /* through the bpf_dispatcher */
     TWIN_RUN_ARRAY = 3,  /* BPF_PROG_RUN_ARRAY over a run array */
+    TWIN_MACHINE_DISPATCHED = 4, /* through the dispatcher's generated image */
 };
 
 /// One queue as the twin sees it: all raw pointers into the lab's own objects.

@@ -345,6 +345,10 @@ typedef struct cbpf_dispatcher_half {
 /// other half and switch.
 typedef struct cbpf_dispatcher {
     cbpf_dispatcher_half *active;
+    /// rcu: the generated image (the machine engine: a compare tree ending in direct
+    /// jumps, arch_prepare_bpf_dispatcher), called as image(ctx, insnsi, bpf_func); NULL
+    /// when there is none.
+    void *image;
 } cbpf_dispatcher;
 
 /// bpf_dispatcher_xdp_func: a binary search of the active half for `p`. A hit calls the
@@ -367,6 +371,16 @@ CBPF_INLINE uint32_t cbpf_dispatcher_call(const cbpf_dispatcher *d, const cbpf_p
         }
     }
     return cbpf_prog_call(p, ctx);
+}
+
+/// bpf_dispatcher_xdp_func with the generated image: image(ctx, insnsi, bpf_func). The
+/// image compares the program's insnsi (unique per program in the lab, as bpf_func is per
+/// JIT image in the kernel) against its targets, jumps directly on a hit, and takes the
+/// indirect jump through bpf_func (retpolined when retpolines are on) on a miss.
+CBPF_INLINE uint32_t cbpf_dispatcher_image_call(const cbpf_dispatcher *d, const cbpf_prog *p, const void *ctx) {
+    void *img = cbpf_rcu_dereference((void *const *)&d->image);
+    if (!img) return cbpf_prog_call(p, ctx);
+    return ((uint32_t (*)(const void *, const void *, cbpf_func_t))img)(ctx, p->insnsi, cbpf_text_func(cbpf_prog_text(p)));
 }
 
 #endif
