@@ -86,8 +86,8 @@ final class ConcurrencyMachineCodeTests: KernelTestCase {
         final class Tally: @unchecked Sendable { var v = [0, 0, 0] }
         let stop = ManagedAtomicFlag()
         let tallies = [Tally(), Tally()]
-        let threads = tallies.map { t in
-            Thread {
+        let threads = try tallies.map { t in
+            try kthreadCreate(name: "mc-runner") {
                 var ctx = cbpf_xdp_md()
                 withUnsafeMutablePointer(to: &ctx) { c in
                     while !stop.isSet {
@@ -102,7 +102,6 @@ final class ConcurrencyMachineCodeTests: KernelTestCase {
                 }
             }
         }
-        threads.forEach { $0.start() }
         var flips = 0
         let end = Date().addingTimeInterval(1.0)
         while Date() < end {
@@ -110,7 +109,7 @@ final class ConcurrencyMachineCodeTests: KernelTestCase {
             flips += 1
         }
         stop.set()
-        while threads.contains(where: { !$0.isFinished }) { usleep(1000) }
+        threads.forEach(kthreadJoin)  // pthread_join: the runners' work happens before what follows
         let total = tallies.reduce([0, 0, 0]) { [$0[0] + $1.v[0], $0[1] + $1.v[1], $0[2] + $1.v[2]] }
         print("machine-code static key: \(flips) flips, \(total[0] + total[1]) runs (\(total[0]) off, \(total[1]) on)")
         XCTAssertEqual(total[2], 0, "a verdict neither state gives")
