@@ -11,22 +11,10 @@ extension DesignID {
 }
 
 enum MachineCodeDesigns {
-    /// The DROP program after n branch sites of one key, generated: each site the kernel's
-    /// NOP (key off) or a jmp to an out-of-line direct call of the hook (key on).
+    /// StaticKeyDesigns' program, generated: each site the kernel's NOP (key off) or a jmp to
+    /// an out-of-line direct call of the hook (key on).
     static func guarded(_ c: DesignContext) throws -> DesignSetup {
-        let key = try c.bpf.mapCreate(MapCreateAttr(type: .staticKey, maxEntries: 1, name: "hook_key"))
-        let steps = Array(repeating: Step.staticBranch(keyFD: key, call: 0), count: max(1, c.n)) + [.returnConst(verdictDrop)]
-        var attr = ProgLoadAttr(steps: StepProgram(steps, subprogs: [[.returnConst(verdictPass)]], subprogNames: ["hook"]), name: dropName)
-        attr.machineCode = true
-        let p: Int32
-        do { p = try c.load(attr) } catch {
-            try? c.bpf.objClose(key)
-            throw error
-        }
-        if c.id == .machineStaticKeyOn { try c.bpf.mapUpdateElem(key, key: [0, 0, 0, 0], value: [1, 0, 0, 0]) }
-        var s = DesignSetup(id: c.id, root: p, fds: [p, key])
-        s.staticKey = key
-        return s
+        try StaticKeyDesigns.guarded(c, machine: true, on: c.id == .machineStaticKeyOn)
     }
 
     static let all: [Design] = [
