@@ -45,16 +45,18 @@ enum DispatcherDesigns {
         return s
     }
 
+    /// N for a hit (the DROP program and N − 1 others) and for a miss (N others).
+    static let hitTargets = DesignParameter("known targets", range: 1...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX))
+    static let missTargets = DesignParameter("known targets", range: 0...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX))
+
     static let all: [Design] = [
         Design("dispatcher-hit", title: "bpf_dispatcher, hit (48 targets)",
                summary: "the DROP program run through the kernel's bpf_dispatcher, found among 48 known targets (N: known targets)",
                family: .dispatcher, groups: [.attach, .machine],
-               parameter: DesignParameter("known targets", range: 1...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
-               build: dispatched),
+               parameter: hitTargets, build: dispatched),
         Design("dispatcher-miss", title: "bpf_dispatcher, miss (48 targets)",
                summary: "the same, but the DROP program is not among the 48 targets: binary search, then the indirect call (N: known targets)",
                family: .dispatcher, groups: [.attach, .machine],
-               parameter: DesignParameter("known targets", range: 0...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
-               build: dispatched),
+               parameter: missTargets, build: dispatched),
     ]
 }

@@ -59,14 +59,11 @@ enum MachineDispatcherDesigns {
         Design("mc-dispatcher-hit", title: "bpf_dispatcher image, hit (machine code)",
                summary: "the DROP program reached through the generated dispatcher image: a compare tree over 48 targets, then a direct jmp",
                family: .machineCode, groups: [.attach, .machine],
-               parameter: DesignParameter("known targets", range: 1...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
-               build: dispatched),
+               parameter: DispatcherDesigns.hitTargets, build: dispatched),
         Design("mc-dispatcher-miss", title: "bpf_dispatcher image, miss (machine code)",
                summary: "the same, the DROP program not among the 48 targets: the tree, then the indirect jmp through bpf_func (retpolined when on)",
                family: .machineCode, groups: [.attach, .machine],
-               parameter: DesignParameter("known targets", range: 0...Int(CBPF_DISPATCHER_MAX), default: Int(CBPF_DISPATCHER_MAX)),
-               build: dispatched),
+               parameter: DispatcherDesigns.missTargets, build: dispatched),
     ]
 }
 
-import CBPFShims
