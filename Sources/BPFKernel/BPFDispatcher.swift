@@ -136,9 +136,11 @@ public final class BPFDispatcher: @unchecked Sendable {
                 imageError = "\(error)"
             }
         }
-        withUnsafeMutablePointer(to: &raw.pointee.image) { slot in
-            cbpf_rcu_assign_pointer(slot, image.map { UnsafeMutableRawPointer($0.rx) })
-        }
+        // Through a raw pointer to the field: an inout access to raw.pointee would be a Swift
+        // write of the whole record, which readers load atomically.
+        let imageSlot = (UnsafeMutableRawPointer(raw) + MemoryLayout<cbpf_dispatcher>.offset(of: \cbpf_dispatcher.image)!)
+            .assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
+        cbpf_rcu_assign_pointer(imageSlot, image.map { UnsafeMutableRawPointer($0.rx) })
         activeHalf = next
         updates += 1
         kernel.rcu.synchronize()  // the old half may be rewritten only when no reader is in it
