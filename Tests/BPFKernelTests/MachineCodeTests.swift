@@ -119,6 +119,71 @@ final class ConcurrencyMachineCodeTests: KernelTestCase {
     }
 }
 
+/// The dispatcher's generated image rebuilt and switched over and over (targets added and
+/// removed, each update a new image, the old freed after its grace period) while two RCU
+/// readers run a program through it: every run returns the program's verdict — whether it
+/// is a hit, a miss, or meets an image mid-switch — and no freed image is ever run (freed
+/// code memory is int3 again: running it would trap and kill the test).
+final class ConcurrencyDispatcherImageTests: KernelTestCase {
+    func testImagesRebuiltWhileReadersRunThemAlwaysReachTheProgram() throws {
+        let disp = BPFDispatcher(kernel: kernel, name: "xdp_test")
+        let dropFD = try load(ProgLoadAttr(body: .xdpDrop, name: "drop"))
+        let drop = try bpf.prog(dropFD)
+        defer { drop.put() }
+        var others: [BPFProg] = []
+        for i in 0..<8 {
+            let fd = try load(ProgLoadAttr(body: .xdpTx, name: "other\(i)"))
+            others.append(try bpf.prog(fd))
+        }
+        defer { others.forEach { $0.put() } }
+        disp.useImage()
+        defer {
+            disp.releaseImage()
+            disp.reset()
+        }
+        nonisolated(unsafe) let d = UnsafePointer(disp.raw), p = UnsafePointer(drop.raw)
+        let stop = ManagedAtomicFlag()
+        final class Tally: @unchecked Sendable { var runs = 0, wrong = 0 }
+        let tallies = [Tally(), Tally()]
+        let domain = kernel.rcu
+        let readers = try tallies.map { t in
+            try kthreadCreate(name: "image-reader") {
+                let r = domain.registerThread(name: "image-reader")
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for _ in 0..<64 {
+                            if bpfProgRunMachineDispatched(d, p, c) != XDP_DROP { t.wrong += 1 }
+                            t.runs += 1
+                        }
+                        r.quiescentState()  // between polls, as the driver does
+                    }
+                }
+                domain.unregisterThread(r)
+            }
+        }
+        var updates = 0
+        let end = Date().addingTimeInterval(1.0)
+        while Date() < end {
+            // The DROP program in and out of the table, others around it: hits and misses.
+            let o = others[updates % others.count]
+            disp.change(from: nil, to: o)
+            disp.change(from: nil, to: drop)
+            disp.change(from: drop, to: nil)
+            disp.change(from: o, to: nil)
+            updates += 4
+        }
+        stop.set()
+        readers.forEach(kthreadJoin)
+        let runs = tallies.map(\.runs).reduce(0, +), wrong = tallies.map(\.wrong).reduce(0, +)
+        print("dispatcher image: \(updates) updates (each a new image and a grace period), \(runs) runs")
+        XCTAssertEqual(wrong, 0, "a run did not reach the DROP program")
+        XCTAssertGreaterThan(runs, 100_000)
+        XCTAssertGreaterThan(updates, 100)
+        XCTAssertNil(disp.imageError)
+    }
+}
+
 /// A stop flag for test threads.
 final class ManagedAtomicFlag: @unchecked Sendable {
     private let p = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
