@@ -114,6 +114,13 @@ public final class ScenarioRunner {
         }
         out.failures += declare(on: BPF(kernel: k))
         if !out.failures.isEmpty { return out }
+        // The runner is an RCU reader, online through each step and quiescent between steps —
+        // as the kernel always has a CPU that has not passed a quiescent state yet. So what a
+        // step defers to a grace period (a program's free after its last put) is still pending
+        // when the step's expectations are checked, however fast the reclaimer is; a step that
+        // waits for a grace period (rcu_barrier, synchronize) takes the runner offline.
+        let reader = kernel.rcu.registerThread(name: "scenario")
+        defer { kernel.rcu.unregisterThread(reader) }
         options.afterStep?(0, kernel)  // step 0: the declarations
         if options.observeState { out.states[0] = observedState() }
         for step in file.steps {
@@ -127,6 +134,7 @@ public final class ScenarioRunner {
                 return out
             }
             runStep(step, options, &out)
+            reader.quiescentState()
         }
         if let t = options.traceStep { out.failures.append("step \(t) was not reached (the scenario has \(file.steps.count) steps)") }
         return out
