@@ -122,8 +122,8 @@ public struct BenchConfig: Sendable {
             guard cpus.count == threads else {
                 throw HarnessError("--cpus names \(cpus.count) CPU\(cpus.count == 1 ? "" : "s") for \(threads) worker\(threads == 1 ? "" : "s"): give one CPU per worker")
             }
-            for c in cpus where c < 0 || c >= max(1, cpus_online()) {
-                throw HarnessError("--cpus: CPU \(c) is not online (CPUs 0–\(max(1, cpus_online()) - 1) are)")
+            for c in cpus where c < 0 || c >= max(1, online) {
+                throw HarnessError("--cpus: CPU \(c) is not online (CPUs 0–\(max(1, online) - 1) are)")
             }
             if Set(cpus).count < cpus.count && !oversubscribe {
                 throw HarnessError("--cpus \(cpus.map(String.init).joined(separator: ",")) puts two workers on one CPU: their rates would not add up (give --oversubscribe to measure that anyway)")
@@ -252,8 +252,6 @@ public struct BenchReport: Sendable, Codable {
     /// The VM's two speeds, when the baseline windows show both.
     public var speedStates: SpeedStates? = nil
 }
-
-func cpus_online() -> Int { Int(cbpf_nr_cpus_online()) }
 
 public final class Bench {
     public let config: BenchConfig
@@ -461,7 +459,6 @@ public final class Bench {
     private func measure(_ s: DesignSetup, trial: Int, churn: Bool, twin: Bool, tscGHz: Double, placement: inout [String]) throws -> TrialResult {
         try bpf.xdpAttach(device, fd: s.root)
         defer { try? bpf.xdpAttach(device, fd: -1) }
-        let cpus = max(1, Int(cbpf_nr_cpus_online()))
         var workers: [QueueWorker] = []
         for q in 0..<config.threads {
             let w = try QueueWorker(queue: q, cpu: config.cpu(forWorker: q), frames: config.frames, numa: config.numa)

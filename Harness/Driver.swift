@@ -360,7 +360,6 @@ public final class QueueWorker: @unchecked Sendable {
             body(dev: dev, control: control, warmupPolls: warmupPolls, budget: budget) { h, head, ctx, counts, polls in
                 if qp.pointee.rcu_rec == nil {  // the first call: the worker's own objects
                     qp.pointee.ctx = ctx
-                    qp.pointee.counts = counts
                     let w = h.rawWords
                     qp.pointee.rcu_rec = w.counter
                     qp.pointee.rcu_gp = UnsafePointer(w.gracePeriod)

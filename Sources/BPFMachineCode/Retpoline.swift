@@ -11,6 +11,7 @@
 // The mode: `auto` follows /sys/devices/system/cpu/vulnerabilities/spectre_v2 (this
 // machine: on); generated images read it when they are built.
 import Foundation
+import Synchronization
 
 public enum RetpolineMode: String, Sendable, CaseIterable {
     case off, on, auto
@@ -56,21 +57,10 @@ public enum Retpoline {
             return b.address
         }
     }
-    private static let thunks = LockedTable()
+    private static let thunks = Mutex<[Reg64: UInt64]>([:])
 
     /// An indirect jump through `r`: `jmp *r`, or a jmp to the thunk.
     public static func jmp(_ r: Reg64, _ a: inout X86Assembler, retpolines: Bool) throws {
         if retpolines { a.jmp(absolute: try thunk(r)) } else { a.jmp(r) }
-    }
-}
-
-/// A locked register → thunk table.
-final class LockedTable: @unchecked Sendable {
-    private let lock = NSLock()
-    private var table: [Reg64: UInt64] = [:]
-    func withLock<T>(_ body: (inout [Reg64: UInt64]) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&table)
     }
 }

@@ -46,6 +46,51 @@ final class MachineCodeTests: KernelTestCase {
         XCTAssertEqual(try run(late), XDP_PASS)
     }
 
+    /// KERNEL_RULES, static keys: "sites are flipped one by one, not atomically as a group" —
+    /// for machine-code sites too: each text_poke_bp is one site, and a reader between two
+    /// sees a mix.
+    func testMachineCodeSitesAreFlippedOneAtATime() throws {
+        let key = try keyMap()
+        let mc = try program(key, sites: 3, machine: true)
+        let p = try bpf.prog(mc)
+        defer { p.put() }
+        let m = try XCTUnwrap(try bpf.map(key) as? StaticKeyMap)
+        defer { m.put() }
+        let sites = p.stepImage!.patchSites.map(\.site)
+        var seen: [[UInt8]] = []
+        m.key.onSiteFlipped = { _, _ in seen.append(sites.map { $0.bytes[0] }) }
+        try set(key, true)
+        XCTAssertEqual(seen, [[0xe9, 0x0f, 0x0f], [0xe9, 0xe9, 0x0f], [0xe9, 0xe9, 0xe9]], "a jmp appears site by site")
+        m.key.onSiteFlipped = nil
+    }
+
+    /// KERNEL_RULES, the kernel's bpf_dispatcher: up to 48 known targets reached directly;
+    /// any other program falls back to the indirect jump and still runs — in the generated
+    /// image as in the search.
+    func testTheGeneratedImageTakesAtMost48TargetsAndEveryOtherProgramStillRuns() throws {
+        let disp = BPFDispatcher(kernel: kernel, name: "xdp_test")
+        disp.useImage()
+        var known: [BPFProg] = []
+        for i in 0..<48 {
+            let p = try bpf.prog(try load(ProgLoadAttr(body: .xdpTx, name: "t\(i)")))
+            XCTAssertTrue(disp.change(from: nil, to: p))
+            known.append(p)
+        }
+        let extra = try bpf.prog(try load(ProgLoadAttr(body: .xdpDrop, name: "extra")))
+        XCTAssertFalse(disp.change(from: nil, to: extra), "a 49th target is not taken")
+        XCTAssertFalse(disp.isKnown(extra))
+        XCTAssertNil(disp.imageError)
+        var ctx = cbpf_xdp_md()
+        withUnsafeMutablePointer(to: &ctx) { c in
+            XCTAssertEqual(bpfProgRunMachineDispatched(UnsafePointer(disp.raw), UnsafePointer(extra.raw), c), XDP_DROP, "the miss still runs it")
+            XCTAssertEqual(bpfProgRunMachineDispatched(UnsafePointer(disp.raw), UnsafePointer(known[17].raw), c), XDP_TX, "a hit")
+        }
+        disp.releaseImage()
+        disp.reset()
+        extra.put()
+        known.forEach { $0.put() }
+    }
+
     func testWhatTheMachineEngineDoesNotGenerateIsENOTSUPPAndLeavesNothing() throws {
         let before = CodeRegion.shared?.freeBytes, progs = kernel.liveProgs.load(ordering: .relaxed)
         var a = ProgLoadAttr(steps: StepProgram([.count("x"), .returnConst(XDP_DROP)]), name: "mc")
