@@ -10,6 +10,7 @@
 // the programs in their image as dotted edges: pointers, not references.
 import BPFKernel
 import Foundation
+import Synchronization
 
 public enum GraphRender {
     static func esc(_ s: String) -> String {
@@ -106,12 +107,22 @@ public enum GraphRender {
         p.standardOutput = out
         p.standardError = err
         do { try p.run() } catch { return (nil, "cannot run \(dot): \(error)") }
+        // stderr is drained beside stdout: dot blocked on a full stderr pipe would never close
+        // stdout, and both sides would wait for ever.
+        let errText = Mutex(Data())
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            let d = err.fileHandleForReading.readDataToEndOfFile()
+            errText.withLock { $0 = d }
+            drained.signal()
+        }
         inp.fileHandleForWriting.write(Data(dotText.utf8))
         try? inp.fileHandleForWriting.close()
         let data = out.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
         p.waitUntilExit()
         if p.terminationStatus != 0 {
-            return (nil, "dot failed: " + String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).prefix(300))
+            return (nil, "dot failed: " + String(decoding: errText.withLock { $0 }, as: UTF8.self).prefix(300))
         }
         return (String(decoding: data, as: UTF8.self), nil)
     }

@@ -11,27 +11,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source Tests/install-deps.sh
+source Tests/phase.sh
 
-echo "== bpf/build.sh (the shipped BPF C programs, clang -O2 -g -target bpf) =="
-bash bpf/build.sh
+phase "bpf/build.sh (the shipped BPF C programs, clang -O2 -g -target bpf)" 5 bash bpf/build.sh
 
-echo "== swift test (debug, checked kernel) =="
-swift test
+phase "swift test (debug, checked kernel)" 35 swift test
 
-echo "== swift test --sanitize=thread (concurrency tests) =="
-swift test --sanitize=thread --scratch-path .build-tsan --filter 'Concurrency'
+phase "swift test --sanitize=thread (concurrency tests)" 15 swift test --sanitize=thread --scratch-path .build-tsan --filter 'Concurrency'
 
-echo "== swift test --sanitize=address (random operations, fuzzers, pin/close race) =="
 # XCTest itself trips ASan's leak checker (SWIFT_NOTES.md): leaks are the auditor's job.
-ASAN_OPTIONS=detect_leaks=0 BPFLAB_RANDOM_OPS=20000 BPFLAB_FUZZ_FILES=1000 BPFLAB_FUZZ_PROGRAMS=20000 BPFLAB_FUZZ_OBJECTS=4000 \
+phase "swift test --sanitize=address (random operations, fuzzers, pin/close race)" 15 \
+    env ASAN_OPTIONS=detect_leaks=0 BPFLAB_RANDOM_OPS=20000 BPFLAB_FUZZ_FILES=1000 BPFLAB_FUZZ_PROGRAMS=20000 BPFLAB_FUZZ_OBJECTS=4000 \
     swift test --sanitize=address --scratch-path .build-asan \
     --filter 'RandomOperationTests|RandomOperationWithPacketsTests|ScenarioFuzzTests|ConcurrencyPinTests|InterpreterFuzzTests|ObjectLoaderTests|ConformanceTests|BytecodeTests'
 
-echo "== swift package generate-documentation (the BPFKernel DocC catalog, warnings as errors) =="
-swift package generate-documentation --target BPFKernel --warnings-as-errors >/dev/null
+phase "swift package generate-documentation (the BPFKernel DocC catalog, warnings as errors)" 8 \
+    bash -c 'swift package generate-documentation --target BPFKernel --warnings-as-errors >/dev/null'
 
-echo "== swift build (Perf/Benchmarks: package-benchmark, build only) =="
-swift build --package-path Perf/Benchmarks
+phase "swift build (Perf/Benchmarks: package-benchmark, build only)" 8 swift build --package-path Perf/Benchmarks
 
-echo "== swift build (Perf/RCU: the lab's RCU against liburcu-qsbr, build only) =="
-swift build --package-path Perf/RCU
+phase "swift build (Perf/RCU: the lab's RCU against liburcu-qsbr, build only)" 5 swift build --package-path Perf/RCU

@@ -93,9 +93,10 @@ public final class LiveNetns: @unchecked Sendable {
         p.standardError = err
         p.standardOutput = FileHandle.nullDevice
         try p.run()
+        // Read to the end before waiting: a child that fills the pipe would wait for us forever.
+        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             throw LiveError(errno: 1, message: "\(tool) \(args.joined(separator: " ")): \(msg.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
     }

@@ -192,9 +192,10 @@ func gitCommit() -> String? {
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
     guard (try? p.run()) != nil else { return nil }
+    // Read to the end before waiting: a child that fills the pipe would wait for us forever.
+    let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     p.waitUntilExit()
     guard p.terminationStatus == 0 else { return nil }
-    let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     return s.isEmpty ? nil : s
 }
 

@@ -21,9 +21,9 @@ let shippedObjects: Result<URL, ObjectSkip> = {
     p.standardOutput = FileHandle.nullDevice
     p.standardError = err
     do { try p.run() } catch { return .failure(ObjectSkip(reason: "cannot run bpf/build.sh: \(error)")) }
+    let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)  // before the wait: a full pipe would block it
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {
-        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         return .failure(ObjectSkip(reason: "bpf/build.sh failed (clang with -target bpf and libbpf-dev's headers are needed): \(msg.prefix(300))"))
     }
     return .success(bpfDir.appendingPathComponent("out"))

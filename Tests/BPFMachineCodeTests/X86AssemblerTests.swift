@@ -16,8 +16,8 @@ final class X86AssemblerTests: XCTestCase {
         let out = Pipe()
         p.standardOutput = out
         try p.run()
-        p.waitUntilExit()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
         return text.split(separator: "\n").compactMap { line -> String? in
             let cols = line.split(separator: "\t", omittingEmptySubsequences: false)
             guard cols.count >= 3, cols[0].hasSuffix(":") else { return nil }

@@ -81,10 +81,10 @@ final class CLIReliabilityTests: XCTestCase {
         p.standardError = err
         try out.fileHandleForReading.close()  // nobody reads: the first write gets EPIPE
         try p.run()
+        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)  // before the wait: a full pipe would block it
         p.waitUntilExit()
         XCTAssertEqual(p.terminationReason, .exit, "not killed by a signal")
         XCTAssertEqual(p.terminationStatus, 1)
-        let msg = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertTrue(msg.contains("standard output"), msg)
     }
 
