@@ -1,16 +1,33 @@
 // MachineCodeDesigns.swift — designs whose programs run as generated x86-64 machine code
 // (the "machine" engine, Sources/BPFKernel/MachineStepJIT.swift) beside their native C
 // stand-ins: what the kernel's own code for the mechanism costs here.
-// Mirrors: arch/x86/kernel/jump_label.c (a static branch is a 5-byte NOP until its key is
-// on, then a jmp, patched live by text_poke_bp).
+// Mirrors: arch/x86/net/bpf_jit_comp.c (the prologue, the tail-call sequences),
+// arch/x86/kernel/jump_label.c (a static branch is a 5-byte NOP until its key is on, then a
+// jmp, patched live by text_poke_bp), kernel/bpf/dispatcher.c.
 import BPFKernel
 
 extension DesignID {
+    public static let machineDrop = DesignID("mc-drop")
     public static let machineStaticKeyOff = DesignID("mc-static-key-off")
     public static let machineStaticKeyOn = DesignID("mc-static-key-on")
+    public static let machineTailJIT = DesignID("mc-tail-jit")
+    public static let machineTailDirect = DesignID("mc-tail-direct")
 }
 
 enum MachineCodeDesigns {
+    /// The DROP program generated: the JIT's prologue, `mov eax, 1`, `leave; ret` — the
+    /// machine designs' own baseline (the bench's is a C function).
+    static func drop(_ c: DesignContext) throws -> DesignSetup {
+        var a = ProgLoadAttr(steps: StepProgram([.returnConst(verdictDrop)]), name: dropName)
+        a.machineCode = true
+        let p = try c.load(a)
+        return DesignSetup(id: c.id, root: p, fds: [p])
+    }
+
+    static func tailChain(_ c: DesignContext) throws -> DesignSetup {
+        try TailCallDesigns.tailChain(c, machine: true, direct: c.id == .machineTailDirect)
+    }
+
     /// StaticKeyDesigns' program, generated: each site the kernel's NOP (key off) or a jmp to
     /// an out-of-line direct call of the hook (key on).
     static func guarded(_ c: DesignContext) throws -> DesignSetup {
@@ -18,6 +35,15 @@ enum MachineCodeDesigns {
     }
 
     static let all: [Design] = [
+        Design("mc-drop", title: "DROP, machine code",
+               summary: "generated code: the JIT's prologue (patchable NOP, frame) and return DROP — what every machine design pays before its mechanism",
+               family: .machineCode, groups: [.machine], build: drop),
+        Design("mc-tail-jit", title: "Tail call, machine code (indirect)",
+               summary: "generated code: N programs tail-calling to DROP through a prog array with emit_bpf_tail_call_indirect's sequence (bounds, NULL, count, jmp *rcx — retpolined when on)",
+               family: .machineCode, groups: [.seed, .machine], parameter: TailCallDesigns.depth, build: tailChain),
+        Design("mc-tail-direct", title: "Tail call, machine code (direct, patched)",
+               summary: "the same with emit_bpf_tail_call_direct: count, then a jmp patched by text_poke_bp to the target, re-pointed on every slot update",
+               family: .machineCode, groups: [.seed, .machine], parameter: TailCallDesigns.depth, build: tailChain),
         Design("mc-static-key-off", title: "Static key off, machine code (DROP)",
                summary: "generated code: DROP after N static branch sites that are the kernel's 5-byte NOP (key off)",
                family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),

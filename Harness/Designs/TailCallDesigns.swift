@@ -17,19 +17,26 @@ enum TailCallDesigns {
 
     /// Programs t0 … t(n−1), ti jumping through slot i of one prog array; slot i holds
     /// t(i+1), and slot n − 1 the DROP program. Slot n is left empty (churn's).
-    static func tailChain(_ c: DesignContext) throws -> DesignSetup {
+    /// `machine`: every program generated as x86-64 (the machine engine), the tail calls as
+    /// the JIT emits them — `direct` the patched jump, otherwise the indirect sequence.
+    static func tailChain(_ c: DesignContext, machine: Bool, direct: Bool) throws -> DesignSetup {
         let jited = c.id != .tailInterp
         let n = max(1, c.n)
         let jmp = try c.bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: UInt32(n + 1), name: "jmp"))
         var fds: [Int32] = [jmp]
-        let d = jited ? try c.loadDrop()
-                      : try c.load(ProgLoadAttr(steps: StepProgram([.returnConst(verdictDrop)]), name: dropName, jited: false))
+        func load(_ steps: [Step], _ name: String) throws -> Int32 {
+            var a = ProgLoadAttr(steps: StepProgram(steps, directTailCalls: direct), name: name, jited: jited)
+            a.machineCode = machine
+            do { return try c.load(a) } catch {
+                for fd in fds.reversed() { try? c.bpf.objClose(fd) }
+                throw error
+            }
+        }
+        let d = jited && !machine ? try c.loadDrop() : try load([.returnConst(verdictDrop)], dropName)
         fds.append(d)
         var hops: [Int32] = []
         for i in 0..<n {
-            let t = try c.load(ProgLoadAttr(steps: StepProgram([.tailCall(arrayFD: jmp, index: .constant(UInt64(i))), .returnConst(verdictPass)],
-                                                               directTailCalls: c.id == .tailDirect),
-                                            name: "xdp_tail", jited: jited))
+            let t = try load([.tailCall(arrayFD: jmp, index: .constant(UInt64(i))), .returnConst(verdictPass)], "xdp_tail")
             hops.append(t)
             fds.append(t)
         }
@@ -40,6 +47,10 @@ enum TailCallDesigns {
         var s = DesignSetup(id: c.id, root: hops[0], fds: Array(fds.reversed()), progArray: jmp)
         s.spareSlot = UInt32(n)
         return s
+    }
+
+    static func tailChain(_ c: DesignContext) throws -> DesignSetup {
+        try tailChain(c, machine: false, direct: c.id == .tailDirect)
     }
 
     static let all: [Design] = [

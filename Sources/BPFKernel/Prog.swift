@@ -231,6 +231,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     public let flags: ProgLoadFlags
     public let license: String
     public let jited: Bool
+    /// Generated as x86-64 machine code (the machine engine, MachineStepJIT.swift).
+    public let machineCode: Bool
     /// Serial number, unique per Kernel (IDs are reused cyclically; serials never).
     public let serial: UInt64
     /// Maps the program uses; it holds one `refcnt` reference on each (not `usercnt`).
@@ -301,6 +303,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         self.flags = ProgLoadFlags(rawValue: attr.progFlags)
         self.license = attr.license
         self.jited = attr.jited
+        self.machineCode = attr.machineCode
         self.serial = kernel.serials.add(1, ordering: .relaxed).newValue
         self.usedMaps = maps
 
@@ -323,6 +326,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let tag = progTag(symbol: body.symbol, data: attr.data)
 
         raw.pointee.bpf_func = body.fn
+        raw.pointee.jit_entry = attr.machineCode ? UnsafeRawPointer(unsafeBitCast(body.fn, to: UnsafeRawPointer.self)) : nil
         raw.pointee.insnsi = UnsafeRawPointer(dataBlock)
         raw.pointee.aux = aux
         raw.pointee.stats = stats
@@ -397,7 +401,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         // An extension is compared as its target's type (resolve_prog_type).
         let resolvedType = type == .ext ? (target?.type ?? type) : type
         for case let a as ProgArray in unique {
-            try a.checkCompatible(type: resolvedType, jited: attr.jited, frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
+            try a.checkCompatible(type: resolvedType, jited: attr.jited, machine: attr.machineCode,
+                                  frags: attr.progFlags & ProgLoadFlags.xdpHasFrags.rawValue != 0, name: attr.name)
         }
         // fixup_call_args: "tail_calls are not allowed in non-JITed programs with
         // bpf-to-bpf calls" — the interpreter cannot carry the tail-call counter across frames.
@@ -458,7 +463,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             guard attr.jited else { throw fail(.EINVAL, "the machine engine is a JIT: load with jited: true") }
             try ProgImage.verify(sp)
             let img = ProgImage()
-            img.specialised = try MachineStepJIT.build(sp, keys: keys, image: img)
+            img.specialised = try MachineStepJIT.build(sp, kernel: kernel, arrays: arrays, keys: keys, image: img)
             image = img
         } else if let sp = loadAttr.steps {
             let img = try ProgImage.build(sp, kernel: kernel, arrays: arrays, keys: keys, jited: attr.jited)
@@ -518,11 +523,12 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
                 prog.onFree.append { for (site, key) in sites { key.key.unregister(patched: site) } }
             }
         }
-        for case let a as ProgArray in unique { a.claimOwner(type: resolvedType, jited: attr.jited, frags: prog.hasFrags) }
+        for case let a as ProgArray in unique { a.claimOwner(type: resolvedType, jited: attr.jited, machine: attr.machineCode, frags: prog.hasFrags) }
         if let image {
             for (desc, arr) in image.pokes { arr.trackPoke(desc, owner: prog) }  // prog_array_map_poke_track
-            if !image.pokes.isEmpty {
-                let arrs = image.pokes.map(\.array)
+            for (poke, arr) in image.machinePokes { arr.trackPoke(poke, owner: prog) }
+            if !image.pokes.isEmpty || !image.machinePokes.isEmpty {
+                let arrs = image.pokes.map(\.array) + image.machinePokes.map(\.array)
                 prog.onFree.append { for a in arrs { a.untrackPoke(owner: prog) } }
             }
         }

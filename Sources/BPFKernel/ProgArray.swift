@@ -16,8 +16,12 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
     private let slotsLock = KLock()  // serialises updates and poke runs (map->poke_mutex)
     private var ownerType: ProgType?
     private var ownerJited = false
+    private var ownerMachine = false
     private var ownerFrags = false
     private var pokes: [(desc: UnsafeMutablePointer<bpfp_poke_desc>, prog: ObjectIdentifier)] = []
+    private var machinePokes: [(poke: MachineTailPoke, prog: ObjectIdentifier)] = []
+    /// Generated-code pokes that failed (text_poke_bp's core sync refused): the auditor's.
+    public private(set) var pokeFailures = 0
     private let arrayBytes: Int
     /// Flushes queued and not yet run (each holds a reference on the array).
     let pendingFlushes = Atomic<Int>(0)
@@ -63,13 +67,13 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
 
     /// __bpf_prog_map_compatible for a program being loaded with this array among its
     /// maps, without claiming: EINVAL if its kind differs from the owner's.
-    func checkCompatible(type: ProgType, jited: Bool, frags: Bool, name progName: String) throws {
+    func checkCompatible(type: ProgType, jited: Bool, machine: Bool, frags: Bool, name progName: String) throws {
         try slotsLock.withLock {
-            try checkOwner(type: type, jited: jited, frags: frags, progName: progName)
+            try checkOwner(type: type, jited: jited, machine: machine, frags: frags, progName: progName)
         }
     }
 
-    private func checkOwner(type t: ProgType, jited: Bool, frags: Bool, progName: String) throws {
+    private func checkOwner(type t: ProgType, jited: Bool, machine: Bool, frags: Bool, progName: String) throws {
         guard let ot = ownerType else { return }
         if ot != t {
             throw fail(.EINVAL, "prog array '\(name)' belongs to \(ot.name) programs; '\(progName)' is \(t.name)")
@@ -80,14 +84,21 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         if ownerFrags != frags {
             throw fail(.EINVAL, "prog array '\(name)' holds programs \(ownerFrags ? "with" : "without") BPF_F_XDP_HAS_FRAGS; '\(progName)' is \(frags ? "with" : "without")")
         }
+        // The lab's rule beside the kernel's jited one, for the same reason: a generated tail
+        // call jumps past the target's generated prologue, which only the machine engine's
+        // programs have, and keeps the count in that frame.
+        if ownerMachine != machine {
+            throw fail(.EINVAL, "prog array '\(name)' holds \(ownerMachine ? "machine-code" : "native") programs; '\(progName)' is \(machine ? "machine code" : "native")")
+        }
     }
 
     /// Claims ownership for a loaded program's kind if the array has no owner yet.
-    func claimOwner(type: ProgType, jited: Bool, frags: Bool) {
+    func claimOwner(type: ProgType, jited: Bool, machine: Bool, frags: Bool) {
         slotsLock.withLock {
             if ownerType == nil {
                 ownerType = type
                 ownerJited = jited
+                ownerMachine = machine
                 ownerFrags = frags
             }
         }
@@ -97,7 +108,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         if prog.type == .ext {
             throw fail(.EINVAL, "extension programs cannot be tail-call targets")
         }
-        try checkOwner(type: ProgArray.effectiveType(prog), jited: prog.jited, frags: prog.hasFrags, progName: prog.name)
+        try checkOwner(type: ProgArray.effectiveType(prog), jited: prog.jited, machine: prog.machineCode, frags: prog.hasFrags, progName: prog.name)
     }
 
     /// The owner's program type, if fixed.
@@ -141,6 +152,7 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
             if ownerType == nil {
                 ownerType = ProgArray.effectiveType(prog)
                 ownerJited = prog.jited
+                ownerMachine = prog.machineCode
                 ownerFrags = prog.hasFrags
             }
             // The freplace interlock: checked and counted under the program's ext lock, so
@@ -241,11 +253,27 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
         }
     }
 
+    /// The same for a generated direct tail call (bpf_tail_call_direct_fixup): the slot's
+    /// program patched in before the program can run.
+    func trackPoke(_ poke: MachineTailPoke, owner: BPFProg) {
+        slotsLock.withLock {
+            machinePokes.append((poke, ObjectIdentifier(owner)))
+            if poke.key < maxEntries, let cur = cbpf_array_slot(array, poke.key) {
+                poked { try poke.set(cur) }
+            }
+        }
+    }
+
     /// prog_array_map_poke_untrack: the program is being freed.
     func untrackPoke(owner: BPFProg) {
         slotsLock.withLock {
             pokes.removeAll { $0.prog == ObjectIdentifier(owner) }
+            machinePokes.removeAll { $0.prog == ObjectIdentifier(owner) }
         }
+    }
+
+    private func poked(_ body: () throws -> Void) {
+        do { try body() } catch { pokeFailures += 1 }
     }
 
     /// prog_array_map_poke_run: re-point every direct jump for slot `index`. Called with
@@ -260,10 +288,21 @@ public final class ProgArray: BPFMap, @unchecked Sendable {
                 needSync = true
             }
         }
+        for (poke, _) in machinePokes where poke.key == index {
+            if let new {
+                poked { try poke.set(new) }    // the target site, then the bypass to a NOP
+            } else {
+                poked { try poke.restoreBypass() }
+                needSync = true
+            }
+        }
         if needSync {
             kernel.rcu.synchronize()           // no CPU can still be past the bypass check
             for (desc, _) in pokes where desc.pointee.key == index {
                 bpfp_poke_clear_target(desc)   // then clear the old target
+            }
+            for (poke, _) in machinePokes where poke.key == index {
+                poked { try poke.clearTarget() }
             }
         }
     }

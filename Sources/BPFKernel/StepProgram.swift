@@ -149,6 +149,8 @@ final class ProgImage: @unchecked Sendable {
     var machineCode: CodeBlock?
     /// Its static-branch sites, registered with their keys once the program is published.
     var patchSites: [(site: PatchSite, key: StaticKeyMap)] = []
+    /// Its direct tail calls' poke descriptors, tracked by their arrays once published.
+    var machinePokes: [(poke: MachineTailPoke, array: ProgArray)] = []
 
     func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
         let n = max(64, (bytes + 63) & ~63)
@@ -176,6 +178,7 @@ final class ProgImage: @unchecked Sendable {
         if let b = machineCode { CodeRegion.shared?.free(b) }
         machineCode = nil
         patchSites.removeAll()
+        machinePokes.removeAll()
     }
 
     /// Verifies and builds. `arrays` maps each tail-call fd to its (resolved) prog array.

@@ -32,6 +32,19 @@ public final class PatchSite: @unchecked Sendable {
         isJump = jump
     }
 
+    /// Points the site at `target` (a jmp rel32), or back to the NOP (nil), live — a site
+    /// whose target changes (a direct tail call's, re-pointed on every slot update).
+    /// Callers serialise (the prog array's poke mutex).
+    public func retarget(_ target: UInt64?) throws {
+        let insn = try target.map { try X86Assembler.jmpRel32(from: UInt64(UInt(bitPattern: site)), to: $0) } ?? X86Assembler.nop5
+        if insn == bytes { return }
+        try TextPoke.poke(site, in: block, insn)
+        isJump = target != nil
+        currentTarget = target
+    }
+    /// Where a retargeted site jumps (nil: the NOP).
+    public private(set) var currentTarget: UInt64?
+
     /// The site's current bytes.
     public var bytes: [UInt8] { Array(UnsafeRawBufferPointer(start: site, count: 5)) }
 }

@@ -98,6 +98,30 @@ public struct X86Assembler {
     public mutating func store(_ base: Reg64, _ disp: Int32, _ src: Reg64) { rex(w: true, r: src, b: base); bytes.append(0x89); memOperand(reg: src.low, base: base, disp: disp) }
     /// mov dst32, [base + disp] (32-bit load, zero-extended).
     public mutating func load32(_ dst: Reg64, _ base: Reg64, _ disp: Int32) { rex(w: false, r: dst, b: base); bytes.append(0x8b); memOperand(reg: dst.low, base: base, disp: disp) }
+    /// mov dst, qword [base + index*8 + disp32] — a table load (the indirect tail call's
+    /// `array->ptrs[index]`).
+    public mutating func loadIndexed(_ dst: Reg64, _ base: Reg64, _ index: Reg64, _ disp: Int32) {
+        precondition(index != .rsp, "rsp cannot be an index")
+        let v: UInt8 = 0x48 | (dst.high ? 4 : 0) | (index.high ? 2 : 0) | (base.high ? 1 : 0)
+        bytes.append(v); bytes.append(0x8b)
+        modrm(2, dst.low, 4)
+        bytes.append(3 << 6 | index.low << 3 | base.low)  // SIB: scale 8
+        imm32(disp)
+    }
+    /// cmp dword [base + disp32], r32.
+    public mutating func cmpMem32(_ base: Reg64, _ disp: Int32, _ r: Reg64) {
+        rex(w: false, r: r, b: base); bytes.append(0x39); memOperand(reg: r.low, base: base, disp: disp)
+    }
+    /// mov r32, r32 (zero-extends: the kernel's `mov edx, edx` before a bounds check).
+    public mutating func mov32(_ dst: Reg64, _ src: Reg64) { rex(w: false, r: src, b: dst); bytes.append(0x89); modrm(3, src.low, dst.low) }
+    /// xor r32, r32.
+    public mutating func xor32(_ dst: Reg64, _ src: Reg64) { rex(w: false, r: src, b: dst); bytes.append(0x31); modrm(3, src.low, dst.low) }
+    /// The 2-byte NOP (66 90) the JIT's prologue has where a tail-call-reachable program zeroes eax.
+    public mutating func nop2() { bytes += [0x66, 0x90] }
+    /// leave: mov rsp, rbp; pop rbp.
+    public mutating func leave() { bytes.append(0xc9) }
+    /// The lock prefix (f0) for the next instruction.
+    public mutating func lock() { bytes.append(0xf0) }
     /// add qword [base + disp], imm8 (sign-extended) — a non-locked counter increment.
     public mutating func addMem64(_ base: Reg64, _ disp: Int32, imm8: Int8) {
         rex(w: true, b: base); bytes.append(0x83); memOperand(reg: 0, base: base, disp: disp); bytes.append(UInt8(bitPattern: imm8))

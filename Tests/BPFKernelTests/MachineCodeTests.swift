@@ -93,14 +93,120 @@ final class MachineCodeTests: KernelTestCase {
 
     func testWhatTheMachineEngineDoesNotGenerateIsENOTSUPPAndLeavesNothing() throws {
         let before = CodeRegion.shared?.freeBytes, progs = kernel.liveProgs.load(ordering: .relaxed)
-        var a = ProgLoadAttr(steps: StepProgram([.count("x"), .returnConst(XDP_DROP)]), name: "mc")
+        var a = ProgLoadAttr(steps: StepProgram([.call(0), .returnLast], subprogs: [[.returnConst(XDP_DROP)]]), name: "mc")
         a.machineCode = true
-        assertErrno(.ENOTSUPP, "count is not generated yet") { _ = try bpf.progLoad(a) }
+        assertErrno(.ENOTSUPP, "a bpf-to-bpf call is not generated yet") { _ = try bpf.progLoad(a) }
         var b = ProgLoadAttr(steps: StepProgram([.returnConst(XDP_DROP)]), name: "mc", jited: false)
         b.machineCode = true
         assertErrno(.EINVAL, "the machine engine is a JIT") { _ = try bpf.progLoad(b) }
         XCTAssertEqual(CodeRegion.shared?.freeBytes, before, "no code memory kept")
         XCTAssertEqual(kernel.liveProgs.load(ordering: .relaxed), progs)
+    }
+
+    // MARK: tail calls
+
+    private func progArray(_ n: UInt32 = 4) throws -> Int32 { try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: n, name: "jmp")) }
+    private func mc(_ steps: [Step], direct: Bool, name: String = "mc") throws -> Int32 {
+        var a = ProgLoadAttr(steps: StepProgram(steps, directTailCalls: direct), name: name)
+        a.machineCode = true
+        return try load(a)
+    }
+    private func slot(_ arr: Int32, _ i: UInt32, _ fd: Int32?) throws {
+        if let fd { try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(i), value: BPFKernelTests.key(UInt32(bitPattern: fd))) }
+        else { try bpf.mapDeleteElem(arr, key: BPFKernelTests.key(i)) }
+    }
+
+    /// bpf_tail_call as the JIT emits it, both ways: the target's value is the run's; an
+    /// empty slot, a key past max_entries and a deleted slot fall through; a replaced slot
+    /// goes to the new program at once.
+    func testAGeneratedTailCallRunsTheSlotsProgramOrFallsThrough() throws {
+        for direct in [false, true] {
+            let arr = try progArray()
+            let drop = try mc([.returnConst(XDP_DROP)], direct: direct, name: "drop")
+            let tx = try mc([.returnConst(XDP_TX)], direct: direct, name: "tx")
+            let caller = try mc([.tailCall(arrayFD: arr, index: .constant(1)), .returnConst(XDP_PASS)], direct: direct)
+            let far = try mc([.tailCall(arrayFD: arr, index: .constant(9)), .returnConst(XDP_ABORTED)], direct: direct, name: "far")
+            XCTAssertEqual(try run(caller), XDP_PASS, "direct \(direct): empty slot, fall through")
+            try slot(arr, 1, drop)
+            XCTAssertEqual(try run(caller), XDP_DROP, "direct \(direct): the target's value")
+            try slot(arr, 1, tx)
+            XCTAssertEqual(try run(caller), XDP_TX, "direct \(direct): replaced")
+            try slot(arr, 1, nil)
+            XCTAssertEqual(try run(caller), XDP_PASS, "direct \(direct): deleted")
+            XCTAssertEqual(try run(far), XDP_ABORTED, "direct \(direct): a key past max_entries falls through")
+            // A program loaded while the slot is full starts pointed at it (the fixup).
+            try slot(arr, 1, drop)
+            let late = try mc([.tailCall(arrayFD: arr, index: .constant(1)), .returnConst(XDP_PASS)], direct: direct)
+            XCTAssertEqual(try run(late), XDP_DROP, "direct \(direct): patched at load")
+            if direct {
+                let p = try bpf.prog(late)
+                defer { p.put() }
+                let poke = try XCTUnwrap(p.stepImage?.machinePokes.first?.poke)
+                XCTAssertEqual(poke.bypass.bytes, X86Assembler.nop5, "a full slot: the bypass is the NOP")
+                XCTAssertEqual(poke.target.bytes.first, 0xe9, "and the target site a jmp")
+                try slot(arr, 1, nil)
+                XCTAssertEqual(poke.bypass.bytes.first, 0xe9, "an empty slot: the bypass jumps")
+                XCTAssertEqual(poke.target.bytes, X86Assembler.nop5, "and the target site is the NOP again")
+            }
+        }
+    }
+
+    /// MAX_TAIL_CALL_CNT in generated code: a program tail-calling itself runs 34 times; a
+    /// try on an empty slot first is not counted (the NULL check / bypass comes first) —
+    /// KERNEL_RULES.md, as this machine's kernel does.
+    func testAGeneratedSelfTailCallRuns34TimesAndAnEmptySlotIsNotCounted() throws {
+        for direct in [false, true] {
+            kernel.resetCounters()
+            let arr = try progArray()
+            let loop = try mc([.count("loops"), .tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)], direct: direct, name: "loop")
+            try slot(arr, 0, loop)
+            XCTAssertEqual(try run(loop), XDP_PASS)
+            XCTAssertEqual(kernel.counter("loops"), 34, "direct \(direct): 1 run + 33 tail calls")
+            kernel.resetCounters()
+            let tries = try mc([.count("tries"), .tailCall(arrayFD: arr, index: .constant(3)), .tailCall(arrayFD: arr, index: .constant(2)),
+                                .returnConst(XDP_DROP)], direct: direct, name: "tries")
+            try slot(arr, 2, tries)
+            XCTAssertEqual(try run(tries), XDP_DROP)
+            XCTAssertEqual(kernel.counter("tries"), 34, "direct \(direct): the empty slot 3 was tried 34 times and never counted")
+            try slot(arr, 0, nil); try slot(arr, 2, nil)
+        }
+    }
+
+    /// The owner rule, extended for the generated tail call (it jumps past the target's
+    /// generated prologue): a prog array holds programs of one engine — EINVAL both ways,
+    /// and nothing changes.
+    func testAProgArrayHoldsProgramsOfOneEngine() throws {
+        let arr = try progArray()
+        let native = try load(ProgLoadAttr(body: .xdpDrop, name: "native"))
+        let machine = try mc([.returnConst(XDP_DROP)], direct: true)
+        try slot(arr, 0, machine)
+        assertErrno(.EINVAL, "a native program into a machine-code array") { try slot(arr, 1, native) }
+        XCTAssertThrowsError(try bpf.mapLookupElem(arr, key: BPFKernelTests.key(1)), "slot 1 stays empty")
+        assertErrno(.EINVAL, "a native tail-caller of a machine-code array") {
+            _ = try load(ProgLoadAttr(steps: StepProgram([.tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)]), name: "nat"))
+        }
+        let arr2 = try progArray()
+        try slot(arr2, 0, native)
+        assertErrno(.EINVAL, "a machine-code program into a native array") { try slot(arr2, 1, machine) }
+        assertErrno(.EINVAL, "a machine-code tail-caller of a native array") {
+            _ = try mc([.tailCall(arrayFD: arr2, index: .constant(0)), .returnConst(XDP_PASS)], direct: false)
+        }
+    }
+
+    /// A trampoline attached to the target does not run for a tail call (the jump goes past
+    /// the entry), as in the kernel; a call through BPF_PROG_RUN does run it.
+    func testAGeneratedTailCallSkipsTheTargetsEntry() throws {
+        let arr = try progArray()
+        let target = try mc([.returnConst(XDP_DROP)], direct: true, name: "target")
+        let caller = try mc([.tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)], direct: true)
+        try slot(arr, 0, target)
+        let fe = try load(.tracing(.traceFentry, on: target, function: nil, steps: StepProgram([.count("fentry"), .returnConst(0)]), name: "fe"))
+        let l = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
+        XCTAssertEqual(try run(target), XDP_DROP)
+        XCTAssertEqual(kernel.counter("fentry"), 1, "called: the trampoline runs")
+        XCTAssertEqual(try run(caller), XDP_DROP)
+        XCTAssertEqual(kernel.counter("fentry"), 1, "tail-called: it does not")
+        try bpf.objClose(l)
     }
 
     func testTheCodeIsFreedWithTheProgramAfterItsGracePeriod() throws {
@@ -236,4 +342,66 @@ final class ManagedAtomicFlag: @unchecked Sendable {
     deinit { p.deallocate() }
     var isSet: Bool { cbpf_load_acquire_u32(p) != 0 }
     func set() { cbpf_store_release_u32(p, 1) }
+}
+
+/// Direct tail calls re-pointed at a high rate (insert, replace, delete: each a text_poke_bp
+/// of the target site and the bypass, with a grace period on delete) while two RCU readers
+/// run the generated caller, and the indirect sequence reading the same slot: every run
+/// ends in one of the programs the slot held or in the fall-through, never anything else;
+/// no stray SIGTRAP (a wrong jump into int3-filled memory would kill the process).
+final class ConcurrencyMachineTailCallTests: KernelTestCase {
+    func testRepointedDirectTailCallsAlwaysReachAProgramOrFallThrough() throws {
+        let arr = try bpf.mapCreate(MapCreateAttr(type: .progArray, maxEntries: 2, name: "jmp"))
+        func mc(_ steps: [Step], direct: Bool, _ name: String) throws -> Int32 {
+            var a = ProgLoadAttr(steps: StepProgram(steps, directTailCalls: direct), name: name)
+            a.machineCode = true
+            return try load(a)
+        }
+        let drop = try mc([.returnConst(XDP_DROP)], direct: true, "drop")
+        let tx = try mc([.returnConst(XDP_TX)], direct: true, "tx")
+        let direct = try mc([.tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)], direct: true, "direct")
+        let indirect = try mc([.tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)], direct: false, "indirect")
+        let progs = try [direct, indirect].map { try bpf.prog($0) }
+        defer { progs.forEach { $0.put() } }
+        nonisolated(unsafe) let raws = progs.map { UnsafePointer($0.raw) }
+        let stop = ManagedAtomicFlag()
+        final class Tally: @unchecked Sendable { var v: [UInt32: Int] = [:] }
+        let tallies = [Tally(), Tally()]
+        let domain = kernel.rcu
+        let readers = try tallies.enumerated().map { i, t in
+            try kthreadCreate(name: "tail-reader") {
+                let r = domain.registerThread(name: "tail-reader")
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for k in 0..<64 { t.v[bpfProgRun(raws[(i + k) % 2], c), default: 0] += 1 }
+                        r.quiescentState()
+                    }
+                }
+                domain.unregisterThread(r)
+            }
+        }
+        var updates = 0
+        let end = Date().addingTimeInterval(1.0)
+        while Date() < end {
+            try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: drop)))
+            try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: tx)))
+            try bpf.mapDeleteElem(arr, key: BPFKernelTests.key(0))
+            updates += 3
+        }
+        stop.set()
+        readers.forEach(kthreadJoin)
+        var total: [UInt32: Int] = [:]
+        for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
+        let runs = total.values.reduce(0, +)
+        print("machine tail calls: \(updates) slot updates (direct sites re-pointed), \(runs) runs: \(total.sorted { $0.key < $1.key })")
+        XCTAssertEqual(Set(total.keys).subtracting([XDP_DROP, XDP_TX, XDP_PASS]), [], "a verdict the slot never gave")
+        XCTAssertGreaterThan(total[XDP_DROP] ?? 0, 0)
+        XCTAssertGreaterThan(total[XDP_TX] ?? 0, 0)
+        XCTAssertGreaterThan(total[XDP_PASS] ?? 0, 0)
+        XCTAssertGreaterThan(updates, 100)
+        let owner = try XCTUnwrap(try bpf.map(arr) as? ProgArray)
+        defer { owner.put() }
+        XCTAssertEqual(owner.pokeFailures, 0)
+    }
 }

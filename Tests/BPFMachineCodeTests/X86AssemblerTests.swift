@@ -46,6 +46,8 @@ final class X86AssemblerTests: XCTestCase {
         a.jmp(.rax); a.call(.r11); a.jmp(.r8)
         a.call(absolute: origin + 0x1000); a.jmp(absolute: origin)
         a.pause(); a.lfence(); a.int3()
+        a.loadIndexed(.rcx, .rsi, .rdx, 0x40); a.loadIndexed(.r11, .r12, .r9, -8)
+        a.cmpMem32(.rsi, 0, .rdx); a.mov32(.rdx, .rdx); a.xor32(.rax, .rax); a.nop2(); a.leave()
         a.bind(done)
         a.pop(.r12); a.pop(.rbp); a.ret()
         let code = try a.finish()
@@ -60,7 +62,10 @@ final class X86AssemblerTests: XCTestCase {
             "cmp rdi,rsi", "cmp rax,0x21", "test rax,rax",
             "jae \(doneAt)", "je \(doneAt)", "jmp rax", "call r11", "jmp r8",
             "call \(String(format: "0x%llx", origin + 0x1000))", "jmp \(String(format: "0x%llx", origin))",
-            "pause", "lfence", "int3", "pop r12", "pop rbp", "ret",
+            "pause", "lfence", "int3",
+            "mov rcx,QWORD PTR [rsi+rdx*8+0x40]", "mov r11,QWORD PTR [r12+r9*8-0x8]",
+            "cmp DWORD PTR [rsi+0x0],edx", "mov edx,edx", "xor eax,eax", "xchg ax,ax", "leave",
+            "pop r12", "pop rbp", "ret",
         ]
         // objdump writes "ret" as "ret" or "ret " and long displacements with "0x…" — compare
         // the leading text of each.

@@ -157,6 +157,11 @@ typedef struct cbpf_prog {
     uint32_t len;                   /* bytes in the data block */
     uint8_t tag[8];                 /* first 8 bytes of SHA-1 over the program image */
     uint64_t magic;                 /* CBPF_PROG_MAGIC while live, poison after free */
+    /* The machine engine's generated entry (MachineStepJIT), NULL for other bodies: what the
+     * kernel's bpf_func is. The lab's bpf_func is also the pokeable entry word a trampoline
+     * or extension takes over, so the generated tail-call sequences jump past the prologue of
+     * this one — as the kernel's jump past the patched NOP of bpf_func. */
+    const void *jit_entry;
 } cbpf_prog;
 
 /// struct bpf_prog_aux: the writable side of a program.
