@@ -12,6 +12,8 @@ extension DesignID {
     public static let machineStaticKeyOn = DesignID("mc-static-key-on")
     public static let machineTailJIT = DesignID("mc-tail-jit")
     public static let machineTailDirect = DesignID("mc-tail-direct")
+    public static let machineLibxdp1 = DesignID("mc-libxdp-1")
+    public static let machineLibxdp3 = DesignID("mc-libxdp-3")
 }
 
 enum MachineCodeDesigns {
@@ -27,6 +29,8 @@ enum MachineCodeDesigns {
     static func tailChain(_ c: DesignContext) throws -> DesignSetup {
         try TailCallDesigns.tailChain(c, machine: true, direct: c.id == .machineTailDirect)
     }
+
+    static func libxdp(_ c: DesignContext) throws -> DesignSetup { try LibXDPDesigns.dispatcher(c, machine: true) }
 
     /// StaticKeyDesigns' program, generated: each site the kernel's NOP (key off) or a jmp to
     /// an out-of-line direct call of the hook (key on).
@@ -44,6 +48,12 @@ enum MachineCodeDesigns {
         Design("mc-tail-direct", title: "Tail call, machine code (direct, patched)",
                summary: "the same with emit_bpf_tail_call_direct: count, then a jmp patched by text_poke_bp to the target, re-pointed on every slot update",
                family: .machineCode, groups: [.seed, .machine], parameter: TailCallDesigns.depth, build: tailChain),
+        Design("mc-libxdp-1", title: "libxdp dispatcher, 1 program (machine code)",
+               summary: "generated code: libxdp's dispatcher calling its slot directly; freplace patched the slot's entry NOP into a jmp to the DROP extension",
+               family: .machineCode, groups: [.attach, .machine], parameter: LibXDPDesigns.programs(default: 1), build: libxdp),
+        Design("mc-libxdp-3", title: "libxdp dispatcher, 3 programs (machine code)",
+               summary: "the same with PASS, PASS, DROP in three slots: three direct calls, each patched into a jmp to its extension",
+               family: .machineCode, groups: [.attach, .machine], parameter: LibXDPDesigns.programs(default: 3), build: libxdp),
         Design("mc-static-key-off", title: "Static key off, machine code (DROP)",
                summary: "generated code: DROP after N static branch sites that are the kernel's 5-byte NOP (key off)",
                family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),

@@ -54,7 +54,14 @@ public final class LibXDP: @unchecked Sendable {
     /// Swaps that lost a race and were retried, over this object's life.
     public private(set) var retries = 0
 
-    public init(bpf: BPF) { self.bpf = bpf }
+    /// Generate the dispatcher as x86-64 (MachineLibXDP.swift: direct calls of placeholders
+    /// that freplace patches into jumps) instead of loading the native one.
+    public let machineCode: Bool
+
+    public init(bpf: BPF, machineCode: Bool = false) {
+        self.bpf = bpf
+        self.machineCode = machineCode
+    }
 
     /// The programs running on `dev` through a dispatcher, in run order; nil if `dev` runs
     /// no dispatcher.
@@ -162,6 +169,7 @@ public final class LibXDP: @unchecked Sendable {
         var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: "xdp_dispatcher")
         attr.functions = (0..<xdpDispatcherMaxProgs).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
         attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
+        attr.machineCode = machineCode
         let fd = try bpf.progLoad(attr)
         let prog = try bpf.prog(fd)
         prog.put()  // keep the object, not a reference: the fd holds one

@@ -70,7 +70,7 @@ enum MachineStepJIT {
         // tail-call count's push 8 again; the hook pushes rdi and rsi.
         let hookPad: Int32 = tailReachable ? 8 : 0
 
-        let size = 64 + 40 * sp.main.count + 48 * sp.main.count + 8 * subValues.count
+        let size = 64 + 40 * sp.main.count + 48 * sp.main.count + 8 * subValues.count + MachineEntry.stubBytes
         guard let block = region.allocate(size) else { throw fail(.ENOMEM, "code memory is full") }
         var b = X86Assembler(origin: block.address)
         var branchSites: [(offset: Int, hook: X86Assembler.Label, back: X86Assembler.Label, call: Int, key: StaticKeyMap)] = []
@@ -127,6 +127,7 @@ enum MachineStepJIT {
             b.ret()
         }
         subLabels.removeAll()
+        let stubs = MachineEntry.emitStubs(&b, data: nil)  // bound to the data block once it exists
         let code: [UInt8]
         do { code = try b.finish() } catch {
             region.free(block)
@@ -141,13 +142,21 @@ enum MachineStepJIT {
                 patchSites.append((try PatchSite(block: block, site: block.rx + s.offset, target: hook), s.key))
             }
             image.machinePokes = try tails.map { (try MachineTailPoke(block: block, emitted: $0, assembler: b), $0.array) }
+            image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stubs: stubs)
             image.machineCode = block
             image.patchSites = patchSites
         } catch {
             region.free(block)
             image.machinePokes = []
+            image.machineEntries = [:]
             throw fail(.ENOMEM, "cannot install generated code: \(error)")
         }
-        return ProgBody(symbol: "bpflab_machine_code", fn: unsafeBitCast(block.rx, to: cbpf_func_t.self))
+        return MachineStepJIT.body(block)
+    }
+
+    /// The body of generated code in `block`: its entry word starts past the patchable NOP
+    /// (which follows the word: MachineEntry.swift).
+    static func body(_ block: CodeBlock) -> ProgBody {
+        ProgBody(symbol: "bpflab_machine_code", fn: unsafeBitCast(block.rx + 5, to: cbpf_func_t.self))
     }
 }

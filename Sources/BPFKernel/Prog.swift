@@ -233,6 +233,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
     public let jited: Bool
     /// Generated as x86-64 machine code (the machine engine, MachineStepJIT.swift).
     public let machineCode: Bool
+    /// The patchable entry of generated function `f` (0: main), if it is generated.
+    func machineEntry(function f: Int) -> MachineEntry? { stepImage?.machineEntries[f] }
     /// Serial number, unique per Kernel (IDs are reused cyclically; serials never).
     public let serial: UInt64
     /// Maps the program uses; it holds one `refcnt` reference on each (not `usercnt`).
@@ -326,7 +328,8 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let tag = progTag(symbol: body.symbol, data: attr.data)
 
         raw.pointee.bpf_func = body.fn
-        raw.pointee.jit_entry = attr.machineCode ? UnsafeRawPointer(unsafeBitCast(body.fn, to: UnsafeRawPointer.self)) : nil
+        // The generated entry (its patchable NOP) is 5 bytes before the body's entry word.
+        raw.pointee.jit_entry = attr.machineCode ? UnsafeRawPointer(unsafeBitCast(body.fn, to: UnsafeRawPointer.self)) - 5 : nil
         raw.pointee.insnsi = UnsafeRawPointer(dataBlock)
         raw.pointee.aux = aux
         raw.pointee.stats = stats
@@ -470,9 +473,17 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             image = img
             loadAttr.data = img.mainBlock
         }
+        if attr.machineCode && loadAttr.steps == nil && !(sameFunc(body.fn, ProgBody.xdpDispatcher.fn) && !attr.functions.isEmpty) {
+            throw fail(.ENOTSUPP, "the machine engine generates step programs and libxdp's dispatcher; '\(attr.name)' is neither")
+        }
         // Global functions of a native body: their texts, and the table the body reads.
         var funcImage: ProgImage?
-        if !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
+        if attr.machineCode, !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
+            // libxdp's dispatcher, generated: direct calls of placeholders freplace patches.
+            let img = ProgImage()
+            img.specialised = try MachineLibXDP.build(data: &loadAttr.data, functions: attr.functions, tableOffset: off, image: img)
+            image = img
+        } else if !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
             let img = ProgImage()
             for f in attr.functions {
                 let t = img.allocFunction(body: f.body.fn, data: f.data)
@@ -492,6 +503,12 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             withUnsafeMutableBytes(of: &prog.raw.pointee.tag) { dst in for i in 0..<8 { dst[i] = tag[i] } }
         }
         prog.functions = [(attr.name, UnsafeMutablePointer(OpaquePointer(prog.raw)))] + ((image ?? funcImage)?.functions ?? [])
+        if let main = image?.machineEntries[0] {
+            do { try main.bind(data: UnsafeRawPointer(prog.dataBlock)) } catch {
+                prog.releaseRecords()
+                throw fail(.ENOMEM, "cannot finish the generated entry: \(error)")
+            }
+        }
         do {
             let id = try kernel.progIDR.alloc(prog)  // bpf_prog_alloc_id: last fallible step
             cbpf_store_release_u32(cbpf_prog_aux_id(prog.aux), id)

@@ -151,6 +151,8 @@ final class ProgImage: @unchecked Sendable {
     var patchSites: [(site: PatchSite, key: StaticKeyMap)] = []
     /// Its direct tail calls' poke descriptors, tracked by their arrays once published.
     var machinePokes: [(poke: MachineTailPoke, array: ProgArray)] = []
+    /// The patchable entries of its generated functions, by function index (0: main).
+    var machineEntries: [Int: MachineEntry] = [:]
 
     func alloc(_ bytes: Int) -> UnsafeMutableRawPointer {
         let n = max(64, (bytes + 63) & ~63)
@@ -179,6 +181,7 @@ final class ProgImage: @unchecked Sendable {
         machineCode = nil
         patchSites.removeAll()
         machinePokes.removeAll()
+        machineEntries.removeAll()
     }
 
     /// Verifies and builds. `arrays` maps each tail-call fd to its (resolved) prog array.

@@ -194,6 +194,10 @@ final class Trampoline: @unchecked Sendable {
                 throw error
             }
             pokedTo = wanted
+            // A generated function's patchable NOP follows its entry word.
+            if case let .prog(p, f) = target, let entry = p.machineEntry(function: f) {
+                entry.follow(word: wanted, orig: header.pointee.orig, ext: ext)
+            }
             // Back to the function's own body: readers that still enter the trampoline
             // find no image and call the body (bpfp_tramp_entry's NULL case).
             if new == nil { cbpf_rcu_assign_pointer(imageSlot, nil) }

@@ -93,6 +93,14 @@ public final class CodeRegion: @unchecked Sendable {
 /// text_poke_bp on a site inside a block: `insn` replaces the bytes at `site` while other
 /// threads may be running them.
 public enum TextPoke {
+    /// Writes `bytes` at `at` (inside `b`) before any thread runs that code: a plain write
+    /// of the writable mapping and a core sync, as text_poke_early.
+    public static func writeEarly(_ bytes: [UInt8], at: UnsafeMutableRawPointer, in b: CodeBlock) throws {
+        precondition(at >= b.rx && at + bytes.count <= b.rx + b.size, "outside the block")
+        let e = bytes.withUnsafeBufferPointer { cmc_text_poke_early(b.writable(at).assumingMemoryBound(to: UInt8.self), $0.baseAddress, Int32($0.count)) }
+        guard e == 0 else { throw MachineCodeError(errno: e, message: "membarrier(SYNC_CORE) failed (errno \(e))") }
+    }
+
     public static func poke(_ site: UnsafeMutableRawPointer, in b: CodeBlock, _ insn: [UInt8]) throws {
         let e = insn.withUnsafeBufferPointer {
             cmc_text_poke_bp(site.assumingMemoryBound(to: UInt8.self), b.writable(site).assumingMemoryBound(to: UInt8.self), $0.baseAddress, Int32($0.count))

@@ -120,6 +120,10 @@ public struct X86Assembler {
     public mutating func nop2() { bytes += [0x66, 0x90] }
     /// leave: mov rsp, rbp; pop rbp.
     public mutating func leave() { bytes.append(0xc9) }
+    /// bt r32, r32: CF = bit (bit mod 32) of base — libxdp's `(1U << ret) & mask` test.
+    public mutating func bt32(_ base: Reg64, _ bit: Reg64) { rex(w: false, r: bit, b: base); bytes += [0x0f, 0xa3]; modrm(3, bit.low, base.low) }
+    /// cmp r32, imm32.
+    public mutating func cmp32(_ r: Reg64, imm: Int32) { rex(w: false, b: r); bytes.append(0x81); modrm(3, 7, r.low); imm32(imm) }
     /// The lock prefix (f0) for the next instruction.
     public mutating func lock() { bytes.append(0xf0) }
     /// add qword [base + disp], imm8 (sign-extended) — a non-locked counter increment.

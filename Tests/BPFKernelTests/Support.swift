@@ -145,7 +145,7 @@ extension KernelTestCase {
     /// Loads libxdp's dispatcher program (the native one) with `enabled` slots, every mask
     /// continuing on XDP_PASS and on an empty placeholder's 31; its placeholders are
     /// prog0 … prog9.
-    func loadLibxdpDispatcher(enabled: UInt32, name: String = "disp") throws -> Int32 {
+    func loadLibxdpDispatcher(enabled: UInt32, name: String = "disp", machine: Bool = false) throws -> Int32 {
         var cfg = bpfp_xdp_dispatcher_config()
         cfg.num_progs_enabled = enabled
         withUnsafeMutableBytes(of: &cfg.chain_call_actions) { b in
@@ -154,6 +154,7 @@ extension KernelTestCase {
         var attr = ProgLoadAttr(body: .xdpDispatcher, data: withUnsafeBytes(of: &cfg) { Array($0) }, name: name)
         attr.functions = (0..<10).map { ProgFunction(name: "prog\($0)", body: .xdpDispatcherStub) }
         attr.functionTableOffset = MemoryLayout<bpfp_xdp_dispatcher_config>.offset(of: \.slots)!
+        attr.machineCode = machine
         return try load(attr)
     }
 }

@@ -48,6 +48,7 @@ final class X86AssemblerTests: XCTestCase {
         a.pause(); a.lfence(); a.int3()
         a.loadIndexed(.rcx, .rsi, .rdx, 0x40); a.loadIndexed(.r11, .r12, .r9, -8)
         a.cmpMem32(.rsi, 0, .rdx); a.mov32(.rdx, .rdx); a.xor32(.rax, .rax); a.nop2(); a.leave()
+        a.bt32(.rdx, .rax); a.cmp32(.rax, imm: 31); a.lock(); a.addMem64(.r11, 0, imm8: 1)
         a.bind(done)
         a.pop(.r12); a.pop(.rbp); a.ret()
         let code = try a.finish()
@@ -65,6 +66,7 @@ final class X86AssemblerTests: XCTestCase {
             "pause", "lfence", "int3",
             "mov rcx,QWORD PTR [rsi+rdx*8+0x40]", "mov r11,QWORD PTR [r12+r9*8-0x8]",
             "cmp DWORD PTR [rsi+0x0],edx", "mov edx,edx", "xor eax,eax", "xchg ax,ax", "leave",
+            "bt edx,eax", "cmp eax,0x1f", "lock add QWORD PTR [r11+0x0],0x1",
             "pop r12", "pop rbp", "ret",
         ]
         // objdump writes "ret" as "ret" or "ret " and long displacements with "0x…" — compare

@@ -1,0 +1,84 @@
+// MachineEntry.swift — the patchable entry of a generated function: the 5-byte NOP at +0
+// that the kernel's trampolines and extensions patch (emit_prologue's "BPF trampoline can
+// be made to work without these nops"; bpf_arch_text_poke on the function's address).
+//
+// The lab's attach machinery (Trampoline.swift) works on the function's entry word
+// (cbpf_text.func); for a generated function that word starts at +5, past the NOP, and the
+// site follows every change of it:
+//
+//   word = the function itself          → the NOP
+//   word = the extension entry          → `jmp ext` straight to a generated extension's
+//                                          entry (freplace as the kernel does it: one
+//                                          direct jmp), or `jmp stub` for a native one
+//   word = the trampoline entry         → `jmp stub` (trampolines are not generated yet:
+//                                          the stub enters the lab's C trampoline)
+//
+// A stub is `mov rsi, <the function's data block>; jmp <C entry>`, so the C entry finds
+// the function's header as it does when called through the word. The trampoline calls the
+// function through its header's `orig`, which is +5: past the NOP, as the kernel's
+// trampoline calls the original function past its patched entry.
+//
+// Mirrors: arch/x86/net/bpf_jit_comp.c (emit_prologue, bpf_arch_text_poke),
+// kernel/bpf/trampoline.c (bpf_trampoline_update: the entry patched to the image, or to the
+// extension for BPF_TRAMP_REPLACE).
+import BPFMachineCode
+import BPFPrograms
+import CBPFShims
+
+final class MachineEntry: @unchecked Sendable {
+    let site: PatchSite
+    let extStub: UInt64
+    let trampStub: UInt64
+    /// Pokes of the site that failed (text_poke_bp's core sync refused): the auditor's.
+    private(set) var failures = 0
+
+    /// Bytes `emitStubs` writes.
+    static let stubBytes = 2 * 15
+
+    /// Emits the two stubs for a function whose data block is `data` (nil: not allocated
+    /// yet — `bind` fills it in before the function can run); returns their offsets.
+    static func emitStubs(_ b: inout X86Assembler, data: UnsafeRawPointer?) -> (ext: Int, tramp: Int) {
+        let d = UInt64(UInt(bitPattern: data))
+        let ext = b.offset
+        b.mov(.rsi, imm64: d)
+        b.jmp(absolute: UInt64(UInt(bitPattern: unsafeBitCast(bpfp_ext_entry as cbpf_func_t, to: UnsafeRawPointer.self))))
+        let tramp = b.offset
+        b.mov(.rsi, imm64: d)
+        b.jmp(absolute: UInt64(UInt(bitPattern: unsafeBitCast(bpfp_tramp_entry as cbpf_func_t, to: UnsafeRawPointer.self))))
+        return (ext, tramp)
+    }
+
+    /// The entry at `entry` (its NOP) in `block`, with the stubs at the given offsets.
+    init(block: CodeBlock, entry: Int, stubs: (ext: Int, tramp: Int)) throws {
+        self.block = block
+        site = try PatchSite(block: block, site: block.rx + entry, target: block.address + UInt64(stubs.tramp))
+        extStub = block.address + UInt64(stubs.ext)
+        trampStub = block.address + UInt64(stubs.tramp)
+    }
+    private let block: CodeBlock
+
+    /// Writes the function's data block into both stubs' `mov rsi, imm64` — for a main
+    /// function, whose data block is allocated with the program after its code. Before the
+    /// program is published (nothing runs it yet).
+    func bind(data: UnsafeRawPointer) throws {
+        let imm = withUnsafeBytes(of: UInt64(UInt(bitPattern: data)).littleEndian) { Array($0) }
+        for stub in [extStub, trampStub] {
+            try TextPoke.writeEarly(imm, at: block.rx + Int(stub - block.address) + 2, in: block)  // past REX.W and B8+r
+        }
+    }
+
+    /// Follows the entry word: `word` is what it now holds, `orig` the function itself,
+    /// `ext` the extension when the word is the extension entry. Called under the
+    /// trampoline lock, after the word has changed.
+    func follow(word: cbpf_func_t?, orig: cbpf_func_t?, ext: BPFProg?) {
+        let target: UInt64?
+        if sameFunc(word, orig) {
+            target = nil
+        } else if sameFunc(word, bpfp_ext_entry), let ext {
+            target = ext.raw.pointee.jit_entry.map { UInt64(UInt(bitPattern: $0)) } ?? extStub
+        } else {
+            target = trampStub
+        }
+        do { try site.retarget(target) } catch { failures += 1 }
+    }
+}

@@ -1,0 +1,160 @@
+// Generated functions' patchable entries (MachineEntry.swift) and libxdp's dispatcher as
+// machine code (MachineLibXDP.swift): freplace patches a placeholder's 5-byte NOP into a
+// jmp straight to a generated extension (a stub for a native one), detaching puts the NOP
+// back, a trampoline on a generated program runs whether the program is entered through
+// its entry word or its generated entry, and attaching and detaching extensions while
+// workers run the dispatcher never gives a verdict neither state gives.
+import XCTest
+import CBPFShims
+import CMachineCode
+import BPFMachineCode
+@testable import BPFKernel
+
+/// The 5 bytes at `p`.
+private func bytes(_ p: UnsafeRawPointer) -> [UInt8] { Array(UnsafeRawBufferPointer(start: p, count: 5)) }
+
+final class MachineEntryTests: KernelTestCase {
+    private func mcExt(of target: Int32, function: String, returning v: UInt32, name: String = "ext") throws -> Int32 {
+        var a = ProgLoadAttr.tracing(.unspecified, on: target, function: function, steps: StepProgram([.returnConst(v)]), name: name)
+        a.machineCode = true
+        return try load(a)
+    }
+    private func extLink(_ fd: Int32) throws -> Int32 { try bpf.linkCreate(LinkCreateAttr(progFD: fd, attachType: .unspecified)) }
+
+    /// The placeholder prog0 of the generated dispatcher, and its entry site.
+    private func slotSite(_ disp: Int32, _ i: Int) throws -> MachineEntry {
+        let p = try bpf.prog(disp)
+        defer { p.put() }
+        return try XCTUnwrap(p.machineEntry(function: 1 + i))
+    }
+
+    func testFreplacePatchesThePlaceholdersNopIntoAJmpToTheGeneratedExtension() throws {
+        let disp = try loadLibxdpDispatcher(enabled: 1, machine: true)
+        XCTAssertEqual(try run(disp), XDP_PASS, "an empty slot returns XDP_DISPATCHER_RETVAL, in every mask: PASS at the end")
+        let site = try slotSite(disp, 0)
+        XCTAssertEqual(site.site.bytes, X86Assembler.nop5)
+        let ext = try mcExt(of: disp, function: "prog0", returning: XDP_DROP)
+        let l = try extLink(ext)
+        XCTAssertEqual(try run(disp), XDP_DROP, "the extension's value")
+        let e = try bpf.prog(ext)
+        defer { e.put() }
+        let entry = UInt64(UInt(bitPattern: try XCTUnwrap(e.raw.pointee.jit_entry)))
+        XCTAssertEqual(site.site.bytes, try X86Assembler.jmpRel32(from: UInt64(UInt(bitPattern: site.site.site)), to: entry),
+                       "one direct jmp to the extension's generated entry")
+        try bpf.objClose(l)
+        XCTAssertEqual(site.site.bytes, X86Assembler.nop5, "detached: the NOP again")
+        XCTAssertEqual(try run(disp), XDP_PASS)
+    }
+
+    func testANativeExtensionOfAGeneratedSlotRunsThroughItsStub() throws {
+        let disp = try loadLibxdpDispatcher(enabled: 2, machine: true)
+        let ext = try load(.extension(of: disp, function: "prog1", body: .xdpTx, name: "native"))
+        let l = try extLink(ext)
+        XCTAssertEqual(try run(disp), XDP_TX, "slot 0 empty (goes on), slot 1 native: its value")
+        let site = try slotSite(disp, 1)
+        XCTAssertEqual(site.site.currentTarget, site.extStub, "a jmp to the stub that enters the lab's extension entry")
+        try bpf.objClose(l)
+        XCTAssertEqual(try run(disp), XDP_PASS)
+    }
+
+    /// libxdp's rule in generated code: a value whose bit is in the slot's mask goes on, any
+    /// other is returned — and one of 32 or more has no bit.
+    func testTheGeneratedDispatcherFollowsEachSlotsChainCallMask() throws {
+        let disp = try loadLibxdpDispatcher(enabled: 3, machine: true)  // masks: PASS and RETVAL
+        let native = try loadLibxdpDispatcher(enabled: 3, name: "native")
+        var links: [Int32] = []
+        for (i, v) in [XDP_PASS, UInt32(40), XDP_DROP].enumerated() {
+            links.append(try extLink(try mcExt(of: disp, function: "prog\(i)", returning: v, name: "m\(i)")))
+            links.append(try extLink(try load(.tracing(.unspecified, on: native, function: "prog\(i)", steps: StepProgram([.returnConst(v)]), name: "n\(i)"))))
+        }
+        XCTAssertEqual(try run(disp), 40, "PASS goes on; 40 has no bit and is returned")
+        XCTAssertEqual(try run(disp), try run(native), "as the native dispatcher")
+        for l in links { try bpf.objClose(l) }
+    }
+
+    /// A trampoline on a generated program: its entry word now enters the trampoline, and
+    /// its generated entry's NOP jumps to the stub that does the same, so a caller of
+    /// either reaches the fentry program once; detached, both are as before.
+    func testATrampolineOnAGeneratedProgramRunsForItsWordAndItsGeneratedEntry() throws {
+        var a = ProgLoadAttr(steps: StepProgram([.returnConst(XDP_DROP)]), name: "mc")
+        a.machineCode = true
+        let t = try load(a)
+        let fe = try load(.tracing(.traceFentry, on: t, steps: StepProgram([.count("fentry"), .returnConst(0)]), name: "fe"))
+        let l = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
+        let p = try bpf.prog(t)
+        defer { p.put() }
+        XCTAssertEqual(try run(t), XDP_DROP)
+        XCTAssertEqual(kernel.counter("fentry"), 1, "through the entry word")
+        let entry = try XCTUnwrap(p.raw.pointee.jit_entry)
+        XCTAssertEqual(bytes(entry).first, 0xe9, "the generated entry's NOP is a jmp now")
+        var ctx = cbpf_xdp_md()
+        XCTAssertEqual(withUnsafeMutablePointer(to: &ctx) { cmc_call2(entry, $0, p.raw.pointee.insnsi) }, XDP_DROP)
+        XCTAssertEqual(kernel.counter("fentry"), 2, "through the generated entry")
+        try bpf.objClose(l)
+        XCTAssertEqual(bytes(entry), X86Assembler.nop5)
+        XCTAssertEqual(withUnsafeMutablePointer(to: &ctx) { cmc_call2(entry, $0, p.raw.pointee.insnsi) }, XDP_DROP)
+        XCTAssertEqual(kernel.counter("fentry"), 2, "detached: neither way runs it")
+    }
+
+    func testAGeneratedDispatcherLeavesNothingAndItsCodeGoesBackAfterItsGracePeriod() throws {
+        let before = try XCTUnwrap(CodeRegion.shared?.freeBytes)
+        let disp = try loadLibxdpDispatcher(enabled: 10, machine: true)
+        let ext = try mcExt(of: disp, function: "prog9", returning: XDP_DROP)
+        let l = try extLink(ext)
+        XCTAssertEqual(try run(disp), XDP_DROP)
+        try bpf.objClose(l)
+        try bpf.objClose(disp)
+        try bpf.objClose(ext)
+        kernel.quiesce()
+        XCTAssertEqual(CodeRegion.shared!.freeBytes, before, "every generated image went back")
+    }
+}
+
+/// Extensions attached and detached at a high rate (each a text_poke_bp of the slot's entry
+/// NOP ↔ jmp) while two RCU readers run the generated dispatcher: every run gives the
+/// extension's value or the empty slot's outcome, nothing else; no stray SIGTRAP.
+final class ConcurrencyMachineEntryTests: KernelTestCase {
+    func testExtensionsAttachedAndDetachedWhileReadersRunTheDispatcherGiveOneOfTwoVerdicts() throws {
+        let disp = try loadLibxdpDispatcher(enabled: 1, machine: true)
+        var a = ProgLoadAttr.tracing(.unspecified, on: disp, function: "prog0", steps: StepProgram([.returnConst(XDP_DROP)]), name: "ext")
+        a.machineCode = true
+        let ext = try load(a)
+        let p = try bpf.prog(disp)
+        defer { p.put() }
+        nonisolated(unsafe) let raw = UnsafePointer(p.raw)
+        let stop = ManagedAtomicFlag()
+        final class Tally: @unchecked Sendable { var v: [UInt32: Int] = [:] }
+        let tallies = [Tally(), Tally()]
+        let domain = kernel.rcu
+        let readers = try tallies.map { t in
+            try kthreadCreate(name: "ext-reader") {
+                let r = domain.registerThread(name: "ext-reader")
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for _ in 0..<64 { t.v[bpfProgRun(raw, c), default: 0] += 1 }
+                        r.quiescentState()
+                    }
+                }
+                domain.unregisterThread(r)
+            }
+        }
+        var cycles = 0
+        let end = Date().addingTimeInterval(1.0)
+        while Date() < end {
+            let l = try bpf.linkCreate(LinkCreateAttr(progFD: ext, attachType: .unspecified, targetProgFD: disp, targetFunc: "prog0"))
+            try bpf.objClose(l)
+            cycles += 1
+        }
+        stop.set()
+        readers.forEach(kthreadJoin)
+        var total: [UInt32: Int] = [:]
+        for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
+        print("generated freplace: \(cycles) attach/detach cycles, \(total.values.reduce(0, +)) runs: \(total.sorted { $0.key < $1.key })")
+        XCTAssertEqual(Set(total.keys).subtracting([XDP_DROP, XDP_PASS]), [], "a verdict neither state gives")
+        XCTAssertGreaterThan(total[XDP_DROP] ?? 0, 0)
+        XCTAssertGreaterThan(total[XDP_PASS] ?? 0, 0)
+        XCTAssertGreaterThan(cycles, 100)
+        XCTAssertEqual(try p.machineEntry(function: 1).map(\.failures), 0)
+    }
+}
