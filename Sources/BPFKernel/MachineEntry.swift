@@ -2,21 +2,20 @@
 // that the kernel's trampolines and extensions patch (emit_prologue's "BPF trampoline can
 // be made to work without these nops"; bpf_arch_text_poke on the function's address).
 //
-// The lab's attach machinery (Trampoline.swift) works on the function's entry word
-// (cbpf_text.func); for a generated function that word starts at +5, past the NOP, and the
-// site follows every change of it:
+// For a native function the lab's attach machinery (Trampoline.swift) switches the
+// function's entry word (cbpf_text.func). For a generated one it does what the kernel does:
+// the word (bpf_func) never changes, and the NOP at the entry is patched:
 //
-//   word = the function itself          → the NOP
-//   word = the extension entry          → `jmp ext` straight to a generated extension's
-//                                          entry (freplace as the kernel does it: one
-//                                          direct jmp), or `jmp stub` for a native one
-//   word = the trampoline entry         → `jmp stub` (trampolines are not generated yet:
-//                                          the stub enters the lab's C trampoline)
+//   nothing attached            → the NOP
+//   an extension                → `jmp ext`, straight to a generated extension's entry
+//                                 (freplace: one direct jmp), or `jmp stub` for a native one
+//   fentry / fmod_ret / fexit   → `jmp` to the generated trampoline (MachineTrampoline.swift)
 //
-// A stub is `mov rsi, <the function's data block>; jmp <C entry>`, so the C entry finds
-// the function's header as it does when called through the word. The trampoline calls the
-// function through its header's `orig`, which is +5: past the NOP, as the kernel's
-// trampoline calls the original function past its patched entry.
+// The stub is `mov rsi, <the function's data block>; jmp <the lab's C extension entry>`, so
+// that entry finds the function's header as when it is called through a word (a second stub
+// does the same for the lab's C trampoline entry). A trampoline calls the function at +5,
+// past the NOP — as the kernel's trampoline calls the original function past its patched
+// entry — which is also the function's `orig` in its header.
 //
 // Mirrors: arch/x86/net/bpf_jit_comp.c (emit_prologue, bpf_arch_text_poke),
 // kernel/bpf/trampoline.c (bpf_trampoline_update: the entry patched to the image, or to the
@@ -67,18 +66,16 @@ final class MachineEntry: @unchecked Sendable {
         }
     }
 
-    /// Follows the entry word: `word` is what it now holds, `orig` the function itself,
-    /// `ext` the extension when the word is the extension entry. Called under the
-    /// trampoline lock, after the word has changed.
-    func follow(word: cbpf_func_t?, orig: cbpf_func_t?, ext: BPFProg?) {
-        let target: UInt64?
-        if sameFunc(word, orig) {
-            target = nil
-        } else if sameFunc(word, bpfp_ext_entry), let ext {
-            target = ext.raw.pointee.jit_entry.map { UInt64(UInt(bitPattern: $0)) } ?? extStub
-        } else {
-            target = trampStub
-        }
+    /// Where the NOP should jump for this configuration of the function's trampoline: nowhere
+    /// (nothing attached), the extension (generated: its entry; native: the stub into the
+    /// lab's extension entry), or the generated trampoline.
+    func target(ext: BPFProg?, trampoline: CodeBlock?) -> UInt64? {
+        if let ext { return ext.raw.pointee.jit_entry.map { UInt64(UInt(bitPattern: $0)) } ?? extStub }
+        return trampoline?.address
+    }
+
+    /// Patches the NOP (text_poke_bp). Called under the trampoline lock.
+    func point(to target: UInt64?) {
         do { try site.retarget(target) } catch { failures += 1 }
     }
 }

@@ -97,12 +97,11 @@ enum MachineLibXDP {
             throw fail(.ENOMEM, "cannot install the generated dispatcher: \(error)")
         }
         image.machineCode = block
-        // Each slot's entry word starts past its NOP; the table the native body would read
-        // points at the texts, as for the native dispatcher.
+        // Each slot's entry word is its entry (the NOP), its orig past the NOP; the table the
+        // native body would read points at the texts, as for the native dispatcher.
         for (i, t) in texts.enumerated() {
-            let fn = unsafeBitCast(block.rx + slotAt[i] + 5, to: cbpf_func_t.self)
-            t.pointee.func = fn
-            cbpf_text_hdr_of(t.pointee.data).pointee.orig = fn
+            t.pointee.func = unsafeBitCast(block.rx + slotAt[i], to: cbpf_func_t.self)
+            cbpf_text_hdr_of(t.pointee.data).pointee.orig = unsafeBitCast(block.rx + slotAt[i] + 5, to: cbpf_func_t.self)
             image.functions.append((functions[i].name, t))
             withUnsafeBytes(of: UInt(bitPattern: t)) { data.replaceSubrange(tableOffset + 8 * i ..< tableOffset + 8 * (i + 1), with: $0) }
         }

@@ -154,9 +154,8 @@ enum MachineStepJIT {
         return MachineStepJIT.body(block)
     }
 
-    /// The body of generated code in `block`: its entry word starts past the patchable NOP
-    /// (which follows the word: MachineEntry.swift).
+    /// The body of generated code in `block`: its entry, the patchable NOP (MachineEntry.swift).
     static func body(_ block: CodeBlock) -> ProgBody {
-        ProgBody(symbol: "bpflab_machine_code", fn: unsafeBitCast(block.rx + 5, to: cbpf_func_t.self))
+        ProgBody(symbol: "bpflab_machine_code", fn: unsafeBitCast(block.rx, to: cbpf_func_t.self))
     }
 }

@@ -316,7 +316,9 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         dataBytes = max(attr.data.count, 16)
         // The data block with its text header in front (cbpf_text_hdr).
         textBlock = allocRecord(bytes: textBlockBytes(dataBytes))
-        dataBlock = initTextHeader(textBlock, orig: body.fn)
+        // A generated function is called past its patchable NOP by a trampoline (its `orig`).
+        dataBlock = initTextHeader(textBlock, orig: attr.machineCode
+            ? unsafeBitCast(unsafeBitCast(body.fn, to: UnsafeRawPointer.self) + 5, to: cbpf_func_t.self) : body.fn)
         attr.data.withUnsafeBytes { src in
             if let b = src.baseAddress { dataBlock.copyMemory(from: b, byteCount: src.count) }
         }
@@ -328,8 +330,7 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         let tag = progTag(symbol: body.symbol, data: attr.data)
 
         raw.pointee.bpf_func = body.fn
-        // The generated entry (its patchable NOP) is 5 bytes before the body's entry word.
-        raw.pointee.jit_entry = attr.machineCode ? UnsafeRawPointer(unsafeBitCast(body.fn, to: UnsafeRawPointer.self)) - 5 : nil
+        raw.pointee.jit_entry = attr.machineCode ? UnsafeRawPointer(unsafeBitCast(body.fn, to: UnsafeRawPointer.self)) : nil
         raw.pointee.insnsi = UnsafeRawPointer(dataBlock)
         raw.pointee.aux = aux
         raw.pointee.stats = stats

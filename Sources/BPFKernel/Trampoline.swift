@@ -7,6 +7,7 @@
 // (bpf_arch_text_poke: patch only if the site holds the expected old target, else EBUSY).
 //
 // The mechanism, its rules and why: BPFKernel.docc/trampolines-and-extensions.md (the DocC article "Trampolines and extensions").
+import BPFMachineCode
 import CBPFShims
 import BPFPrograms
 
@@ -90,6 +91,8 @@ final class Trampoline: @unchecked Sendable {
     private var image: (ptr: UnsafeMutablePointer<cbpf_tramp_image>, bytes: Int)?
     /// What this trampoline last poked the entry to (the function's own body at first).
     private var pokedTo: cbpf_func_t?
+    /// The generated trampoline, for a generated function (MachineTrampoline.swift).
+    private var generated: CodeBlock?
 
     init(kernel: Kernel, target: TrampolineTarget) {
         self.kernel = kernel
@@ -181,7 +184,27 @@ final class Trampoline: @unchecked Sendable {
             new = (im, (bytes + 63) & ~63)
         }
         let imageSlot = UnsafeMutableRawPointer(header).assumingMemoryBound(to: UnsafeMutableRawPointer?.self)
-        if !sameFunc(pokedTo, wanted) {
+        if case let .prog(p, f) = target, let entry = p.machineEntry(function: f) {
+            // A generated function: its entry word stays; its NOP is patched (MachineEntry).
+            var code: CodeBlock?
+            if ext == nil && !entries.isEmpty {
+                let items = { (k: TrampolineKind) in (self.links[k] ?? []).map { MachineTrampoline.Item(prog: $0.tracedProg, cookie: $0.cookie) } }
+                do {
+                    code = try MachineTrampoline.build(fentry: items(.fentry), modifyReturn: items(.modifyReturn), fexit: items(.fexit),
+                                                       function: UInt64(UInt(bitPattern: unsafeBitCast(header.pointee.orig, to: UnsafeRawPointer.self))),
+                                                       data: text.pointee.data)
+                } catch {
+                    if let n = new { kernel.freeRecord(UnsafeMutableRawPointer(n.ptr), bytes: n.bytes) }
+                    throw error
+                }
+            }
+            if let n = new { cbpf_rcu_assign_pointer(imageSlot, UnsafeMutableRawPointer(n.ptr)) }  // what the stubs read
+            entry.point(to: entry.target(ext: ext, trampoline: code))
+            if new == nil { cbpf_rcu_assign_pointer(imageSlot, nil) }
+            if let old = generated { kernel.rcu.callRCU { CodeRegion.shared?.free(old) } }  // after CPUs leave it
+            generated = code
+            pokedTo = wanted
+        } else if !sameFunc(pokedTo, wanted) {
             // The entry changes. A new image must be in place before the poke makes it
             // reachable; the poke must find what this trampoline last left there.
             let old = imageSlot.pointee
@@ -194,10 +217,6 @@ final class Trampoline: @unchecked Sendable {
                 throw error
             }
             pokedTo = wanted
-            // A generated function's patchable NOP follows its entry word.
-            if case let .prog(p, f) = target, let entry = p.machineEntry(function: f) {
-                entry.follow(word: wanted, orig: header.pointee.orig, ext: ext)
-            }
             // Back to the function's own body: readers that still enter the trampoline
             // find no image and call the body (bpfp_tramp_entry's NULL case).
             if new == nil { cbpf_rcu_assign_pointer(imageSlot, nil) }

@@ -67,6 +67,32 @@ uint32_t bpfp_tramp_entry(const void *ctx, const void *insnsi) {
     return ret;
 }
 
+uint64_t bpfp_tramp_prog_enter(const void *prog, void *ctx, uint64_t cookie, bpfp_tramp_run_ctx *rc) {
+    const cbpf_prog *p = (const cbpf_prog *)prog;
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    if (!cbpf_prog_enter_guard(p)) return 0;
+    rc->cookie = md->bpf_cookie;
+    rc->tail_call_cnt = md->tail_call_cnt;
+    md->bpf_cookie = cookie;
+    md->tail_call_cnt = 0;
+    if (cbpf_bpf_stats_enabled_tracing()) {
+        uint64_t t = cbpf_ktime_get_ns();
+        return t > 1 ? t : 2;
+    }
+    return 1;
+}
+
+void bpfp_tramp_prog_exit(const void *prog, void *ctx, uint64_t start, const bpfp_tramp_run_ctx *rc) {
+    const cbpf_prog *p = (const cbpf_prog *)prog;
+    cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    if (start) {
+        md->tail_call_cnt = rc->tail_call_cnt;
+        md->bpf_cookie = rc->cookie;
+        if (start > 1) cbpf_prog_stats_account(p, cbpf_ktime_get_ns() - start);
+    }
+    cbpf_prog_exit_guard(p);
+}
+
 uint32_t bpfp_ext_entry(const void *ctx, const void *insnsi) {
     const cbpf_text_hdr *h = cbpf_text_hdr_of(insnsi);
     const cbpf_tramp_image *im = (const cbpf_tramp_image *)cbpf_rcu_dereference((void *const *)&h->image);

@@ -383,14 +383,21 @@ final class ConcurrencyMachineTailCallTests: KernelTestCase {
         }
         var updates = 0
         let end = Date().addingTimeInterval(1.0)
-        while Date() < end {
-            try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: drop)))
-            try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: tx)))
-            try bpf.mapDeleteElem(arr, key: BPFKernelTests.key(0))
-            updates += 3
-        }
+        // The readers are stopped and joined before any error is thrown.
+        let failure: Error? = {
+            do {
+                while Date() < end {
+                    try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: drop)))
+                    try bpf.mapUpdateElem(arr, key: BPFKernelTests.key(0), value: BPFKernelTests.key(UInt32(bitPattern: tx)))
+                    try bpf.mapDeleteElem(arr, key: BPFKernelTests.key(0))
+                    updates += 3
+                }
+                return nil
+            } catch { return error }
+        }()
         stop.set()
         readers.forEach(kthreadJoin)
+        if let failure { throw failure }
         var total: [UInt32: Int] = [:]
         for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
         let runs = total.values.reduce(0, +)

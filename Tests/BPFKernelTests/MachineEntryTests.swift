@@ -72,9 +72,9 @@ final class MachineEntryTests: KernelTestCase {
         for l in links { try bpf.objClose(l) }
     }
 
-    /// A trampoline on a generated program: its entry word now enters the trampoline, and
-    /// its generated entry's NOP jumps to the stub that does the same, so a caller of
-    /// either reaches the fentry program once; detached, both are as before.
+    /// A trampoline on a generated program, the kernel's way: its entry word (bpf_func) does
+    /// not change, its NOP is patched into a jmp to the generated trampoline, so a caller of
+    /// either reaches the fentry program once; detached, the NOP again.
     func testATrampolineOnAGeneratedProgramRunsForItsWordAndItsGeneratedEntry() throws {
         var a = ProgLoadAttr(steps: StepProgram([.returnConst(XDP_DROP)]), name: "mc")
         a.machineCode = true
@@ -86,6 +86,7 @@ final class MachineEntryTests: KernelTestCase {
         XCTAssertEqual(try run(t), XDP_DROP)
         XCTAssertEqual(kernel.counter("fentry"), 1, "through the entry word")
         let entry = try XCTUnwrap(p.raw.pointee.jit_entry)
+        XCTAssertEqual(UnsafeRawPointer(unsafeBitCast(p.raw.pointee.bpf_func, to: UnsafeRawPointer.self)), entry, "bpf_func is unchanged")
         XCTAssertEqual(bytes(entry).first, 0xe9, "the generated entry's NOP is a jmp now")
         var ctx = cbpf_xdp_md()
         XCTAssertEqual(withUnsafeMutablePointer(to: &ctx) { cmc_call2(entry, $0, p.raw.pointee.insnsi) }, XDP_DROP)
@@ -94,6 +95,58 @@ final class MachineEntryTests: KernelTestCase {
         XCTAssertEqual(bytes(entry), X86Assembler.nop5)
         XCTAssertEqual(withUnsafeMutablePointer(to: &ctx) { cmc_call2(entry, $0, p.raw.pointee.insnsi) }, XDP_DROP)
         XCTAssertEqual(kernel.counter("fentry"), 2, "detached: neither way runs it")
+    }
+
+    /// fentry and fexit on a generated function through the generated trampoline, as on a
+    /// native one: fentry before the function, fexit after with its value, each program's
+    /// cookie in its run context, generated and native tracing programs alike; the value is
+    /// the function's; detaching one program rebuilds the image, detaching all restores the NOP.
+    func testTheGeneratedTrampolineRunsFentryTheFunctionAndFexitAsTheNativeOneDoes() throws {
+        for machineTarget in [true, false] {
+            kernel.resetCounters()
+            var a = ProgLoadAttr(steps: StepProgram([.count("main"), .returnConst(XDP_TX)]), name: "target")
+            a.machineCode = machineTarget
+            let t = try load(a)
+            func tracing(_ kind: AttachType, _ steps: [Step], machine: Bool, _ name: String) throws -> Int32 {
+                var a = ProgLoadAttr.tracing(kind, on: t, steps: StepProgram(steps, vars: 2), name: name)
+                a.machineCode = machine
+                return try load(a)
+            }
+            // The machine engine does not generate cookie stores; these tracing programs are native.
+            let fe = try tracing(.traceFentry, [.count("fentry"), .storeCookie(0), .storeFuncRet(1), .returnConst(0)], machine: false, "fe")
+            let fe2 = try tracing(.traceFentry, [.count("fentry2"), .returnConst(0)], machine: true, "fe2")
+            let fx = try tracing(.traceFexit, [.count("fexit"), .storeFuncRet(0), .returnConst(0)], machine: false, "fx")
+            let l1 = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry, cookie: 0xc0ffee))
+            let l2 = try bpf.linkCreate(LinkCreateAttr(progFD: fe2, attachType: .traceFentry))
+            let l3 = try bpf.linkCreate(LinkCreateAttr(progFD: fx, attachType: .traceFexit))
+            XCTAssertEqual(try run(t), XDP_TX, "machine \(machineTarget): the function's value")
+            if machineTarget {
+                let p = try bpf.prog(t)
+                defer { p.put() }
+                let site = try XCTUnwrap(p.machineEntry(function: 0)).site
+                XCTAssertEqual(site.bytes.first, 0xe9, "the NOP is a jmp")
+                XCTAssertNotEqual(site.currentTarget, p.machineEntry(function: 0)?.trampStub, "to the generated trampoline, not the stub into the C one")
+            }
+            for c in ["main", "fentry", "fentry2", "fexit"] { XCTAssertEqual(kernel.counter(c), 1, "machine \(machineTarget): \(c) ran once") }
+            let feP = try bpf.prog(fe), fxP = try bpf.prog(fx)
+            defer { feP.put(); fxP.put() }
+            XCTAssertEqual(try feP.getVar(0), 0xc0ffee, "machine \(machineTarget): the link's cookie")
+            XCTAssertEqual(try feP.getVar(1), 0, "machine \(machineTarget): fentry runs before there is a value")
+            XCTAssertEqual(try fxP.getVar(0), UInt64(XDP_TX), "machine \(machineTarget): fexit sees the value")
+            try bpf.objClose(l2)
+            XCTAssertEqual(try run(t), XDP_TX)
+            XCTAssertEqual(kernel.counter("fentry2"), 1, "machine \(machineTarget): detached, not run")
+            XCTAssertEqual(kernel.counter("fentry"), 2)
+            try bpf.objClose(l1); try bpf.objClose(l3)
+            XCTAssertEqual(try run(t), XDP_TX)
+            XCTAssertEqual(kernel.counter("fentry"), 2)
+            XCTAssertEqual(kernel.counter("main"), 3)
+            if machineTarget {
+                let p = try bpf.prog(t)
+                defer { p.put() }
+                XCTAssertEqual(bytes(try XCTUnwrap(p.raw.pointee.jit_entry)), X86Assembler.nop5, "all detached: the NOP")
+            }
+        }
     }
 
     func testAGeneratedDispatcherLeavesNothingAndItsCodeGoesBackAfterItsGracePeriod() throws {
@@ -141,13 +194,20 @@ final class ConcurrencyMachineEntryTests: KernelTestCase {
         }
         var cycles = 0
         let end = Date().addingTimeInterval(1.0)
-        while Date() < end {
-            let l = try bpf.linkCreate(LinkCreateAttr(progFD: ext, attachType: .unspecified, targetProgFD: disp, targetFunc: "prog0"))
-            try bpf.objClose(l)
-            cycles += 1
-        }
+        // The readers are stopped and joined before any error is thrown.
+        let failure: Error? = {
+            do {
+                while Date() < end {
+                    let l = try bpf.linkCreate(LinkCreateAttr(progFD: ext, attachType: .unspecified, targetProgFD: disp, targetFunc: "prog0"))
+                    try bpf.objClose(l)
+                    cycles += 1
+                }
+                return nil
+            } catch { return error }
+        }()
         stop.set()
         readers.forEach(kthreadJoin)
+        if let failure { throw failure }
         var total: [UInt32: Int] = [:]
         for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
         print("generated freplace: \(cycles) attach/detach cycles, \(total.values.reduce(0, +)) runs: \(total.sorted { $0.key < $1.key })")
@@ -156,5 +216,68 @@ final class ConcurrencyMachineEntryTests: KernelTestCase {
         XCTAssertGreaterThan(total[XDP_PASS] ?? 0, 0)
         XCTAssertGreaterThan(cycles, 100)
         XCTAssertEqual(try p.machineEntry(function: 1).map(\.failures), 0)
+    }
+}
+
+/// fentry links attached and detached at a high rate on a generated program (each a new
+/// generated trampoline, the entry NOP re-pointed, the old image freed after its grace
+/// period) while two RCU readers run the program: every run returns the program's value,
+/// and the fentry program ran for some runs and not for others.
+final class ConcurrencyMachineTrampolineTests: KernelTestCase {
+    func testTrampolinesRebuiltWhileReadersRunTheProgramAlwaysGiveItsValue() throws {
+        var a = ProgLoadAttr(steps: StepProgram([.returnConst(XDP_TX)]), name: "target")
+        a.machineCode = true
+        let t = try load(a)
+        var f = ProgLoadAttr.tracing(.traceFentry, on: t, steps: StepProgram([.count("fentry"), .returnConst(0)]), name: "fe")
+        f.machineCode = true
+        let p = try bpf.prog(t)
+        defer { p.put() }
+        nonisolated(unsafe) let raw = UnsafePointer(p.raw)
+        let stop = ManagedAtomicFlag()
+        final class Tally: @unchecked Sendable { var runs = 0, wrong = 0 }
+        let tallies = [Tally(), Tally()]
+        let domain = kernel.rcu
+        let readers = try tallies.map { tally in
+            try kthreadCreate(name: "tramp-reader") {
+                let r = domain.registerThread(name: "tramp-reader")
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for _ in 0..<64 {
+                            if bpfProgRun(raw, c) != XDP_TX { tally.wrong += 1 }
+                            tally.runs += 1
+                        }
+                        r.quiescentState()
+                    }
+                }
+                domain.unregisterThread(r)
+            }
+        }
+        var cycles = 0
+        let end = Date().addingTimeInterval(1.0)
+        // The readers are stopped and joined before any error is thrown.
+        let failure: Error? = {
+            do {
+                while Date() < end {
+                    // A tracing program's load-time target goes to its first link: a new one each time.
+                    let fe = try bpf.progLoad(f)
+                    let l = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
+                    try bpf.objClose(l)
+                    try bpf.objClose(fe)
+                    cycles += 1
+                }
+                return nil
+            } catch { return error }
+        }()
+        stop.set()
+        readers.forEach(kthreadJoin)
+        if let failure { throw failure }
+        let runs = tallies.map(\.runs).reduce(0, +), wrong = tallies.map(\.wrong).reduce(0, +)
+        print("generated trampolines: \(cycles) attach/detach cycles, \(runs) runs, fentry ran \(kernel.counter("fentry")) times")
+        XCTAssertEqual(wrong, 0, "a run did not return the program's value")
+        XCTAssertGreaterThan(kernel.counter("fentry"), 0)
+        XCTAssertLessThan(kernel.counter("fentry"), UInt64(runs))
+        XCTAssertGreaterThan(cycles, 100)
+        XCTAssertEqual(p.machineEntry(function: 0)?.failures, 0)
     }
 }

@@ -154,6 +154,22 @@ uint32_t bpfp_tramp_entry(const void *ctx, const void *insnsi);
 /// A patched entry for a function replaced by an extension (freplace): jumps to it.
 uint32_t bpfp_ext_entry(const void *ctx, const void *insnsi);
 
+/// What a generated trampoline keeps on its stack while one attached program runs
+/// (struct bpf_tramp_run_ctx: the saved run context).
+typedef struct bpfp_tramp_run_ctx {
+    uint64_t cookie;
+    uint32_t tail_call_cnt;
+    uint32_t _pad;
+} bpfp_tramp_run_ctx;
+/// __bpf_prog_enter_recur as generated trampolines call it (directly): the recursion
+/// guard, then the run context set (cookie, the program's own tail-call counter) with the
+/// old one saved in *rc. 0: skip the program (it is already running on this CPU); else its
+/// start time, or 1 (NO_START_TIME) when stats are off.
+uint64_t bpfp_tramp_prog_enter(const void *prog, void *ctx, uint64_t cookie, bpfp_tramp_run_ctx *rc);
+/// __bpf_prog_exit_recur: the run context restored and the run accounted (when it ran
+/// and stats were on), then the guard released.
+void bpfp_tramp_prog_exit(const void *prog, void *ctx, uint64_t start, const bpfp_tramp_run_ctx *rc);
+
 /// BPF_PROG_RUN_ARRAY: every program runs, in order, with its cookie; the verdict is the
 /// first one that is not XDP_PASS (XDP_PASS if all pass).
 uint32_t bpfp_run_array(const cbpf_run_array *arr, const void *ctx);
