@@ -14,6 +14,7 @@ extension DesignID {
     public static let machineTailDirect = DesignID("mc-tail-direct")
     public static let machineLibxdp1 = DesignID("mc-libxdp-1")
     public static let machineLibxdp3 = DesignID("mc-libxdp-3")
+    public static let machineTrampoline = DesignID("mc-trampoline")
 }
 
 enum MachineCodeDesigns {
@@ -31,6 +32,29 @@ enum MachineCodeDesigns {
     }
 
     static func libxdp(_ c: DesignContext) throws -> DesignSetup { try LibXDPDesigns.dispatcher(c, machine: true) }
+
+    /// The generated DROP program with N generated fentry programs (each returns 0): its
+    /// entry NOP patched into a jmp to the generated trampoline.
+    static func trampoline(_ c: DesignContext) throws -> DesignSetup {
+        var fds: [Int32] = []
+        do {
+            var d = ProgLoadAttr(steps: StepProgram([.returnConst(verdictDrop)]), name: dropName)
+            d.machineCode = true
+            let drop = try c.load(d)
+            fds.append(drop)
+            for _ in 0..<max(1, c.n) {
+                var f = ProgLoadAttr.tracing(.traceFentry, on: drop, steps: StepProgram([.returnConst(0)]), name: "fentry")
+                f.machineCode = true
+                let fd = try c.load(f)
+                fds.append(fd)
+                fds.append(try c.bpf.linkCreate(LinkCreateAttr(progFD: fd, attachType: .traceFentry)))
+            }
+            return DesignSetup(id: c.id, root: drop, fds: fds)
+        } catch {
+            for fd in fds.reversed() { try? c.bpf.objClose(fd) }
+            throw error
+        }
+    }
 
     /// StaticKeyDesigns' program, generated: each site the kernel's NOP (key off) or a jmp to
     /// an out-of-line direct call of the hook (key on).
@@ -54,6 +78,10 @@ enum MachineCodeDesigns {
         Design("mc-libxdp-3", title: "libxdp dispatcher, 3 programs (machine code)",
                summary: "the same with PASS, PASS, DROP in three slots: three direct calls, each patched into a jmp to its extension",
                family: .machineCode, groups: [.attach, .machine], parameter: LibXDPDesigns.programs(default: 3), build: libxdp),
+        Design("mc-trampoline", title: "Trampoline, one fentry (machine code)",
+               summary: "generated code: the DROP program's entry NOP patched into a jmp to a generated trampoline that calls the guard helpers, each fentry program and the program past its NOP directly; N: fentry programs",
+               family: .machineCode, groups: [.attach, .machine],
+               parameter: DesignParameter("fentry programs", range: 1...maxTrampolineLinks, default: 1), build: trampoline),
         Design("mc-static-key-off", title: "Static key off, machine code (DROP)",
                summary: "generated code: DROP after N static branch sites that are the kernel's 5-byte NOP (key off)",
                family: .machineCode, groups: [.attach, .machine], parameter: StaticKeyDesigns.sites, build: guarded),
