@@ -108,7 +108,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PacketHarnessTests",
-            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims", "bpflab", "LiveKernel"]
+            dependencies: ["PacketHarness", "BPFKernel", "CBPFShims", "bpflab", "LiveKernel", "BPFMachineCode"]
         ),
     ]
 )

@@ -446,7 +446,9 @@ public final class Bench {
                                  placement: placement, churn: config.churn, results: results,
                                  summaries: Bench.summarize(results, designs: config.designs, blocks: config.blocks), verdictCheck: verdictLine,
                                  partial: partial, oversubscribed: config.threads > machine.onlineCPUs, blocks: config.blocks, twin: config.twin)
-        if config.designs.contains(where: { $0.design.family == .machineCode }) {
+        if config.designs.contains(where: { $0.rawValue.contains("@retpoline-") }) {
+            report.retpolines = "as each row says, both modes measured in this run"
+        } else if config.designs.contains(where: { $0.design.family == .machineCode }) {
             report.retpolines = (config.retpoline.enabled ? "on" : "off") + (config.retpoline == .auto ? " (auto: this kernel's spectre_v2 \(Retpoline.kernelUsesRetpolines ? "uses" : "does not use") retpolines)" : "")
         }
         report.speedStates = SpeedStates.classify(results.filter { $0.design == .baseline && !$0.quiet && !$0.twin }.map(\.nsPerPacket))

@@ -8,7 +8,7 @@ import Foundation
 /// A design's objects: the program to attach, every fd it opened, how the driver runs it,
 /// and what churn may touch.
 public struct DesignSetup: @unchecked Sendable {
-    public let id: DesignID
+    public internal(set) var id: DesignID
     public let root: Int32
     public let fds: [Int32]
     /// A chain-enabled program whose unused XDP_TX slot churn may fill and empty.

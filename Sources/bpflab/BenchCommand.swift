@@ -70,8 +70,8 @@ struct Bench: ParsableCommand {
     @Flag(help: "Follow each window with the same design run by the plain-C twin of the driver loop and BPF_PROG_RUN (Perf/Twins), and show lab / C twin per design: the lab's own overhead, measured in this run.")
     var twin = false
 
-    @Option(help: "How generated machine code (the 'machine' designs) makes indirect branches: through retpoline thunks (on), plainly (off), or as this kernel does (auto: /sys/devices/system/cpu/vulnerabilities/spectre_v2).")
-    var retpoline: RetpolineMode = .auto
+    @Option(help: "How generated machine code (the 'machine' designs) makes indirect branches: through retpoline thunks (on), plainly (off), or as this kernel does (auto: /sys/devices/system/cpu/vulnerabilities/spectre_v2). A list (off,on) measures every machine-code design once per mode in the same run, side by side.")
+    var retpoline = "auto"
 
     @Option(help: "Split the trials into this many independent blocks, each with its own design order; the overhead's interval is then over the block means (closer to run to run), the windows' beside it. 1: windows only, with --target-ci's extra rounds.")
     var blocks = 5
@@ -105,7 +105,12 @@ struct Bench: ParsableCommand {
             cfg.oversubscribe = oversubscribe
             cfg.blocks = blocks
             cfg.twin = twin
-            cfg.retpoline = retpoline
+            let modes = try RetpolineVariants.parse(retpoline)
+            if modes.count == 1 {
+                cfg.retpoline = modes[0]
+            } else {
+                cfg.designs = try RetpolineVariants.expand(cfg.designs, modes: modes)
+            }
             cfg.duration = duration
             cfg.trials = trials
             cfg.targetCI = targetCI
@@ -214,4 +219,3 @@ extension NUMAPolicy: ExpressibleByArgument {
     public var defaultValueDescription: String { description }
 }
 
-extension RetpolineMode: ExpressibleByArgument {}

@@ -3,6 +3,7 @@
 // at its default size and, for the designs a sweep can vary, at both ends of its range.
 import XCTest
 import BPFKernel
+import BPFMachineCode
 @testable import PacketHarness
 
 final class DesignTests: XCTestCase {
@@ -72,5 +73,38 @@ final class DesignTests: XCTestCase {
             XCTAssertEqual(members, DesignRegistry.group(g))
         }
         XCTAssertEqual(try DesignID.parseList(" tail_jit , chain-pass "), [.baseline, .tailJIT, .chainPass])
+    }
+}
+
+/// `bench --retpoline off,on`: every machine-code design becomes one design per mode (the
+/// others are left alone), each built with its mode — the indirect tail call's jump is
+/// `jmp *rcx` off and a jmp to the retpoline thunk on — and both agree with the baseline.
+final class RetpolineVariantTests: XCTestCase {
+    func testAListOfModesMakesOneDesignPerModeBuiltWithThatMode() throws {
+        let ids = try RetpolineVariants.expand([.tailJIT, .machineTailJIT], modes: [.off, .on])
+        XCTAssertEqual(ids.map(\.rawValue), ["tail-jit", "mc-tail-jit@retpoline-off", "mc-tail-jit@retpoline-on"])
+        XCTAssertEqual(try RetpolineVariants.expand([.machineTailJIT], modes: [.off, .on]), Array(ids.dropFirst()), "registered once, found again")
+        let kernel = Kernel(KernelConfig(checked: true))
+        let bpf = BPF(kernel: kernel)
+        let dev = NetDevice(kernel: kernel, name: "d0")
+        let base = try DesignSetup.make(.baseline, bpf: bpf)
+        var plainJumps: [Bool] = []
+        for id in ids.dropFirst() {
+            let s = try DesignSetup.make(id, bpf: bpf)
+            XCTAssertEqual(s.id, id)
+            XCTAssertNoThrow(try Bench.crossCheck([base, s], bpf: bpf, device: dev, frames: FrameSpec(flows: 1)), id.rawValue)
+            let p = try bpf.prog(s.root)
+            let entry = try XCTUnwrap(p.raw.pointee.jit_entry)  // the first tail-call program: its first 160 bytes hold the sequence
+            let bytes = Array(UnsafeRawBufferPointer(start: entry, count: 160))
+            plainJumps.append(zip(bytes, bytes.dropFirst()).contains { $0 == 0xff && $1 == 0xe1 })  // jmp rcx
+            p.put()
+            s.close(bpf)
+        }
+        XCTAssertEqual(plainJumps, [true, false], "off: jmp *rcx; on: through the thunk")
+        XCTAssertEqual(Retpoline.mode, .auto, "the mode is restored after each build")
+        base.close(bpf)
+        XCTAssertThrowsError(try RetpolineVariants.parse("off,onn")) { XCTAssertTrue("\($0)".contains("'onn'"), "\($0)") }
+        XCTAssertThrowsError(try RetpolineVariants.parse("on,on"))
+        XCTAssertEqual(try RetpolineVariants.parse("off, on"), [.off, .on])
     }
 }
