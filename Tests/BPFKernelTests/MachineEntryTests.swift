@@ -175,41 +175,10 @@ final class ConcurrencyMachineEntryTests: KernelTestCase {
         let p = try bpf.prog(disp)
         defer { p.put() }
         nonisolated(unsafe) let raw = UnsafePointer(p.raw)
-        let stop = ManagedAtomicFlag()
-        final class Tally: @unchecked Sendable { var v: [UInt32: Int] = [:] }
-        let tallies = [Tally(), Tally()]
-        let domain = kernel.rcu
-        let readers = try tallies.map { t in
-            try kthreadCreate(name: "ext-reader") {
-                let r = domain.registerThread(name: "ext-reader")
-                var ctx = cbpf_xdp_md()
-                withUnsafeMutablePointer(to: &ctx) { c in
-                    while !stop.isSet {
-                        for _ in 0..<64 { t.v[bpfProgRun(raw, c), default: 0] += 1 }
-                        r.quiescentState()
-                    }
-                }
-                domain.unregisterThread(r)
-            }
+        let (total, cycles) = try whileTwoReadersRun({ _, c in bpfProgRun(raw, c) }) {
+            let l = try bpf.linkCreate(LinkCreateAttr(progFD: ext, attachType: .unspecified, targetProgFD: disp, targetFunc: "prog0"))
+            try bpf.objClose(l)
         }
-        var cycles = 0
-        let end = Date().addingTimeInterval(1.0)
-        // The readers are stopped and joined before any error is thrown.
-        let failure: Error? = {
-            do {
-                while Date() < end {
-                    let l = try bpf.linkCreate(LinkCreateAttr(progFD: ext, attachType: .unspecified, targetProgFD: disp, targetFunc: "prog0"))
-                    try bpf.objClose(l)
-                    cycles += 1
-                }
-                return nil
-            } catch { return error }
-        }()
-        stop.set()
-        readers.forEach(kthreadJoin)
-        if let failure { throw failure }
-        var total: [UInt32: Int] = [:]
-        for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
         print("generated freplace: \(cycles) attach/detach cycles, \(total.values.reduce(0, +)) runs: \(total.sorted { $0.key < $1.key })")
         XCTAssertEqual(Set(total.keys).subtracting([XDP_DROP, XDP_PASS]), [], "a verdict neither state gives")
         XCTAssertGreaterThan(total[XDP_DROP] ?? 0, 0)
@@ -233,48 +202,16 @@ final class ConcurrencyMachineTrampolineTests: KernelTestCase {
         let p = try bpf.prog(t)
         defer { p.put() }
         nonisolated(unsafe) let raw = UnsafePointer(p.raw)
-        let stop = ManagedAtomicFlag()
-        final class Tally: @unchecked Sendable { var runs = 0, wrong = 0 }
-        let tallies = [Tally(), Tally()]
-        let domain = kernel.rcu
-        let readers = try tallies.map { tally in
-            try kthreadCreate(name: "tramp-reader") {
-                let r = domain.registerThread(name: "tramp-reader")
-                var ctx = cbpf_xdp_md()
-                withUnsafeMutablePointer(to: &ctx) { c in
-                    while !stop.isSet {
-                        for _ in 0..<64 {
-                            if bpfProgRun(raw, c) != XDP_TX { tally.wrong += 1 }
-                            tally.runs += 1
-                        }
-                        r.quiescentState()
-                    }
-                }
-                domain.unregisterThread(r)
-            }
+        let (total, cycles) = try whileTwoReadersRun({ _, c in bpfProgRun(raw, c) }) {
+            // A tracing program's load-time target goes to its first link: a new one each time.
+            let fe = try bpf.progLoad(f)
+            let l = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
+            try bpf.objClose(l)
+            try bpf.objClose(fe)
         }
-        var cycles = 0
-        let end = Date().addingTimeInterval(1.0)
-        // The readers are stopped and joined before any error is thrown.
-        let failure: Error? = {
-            do {
-                while Date() < end {
-                    // A tracing program's load-time target goes to its first link: a new one each time.
-                    let fe = try bpf.progLoad(f)
-                    let l = try bpf.linkCreate(LinkCreateAttr(progFD: fe, attachType: .traceFentry))
-                    try bpf.objClose(l)
-                    try bpf.objClose(fe)
-                    cycles += 1
-                }
-                return nil
-            } catch { return error }
-        }()
-        stop.set()
-        readers.forEach(kthreadJoin)
-        if let failure { throw failure }
-        let runs = tallies.map(\.runs).reduce(0, +), wrong = tallies.map(\.wrong).reduce(0, +)
+        let runs = total.values.reduce(0, +)
         print("generated trampolines: \(cycles) attach/detach cycles, \(runs) runs, fentry ran \(kernel.counter("fentry")) times")
-        XCTAssertEqual(wrong, 0, "a run did not return the program's value")
+        XCTAssertEqual(Set(total.keys), [XDP_TX], "every run returned the program's value")
         XCTAssertGreaterThan(kernel.counter("fentry"), 0)
         XCTAssertLessThan(kernel.counter("fentry"), UInt64(runs))
         XCTAssertGreaterThan(cycles, 100)

@@ -189,3 +189,49 @@ func selfTailCallText(jmp: Int32, runs: Int32) -> String {
     exit
     """
 }
+
+extension KernelTestCase {
+    /// Two RCU readers run `run(n, ctx)` — a packet's verdict; n is the reader's number plus
+    /// the packet's place in its poll, for a test that varies what it runs — in polls of 64 with a
+    /// quiescent state between polls, as the driver does, while `change` runs again and
+    /// again on this thread for `seconds`. Returns every verdict's count and how many
+    /// changes ran. The readers are stopped and joined before an error of `change` is
+    /// rethrown (a reader left running would outlive the kernel it reads).
+    func whileTwoReadersRun(_ run: @escaping @Sendable (Int, UnsafeMutablePointer<cbpf_xdp_md>) -> UInt32,
+                            seconds: Double = 1.0, change: () throws -> Void) throws -> (verdicts: [UInt32: Int], changes: Int) {
+        let stop = ManagedAtomicFlag()
+        final class Tally: @unchecked Sendable { var v: [UInt32: Int] = [:] }
+        let tallies = [Tally(), Tally()]
+        let domain = kernel.rcu
+        let readers = try tallies.enumerated().map { i, t in
+            try kthreadCreate(name: "reader-\(i)") {
+                let r = domain.registerThread(name: "reader-\(i)")
+                var ctx = cbpf_xdp_md()
+                withUnsafeMutablePointer(to: &ctx) { c in
+                    while !stop.isSet {
+                        for k in 0..<64 { t.v[run(i + k, c), default: 0] += 1 }
+                        r.quiescentState()
+                    }
+                }
+                domain.unregisterThread(r)
+            }
+        }
+        var changes = 0
+        let end = Date().addingTimeInterval(seconds)
+        let failure: Error? = {
+            do {
+                while Date() < end {
+                    try change()
+                    changes += 1
+                }
+                return nil
+            } catch { return error }
+        }()
+        stop.set()
+        readers.forEach(kthreadJoin)  // pthread_join: the readers' counts happen before what follows
+        if let failure { throw failure }
+        var total: [UInt32: Int] = [:]
+        for t in tallies { total.merge(t.v, uniquingKeysWith: +) }
+        return (total, changes)
+    }
+}
