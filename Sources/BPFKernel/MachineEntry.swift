@@ -76,6 +76,7 @@ final class MachineEntry: @unchecked Sendable {
 
     /// Patches the NOP (text_poke_bp). Called under the trampoline lock.
     func point(to target: UInt64?) {
+        cbpf_text_published()  // what the new target's code refers to is ready (see cbpf_records.h)
         do { try site.retarget(target) } catch { failures += 1 }
     }
 }

@@ -120,6 +120,7 @@ final class MachineTailPoke: @unchecked Sendable {
     /// Insert or replace: the target first, then the bypass becomes the NOP.
     func set(_ p: UnsafeMutablePointer<cbpf_prog>) throws {
         guard let to = MachineTailPoke.entry(of: p) else { return }  // the owner rule keeps other engines out
+        cbpf_text_published()
         try target.retarget(to)
         try bypass.set(jump: false)
     }

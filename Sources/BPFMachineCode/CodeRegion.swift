@@ -7,7 +7,6 @@
 // running it: the caller frees it after a grace period, as bpf_jit_binary_free runs from
 // an RCU callback.
 import CMachineCode
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,7 +30,7 @@ public struct CodeBlock: @unchecked Sendable, Equatable {
 public final class CodeRegion: @unchecked Sendable {
     public static let blockAlign = 64
     private var region = cmc_region()
-    private let state: Mutex<[Range<Int>]>   // free ranges (offsets), sorted
+    private let state: TextMutex<[Range<Int>]>   // free ranges (offsets), sorted
     public let size: Int
 
     /// The process's region (16 MiB), mapped on first use near the lab's code.
@@ -46,7 +45,7 @@ public final class CodeRegion: @unchecked Sendable {
             throw MachineCodeError(errno: e, message: "cannot map \(size >> 20) MiB of code memory within rel32 reach of the lab's code (errno \(e))")
         }
         region = r
-        state = Mutex([0..<size])
+        state = TextMutex([0..<size])
     }
 
     deinit { cmc_region_unmap(&region) }

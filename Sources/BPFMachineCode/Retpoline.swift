@@ -11,7 +11,6 @@
 // The mode: `auto` follows /sys/devices/system/cpu/vulnerabilities/spectre_v2 (this
 // machine: on); generated images read it when they are built.
 import Foundation
-import Synchronization
 
 public enum RetpolineMode: String, Sendable, CaseIterable {
     case off, on, auto
@@ -57,7 +56,7 @@ public enum Retpoline {
             return b.address
         }
     }
-    private static let thunks = Mutex<[Reg64: UInt64]>([:])
+    private static let thunks = TextMutex<[Reg64: UInt64]>([:])
 
     /// An indirect jump through `r`: `jmp *r`, or a jmp to the thunk.
     public static func jmp(_ r: Reg64, _ a: inout X86Assembler, retpolines: Bool) throws {

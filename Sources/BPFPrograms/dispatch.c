@@ -70,6 +70,7 @@ uint32_t bpfp_tramp_entry(const void *ctx, const void *insnsi) {
 uint64_t bpfp_tramp_prog_enter(const void *prog, void *ctx, uint64_t cookie, bpfp_tramp_run_ctx *rc) {
     const cbpf_prog *p = (const cbpf_prog *)prog;
     cbpf_xdp_md *md = (cbpf_xdp_md *)ctx;
+    cbpf_text_observed();  /* `p` came as an immediate of patched-in code */
     if (!cbpf_prog_enter_guard(p)) return 0;
     rc->cookie = md->bpf_cookie;
     rc->tail_call_cnt = md->tail_call_cnt;

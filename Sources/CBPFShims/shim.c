@@ -14,6 +14,7 @@ cbpf_static_site cbpf_stats_site_prog_run = {0};
 cbpf_static_site cbpf_stats_site_tracing = {0};
 cbpf_static_site *cbpf_stats_site_prog_run_ptr(void) { return &cbpf_stats_site_prog_run; }
 cbpf_static_site *cbpf_stats_site_tracing_ptr(void) { return &cbpf_stats_site_tracing; }
+uint64_t cbpf_text_generation = 0;
 __thread int cbpf_this_cpu_slot __attribute__((tls_model("initial-exec"))) = -1;
 
 int cbpf_this_cpu_slow(void) {

@@ -210,6 +210,16 @@ cbpf_static_site *cbpf_stats_site_tracing_ptr(void);
 CBPF_INLINE bool cbpf_bpf_stats_enabled(void) { return cbpf_static_branch_unlikely(&cbpf_stats_site_prog_run); }
 CBPF_INLINE bool cbpf_bpf_stats_enabled_tracing(void) { return cbpf_static_branch_unlikely(&cbpf_stats_site_tracing); }
 
+/// Generated code publishes pointers as immediates and makes them reachable by patching
+/// text, which membarrier(SYNC_CORE) orders on the hardware but ThreadSanitizer cannot see.
+/// Whoever patches generated code to reach new objects calls cbpf_text_published() first;
+/// C code that generated code calls and that reads those objects calls cbpf_text_observed()
+/// first (an acquire load: a plain mov on x86) — the pair states the ordering the core sync
+/// gives.
+extern uint64_t cbpf_text_generation;
+CBPF_INLINE void cbpf_text_published(void) { __atomic_fetch_add(&cbpf_text_generation, 1, __ATOMIC_RELEASE); }
+CBPF_INLINE void cbpf_text_observed(void) { (void)__atomic_load_n(&cbpf_text_generation, __ATOMIC_ACQUIRE); }
+
 /// The current thread's CPU slot for per-CPU data (this_cpu_ptr). A packet worker pinned
 /// to CPU n sets n; other threads get their CPU from sched_getcpu() on first use.
 extern __thread int cbpf_this_cpu_slot __attribute__((tls_model("initial-exec")));
