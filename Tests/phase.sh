@@ -23,7 +23,10 @@ phase() {
     local t0=$SECONDS
     # Control bytes other than tab and newline are shown as '?', so output that is not text
     # (a crash dump, a binary file) stays readable in CI's log.
-    ( "$@" 2>&1 | tee "$log" | LC_ALL=C tr '\000-\010\013\014\016-\037\177' '?' ) &
+    # Line-buffered, so nothing waits in tr's buffer when a step is stopped.
+    local lb=""
+    command -v stdbuf >/dev/null 2>&1 && lb="stdbuf -oL"
+    ( "$@" 2>&1 | tee "$log" | LC_ALL=C $lb tr '\000-\010\013\014\016-\037\177' '?' ) &
     local pid=$!
     (
         # Looks once a second; ends by itself when the step does.

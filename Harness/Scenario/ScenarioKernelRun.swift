@@ -267,7 +267,7 @@ public final class KernelScenarioRunner {
                 default: return try s.resolved { try fd($0) }
                 }
             }
-            let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) }, directTailCalls: spec.engine == .direct)
+            let sp = StepProgram(try main.map(step), subprogs: try subs.map { try $0.map(step) }, directTailCalls: spec.engine.directTailCalls)
             var varsFD: Int32?
             if sp.usesVariables {
                 varsFD = try live.mapCreate(type: 2, keySize: 4, valueSize: UInt32(sp.vars * 8), maxEntries: 1, name: ".data")

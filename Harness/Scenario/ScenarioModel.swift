@@ -56,6 +56,13 @@ public enum ProgramEngine: String, Sendable, CaseIterable {
     case jit, interp, direct
     /// Compiled to instructions and run by the bytecode interpreter (StepCompiler.swift).
     case bytecode
+    /// Generated x86-64 (MachineStepJIT.swift): tail calls as emit_bpf_tail_call_indirect,
+    /// or (machine-direct) as emit_bpf_tail_call_direct's patched jump.
+    case machine
+    case machineDirect = "machine-direct"
+
+    /// Whether tail calls with a constant key are the patched direct jump.
+    var directTailCalls: Bool { self == .direct || self == .machineDirect }
 }
 
 public struct ProgramSpec: Sendable {

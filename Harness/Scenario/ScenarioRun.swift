@@ -188,18 +188,28 @@ public final class ScenarioRunner {
             a.compileSteps = true
             return a
         }
+        let machine = engine == .machine || engine == .machineDirect
+        func generated(_ sp: StepProgram) -> ProgLoadAttr {
+            var a = ProgLoadAttr(steps: sp, name: objName(name))
+            a.machineCode = true
+            return a
+        }
+        let builtinValue: [String: UInt32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
         switch spec.body {
         case let .builtin(b) where engine == .bytecode:
-            let v: [String: UInt32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
-            attr = compiled(StepProgram([.returnConst(v[b.symbol] ?? 0)]))
+            attr = compiled(StepProgram([.returnConst(builtinValue[b.symbol] ?? 0)]))
         case let .returns(v) where engine == .bytecode:
             attr = compiled(StepProgram([.returnConst(v)]))
+        case let .builtin(b) where machine:
+            attr = generated(StepProgram([.returnConst(builtinValue[b.symbol] ?? 0)]))
+        case let .returns(v) where machine:
+            attr = generated(StepProgram([.returnConst(v)]))
         case let .builtin(b): attr = ProgLoadAttr(body: b, name: objName(name))
         case let .returns(v): attr = .returning(v, name: objName(name))
         case let .steps(main, subs, names):
             let sp = StepProgram(try main.map(resolve), subprogs: try subs.map { try $0.map(resolve) },
-                                 directTailCalls: engine == .direct, subprogNames: names)
-            attr = engine == .bytecode ? compiled(sp) : ProgLoadAttr(steps: sp, name: objName(name), jited: engine != .interp)
+                                 directTailCalls: engine.directTailCalls, subprogNames: names)
+            attr = engine == .bytecode ? compiled(sp) : machine ? generated(sp) : ProgLoadAttr(steps: sp, name: objName(name), jited: engine != .interp)
         case let .bytecode(source, keys):
             let insns: [BPFInsn]
             switch source {

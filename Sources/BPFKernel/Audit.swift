@@ -317,6 +317,21 @@ extension Kernel {
         for id in mapIDR.ids where !seenIDs["map", default: []].contains(id) {
             v.append(AuditViolation(rule: "ids", detail: "map ID \(id) is published for no live map"))
         }
+        // Generated code: every patch a site needed happened (text_poke_bp refuses only when the
+        // core sync does, so a count here means code that no longer matches its object).
+        for o in objs {
+            switch o {
+            case let p as BPFProg:
+                let n = (p.stepImage?.machineEntries.values.reduce(0) { $0 + $1.failures }) ?? 0
+                if n > 0 { v.append(AuditViolation(rule: "text", detail: "prog '\(p.name)': \(n) patch\(n == 1 ? "" : "es") of its generated entries failed")) }
+            case let a as ProgArray where a.pokeFailures > 0:
+                v.append(AuditViolation(rule: "text", detail: "map '\(a.name)': \(a.pokeFailures) direct tail-call patch\(a.pokeFailures == 1 ? "" : "es") failed"))
+            case let k as StaticKeyMap where k.key.patchFailures > 0:
+                v.append(AuditViolation(rule: "text", detail: "map '\(k.name)': \(k.key.patchFailures) static-branch patch\(k.key.patchFailures == 1 ? "" : "es") failed"))
+            default:
+                continue
+            }
+        }
         if !g.cycleEdges.isEmpty {
             let desc = g.cycleEdges.map { "\(byKey[$0.holder]?.label ?? $0.holder) → \(byKey[$0.target]?.label ?? $0.target) (\($0.kind))" }
             v.append(AuditViolation(rule: "cycle", detail: "strong references no user action can break: " + desc.joined(separator: "; ")))

@@ -1,9 +1,10 @@
 // MachineTrampoline.swift — the BPF trampoline generated as x86-64, for a generated
 // function (arch_prepare_bpf_trampoline): the function's entry NOP is patched into a jmp
-// here, and this code runs the fentry programs, the fmod_ret programs (a non-zero value
-// replaces the function's and skips it), the function itself past its NOP, then the fexit
-// programs with the value — every call direct (rel32): the guard helpers, each generated
-// program, the original function. Then it returns to the function's caller.
+// here, and this code runs the fentry programs, the function itself past its NOP, then the
+// fexit programs with the value — every call direct (rel32): the guard helpers, each
+// generated program, the original function. Then it returns to the function's caller.
+// (fmod_ret attaches only to the lab's kernel functions, which are C, so a generated
+// trampoline never has one; invoke_bpf_mod_ret is not generated.)
 //
 //   push rbp; mov rbp, rsp; push rbx; push r12; push r13; push r14; push r15; sub rsp, 24
 //   mov rbx, rdi (ctx); mov r12, rsi
@@ -16,9 +17,8 @@
 //     mov r15d, eax
 //     mov rdi, prog; mov rsi, rbx; mov rdx, r14; mov rcx, rsp
 //     call bpfp_tramp_prog_exit                         ; __bpf_prog_exit_recur
-//   fmod_ret: test r15d, r15d; jne do_fexit with r13d = r15d
 //   mov rdi, rbx; mov rsi, data; call function+5; mov r13d, eax
-//   do_fexit: ctx->func_ret saved, set to r13; the fexit programs; restored
+//   ctx->func_ret saved, set to r13; the fexit programs; restored
 //   mov eax, r13d; add rsp, 24; pop …; pop rbp; ret
 //
 // What the lab models rather than reproduces: the guard and the run context live in the
@@ -28,8 +28,8 @@
 // context and its data block (a lab function has those two), not saved BTF-described
 // registers. A native (C) program attached here is called through its entry word.
 //
-// Mirrors: arch/x86/net/bpf_jit_comp.c (arch_prepare_bpf_trampoline, invoke_bpf_prog,
-// invoke_bpf_mod_ret), kernel/bpf/trampoline.c (__bpf_prog_enter_recur / _exit_recur).
+// Mirrors: arch/x86/net/bpf_jit_comp.c (arch_prepare_bpf_trampoline, invoke_bpf_prog),
+// kernel/bpf/trampoline.c (__bpf_prog_enter_recur / _exit_recur).
 import BPFMachineCode
 import BPFPrograms
 import CBPFShims
@@ -51,11 +51,11 @@ enum MachineTrampoline {
 
     /// Generates the trampoline of a function whose body (past its NOP) is `function` and
     /// whose data block is `data`.
-    static func build(fentry: [Item], modifyReturn: [Item], fexit: [Item], function: UInt64, data: UnsafeRawPointer?) throws -> CodeBlock {
+    static func build(fentry: [Item], fexit: [Item], function: UInt64, data: UnsafeRawPointer?) throws -> CodeBlock {
         guard let region = CodeRegion.shared else {
             throw fail(.ENOMEM, "no code memory near the lab's text: the machine engine is unavailable on this machine")
         }
-        let n = fentry.count + modifyReturn.count + fexit.count
+        let n = fentry.count + fexit.count
         guard let block = region.allocate(96 + 128 * n) else { throw fail(.ENOMEM, "code memory is full") }
         var b = X86Assembler(origin: block.address)
         b.push(.rbp); b.mov(.rbp, .rsp)
@@ -91,18 +91,9 @@ enum MachineTrampoline {
         }
 
         for it in fentry { invoke(it) }
-        let doFexit = b.label()
-        b.xor32(.r13, .r13)
-        for it in modifyReturn {
-            invoke(it)
-            b.mov32(.r13, .r15)
-            b.test(.r15, .r15)
-            b.j(.ne, doFexit)
-        }
         b.mov(.rdi, .rbx); b.mov(.rsi, imm64: UInt64(UInt(bitPattern: data)))
         b.call(absolute: function)
         b.mov32(.r13, .rax)
-        b.bind(doFexit)
         if !fexit.isEmpty {
             b.load(.r12, .rbx, funcRetOffset)          // the caller's func_ret, kept
             b.store(.rbx, funcRetOffset, .r13)         // r13 is the zero-extended value

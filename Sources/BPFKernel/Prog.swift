@@ -388,6 +388,9 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
         }
         let attachTarget = try checkAttachTarget(kernel: kernel, type: type, expectedAttachType: attr.expectedAttachType,
                                                  attachFunc: attr.attachFunc, target: target)
+        if attr.machineCode && attr.steps == nil && !(sameFunc(attr.body?.fn, ProgBody.xdpDispatcher.fn) && !attr.functions.isEmpty) {
+            throw fail(.ENOTSUPP, "the machine engine generates step programs and libxdp's dispatcher; '\(attr.name)' is neither")
+        }
         if !attr.functions.isEmpty {
             if attr.steps != nil { throw fail(.EINVAL, "a step program declares its functions as subprograms") }
             guard let off = attr.functionTableOffset, off >= 0, off % 8 == 0,
@@ -474,15 +477,15 @@ public final class BPFProg: @unchecked Sendable, CustomStringConvertible {
             image = img
             loadAttr.data = img.mainBlock
         }
-        if attr.machineCode && loadAttr.steps == nil && !(sameFunc(body.fn, ProgBody.xdpDispatcher.fn) && !attr.functions.isEmpty) {
-            throw fail(.ENOTSUPP, "the machine engine generates step programs and libxdp's dispatcher; '\(attr.name)' is neither")
-        }
         // Global functions of a native body: their texts, and the table the body reads.
         var funcImage: ProgImage?
         if attr.machineCode, !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
             // libxdp's dispatcher, generated: direct calls of placeholders freplace patches.
             let img = ProgImage()
-            img.specialised = try MachineLibXDP.build(data: &loadAttr.data, functions: attr.functions, tableOffset: off, image: img)
+            do { img.specialised = try MachineLibXDP.build(data: &loadAttr.data, functions: attr.functions, tableOffset: off, image: img) } catch {
+                img.release(kernel: kernel)  // the slot texts it had allocated
+                throw error
+            }
             image = img
         } else if !attr.functions.isEmpty, let off = loadAttr.functionTableOffset {
             let img = ProgImage()

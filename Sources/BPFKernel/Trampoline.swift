@@ -189,8 +189,9 @@ final class Trampoline: @unchecked Sendable {
             var code: CodeBlock?
             if ext == nil && !entries.isEmpty {
                 let items = { (k: TrampolineKind) in (self.links[k] ?? []).map { MachineTrampoline.Item(prog: $0.tracedProg, cookie: $0.cookie) } }
+                precondition(links[.modifyReturn]?.isEmpty ?? true, "fmod_ret attaches to kernel functions only (checked at load)")
                 do {
-                    code = try MachineTrampoline.build(fentry: items(.fentry), modifyReturn: items(.modifyReturn), fexit: items(.fexit),
+                    code = try MachineTrampoline.build(fentry: items(.fentry), fexit: items(.fexit),
                                                        function: UInt64(UInt(bitPattern: unsafeBitCast(header.pointee.orig, to: UnsafeRawPointer.self))),
                                                        data: text.pointee.data)
                 } catch {

@@ -52,7 +52,7 @@ final class ScenarioFuzzTests: XCTestCase {
         var s = "name: fuzz\nmaps:\n  jmp: {type: prog_array, max_entries: \(Int.random(in: 1...4, using: &rng))}\n  arr: {type: array, max_entries: 2}\nprograms:\n"
         s += "  p: {builtin: \(ScenarioVocabulary.builtins.randomElement(using: &rng)!), flags: [chain_calls]}\n"
         s += "  q: {returns: \(edgeNumbers.prefix(9).randomElement(using: &rng)!)}\n"
-        s += "  r: {steps: [{count: c}, {tail_call: {array: jmp, index: \(Int.random(in: 0...3, using: &rng))}}, {return: 2}], engine: \(["jit", "interp", "direct"].randomElement(using: &rng)!)}\n"
+        s += "  r: {steps: [{count: c}, {tail_call: {array: jmp, index: \(Int.random(in: 0...3, using: &rng))}}, {return: 2}], engine: \(["jit", "interp", "direct", "machine", "machine-direct"].randomElement(using: &rng)!)}\n"
         s += "sequence:\n"
         for _ in 0..<Int.random(in: 1...12, using: &rng) {
             let p = progs.randomElement(using: &rng)!, p2 = progs.randomElement(using: &rng)!
