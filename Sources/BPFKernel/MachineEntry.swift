@@ -9,13 +9,12 @@
 //   nothing attached            → the NOP
 //   an extension                → `jmp ext`, straight to a generated extension's entry
 //                                 (freplace: one direct jmp), or `jmp stub` for a native one
-//   fentry / fmod_ret / fexit   → `jmp` to the generated trampoline (MachineTrampoline.swift)
+//   fentry / fexit              → `jmp` to the generated trampoline (MachineTrampoline.swift)
 //
 // The stub is `mov rsi, <the function's data block>; jmp <the lab's C extension entry>`, so
-// that entry finds the function's header as when it is called through a word (a second stub
-// does the same for the lab's C trampoline entry). A trampoline calls the function at +5,
-// past the NOP — as the kernel's trampoline calls the original function past its patched
-// entry — which is also the function's `orig` in its header.
+// that entry finds the function's header as when it is called through a word. A trampoline
+// calls the function at +5, past the NOP — as the kernel's trampoline calls the original
+// function past its patched entry — which is also the function's `orig` in its header.
 //
 // Mirrors: arch/x86/net/bpf_jit_comp.c (emit_prologue, bpf_arch_text_poke),
 // kernel/bpf/trampoline.c (bpf_trampoline_update: the entry patched to the image, or to the
@@ -27,43 +26,35 @@ import CBPFShims
 final class MachineEntry: @unchecked Sendable {
     let site: PatchSite
     let extStub: UInt64
-    let trampStub: UInt64
     /// Pokes of the site that failed (text_poke_bp's core sync refused): the auditor's.
     private(set) var failures = 0
 
-    /// Bytes `emitStubs` writes.
-    static let stubBytes = 2 * 15
+    /// Bytes `emitStub` writes.
+    static let stubBytes = 15
 
-    /// Emits the two stubs for a function whose data block is `data` (nil: not allocated
-    /// yet — `bind` fills it in before the function can run); returns their offsets.
-    static func emitStubs(_ b: inout X86Assembler, data: UnsafeRawPointer?) -> (ext: Int, tramp: Int) {
-        let d = UInt64(UInt(bitPattern: data))
-        let ext = b.offset
-        b.mov(.rsi, imm64: d)
+    /// Emits the extension stub of a function whose data block is `data` (nil: not allocated
+    /// yet — `bind` fills it in before the function can run); returns its offset.
+    static func emitStub(_ b: inout X86Assembler, data: UnsafeRawPointer?) -> Int {
+        let at = b.offset
+        b.mov(.rsi, imm64: UInt64(UInt(bitPattern: data)))
         b.jmp(absolute: UInt64(UInt(bitPattern: unsafeBitCast(bpfp_ext_entry as cbpf_func_t, to: UnsafeRawPointer.self))))
-        let tramp = b.offset
-        b.mov(.rsi, imm64: d)
-        b.jmp(absolute: UInt64(UInt(bitPattern: unsafeBitCast(bpfp_tramp_entry as cbpf_func_t, to: UnsafeRawPointer.self))))
-        return (ext, tramp)
+        return at
     }
 
-    /// The entry at `entry` (its NOP) in `block`, with the stubs at the given offsets.
-    init(block: CodeBlock, entry: Int, stubs: (ext: Int, tramp: Int)) throws {
+    /// The entry at `entry` (its NOP) in `block`, with its stub at `stub`.
+    init(block: CodeBlock, entry: Int, stub: Int) throws {
         self.block = block
-        site = try PatchSite(block: block, site: block.rx + entry, target: block.address + UInt64(stubs.tramp))
-        extStub = block.address + UInt64(stubs.ext)
-        trampStub = block.address + UInt64(stubs.tramp)
+        extStub = block.address + UInt64(stub)
+        site = try PatchSite(block: block, site: block.rx + entry, target: extStub)
     }
     private let block: CodeBlock
 
-    /// Writes the function's data block into both stubs' `mov rsi, imm64` — for a main
+    /// Writes the function's data block into the stub's `mov rsi, imm64` — for a main
     /// function, whose data block is allocated with the program after its code. Before the
     /// program is published (nothing runs it yet).
     func bind(data: UnsafeRawPointer) throws {
         let imm = withUnsafeBytes(of: UInt64(UInt(bitPattern: data)).littleEndian) { Array($0) }
-        for stub in [extStub, trampStub] {
-            try TextPoke.writeEarly(imm, at: block.rx + Int(stub - block.address) + 2, in: block)  // past REX.W and B8+r
-        }
+        try TextPoke.writeEarly(imm, at: block.rx + Int(extStub - block.address) + 2, in: block)  // past REX.W and B8+r
     }
 
     /// Where the NOP should jump for this configuration of the function's trampoline: nowhere

@@ -68,8 +68,8 @@ enum MachineLibXDP {
         b.bind(out)
         b.load(.rbx, .rbp, -8)
         b.leave(); b.ret()
-        let mainStubs = MachineEntry.emitStubs(&b, data: nil)
-        var slotAt: [Int] = [], slotStubs: [(ext: Int, tramp: Int)] = []
+        let mainStub = MachineEntry.emitStub(&b, data: nil)
+        var slotAt: [Int] = [], slotStubs: [Int] = []
         for i in 0..<slots {
             while b.offset % 16 != 0 { b.int3() }
             b.bind(slotLabels[i])
@@ -77,7 +77,7 @@ enum MachineLibXDP {
             b.nop5(); b.nop2(); b.push(.rbp); b.mov(.rbp, .rsp)
             b.mov32(.rax, imm: UInt32(BPFP_XDP_DISPATCHER_RETVAL))
             b.leave(); b.ret()
-            slotStubs.append(MachineEntry.emitStubs(&b, data: texts[i].pointee.data))
+            slotStubs.append(MachineEntry.emitStub(&b, data: texts[i].pointee.data))
         }
         let code: [UInt8]
         do { code = try b.finish() } catch {
@@ -87,9 +87,9 @@ enum MachineLibXDP {
         precondition(code.count <= block.size, "the generated dispatcher outgrew its estimate")
         do {
             try CodeRegion.install(code, in: block)
-            image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stubs: mainStubs)
+            image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stub: mainStub)
             for i in 0..<slots {
-                image.machineEntries[1 + i] = try MachineEntry(block: block, entry: slotAt[i], stubs: slotStubs[i])
+                image.machineEntries[1 + i] = try MachineEntry(block: block, entry: slotAt[i], stub: slotStubs[i])
             }
         } catch {
             region.free(block)

@@ -70,7 +70,9 @@ enum MachineStepJIT {
         // tail-call count's push 8 again; the hook pushes rdi and rsi.
         let hookPad: Int32 = tailReachable ? 8 : 0
 
-        let size = 64 + 40 * sp.main.count + 48 * sp.main.count + 8 * subValues.count + MachineEntry.stubBytes
+        // At most 112 bytes a step (the indirect tail call's sequence is 95, a branch site and
+        // its hook 30), the prologue and return, the subprograms, the entry's stubs.
+        let size = 64 + 112 * sp.main.count + 8 * subValues.count + MachineEntry.stubBytes
         guard let block = region.allocate(size) else { throw fail(.ENOMEM, "code memory is full") }
         var b = X86Assembler(origin: block.address)
         var branchSites: [(offset: Int, hook: X86Assembler.Label, back: X86Assembler.Label, call: Int, key: StaticKeyMap)] = []
@@ -127,7 +129,7 @@ enum MachineStepJIT {
             b.ret()
         }
         subLabels.removeAll()
-        let stubs = MachineEntry.emitStubs(&b, data: nil)  // bound to the data block once it exists
+        let stub = MachineEntry.emitStub(&b, data: nil)  // bound to the data block once it exists
         let code: [UInt8]
         do { code = try b.finish() } catch {
             region.free(block)
@@ -142,7 +144,7 @@ enum MachineStepJIT {
                 patchSites.append((try PatchSite(block: block, site: block.rx + s.offset, target: hook), s.key))
             }
             image.machinePokes = try tails.map { (try MachineTailPoke(block: block, emitted: $0, assembler: b), $0.array) }
-            image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stubs: stubs)
+            image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stub: stub)
             image.machineCode = block
             image.patchSites = patchSites
         } catch {
