@@ -256,8 +256,7 @@ public final class KernelScenarioRunner {
         }
         switch spec.body {
         case let .builtin(b):
-            let v: [String: Int32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
-            return ([.mov64(0, imm: v[b.symbol] ?? 0), .exit], progType)
+            return ([.mov64(0, imm: Int32(ScenarioVocabulary.verdict(ofBuiltin: b))), .exit], progType)
         case let .returns(r):
             return ([.alu32(.mov, dst: 0, imm: Int32(bitPattern: r)), .exit], progType)
         case let .steps(main, subs, _):

@@ -246,6 +246,12 @@ public enum ScenarioVocabulary {
     public static let mapTypes = ["prog_array", "array", "static_key", "hash", "percpu_array"]
     public static let programKeys = ["builtin", "returns", "steps", "asm", "raw", "object", "program", "static_keys", "subprogs", "subprog_names", "flags", "engine", "extends", "traces"]
     public static let builtins = ["pass", "drop", "tx", "aborted"]
+
+    /// The verdict a builtin body returns — what it becomes where it is not the native body
+    /// (instructions for the kernel, a compiled or generated step program).
+    static func verdict(ofBuiltin b: ProgBody) -> UInt32 {
+        [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0][b.symbol] ?? 0
+    }
     public static let programFlags = ["chain_calls", "xdp_has_frags"]
     public static let traceKinds = ["fentry", "fexit", "fmod_ret"]
     public static let xdpFlags = ["update_if_noexist", "replace"]

@@ -194,14 +194,13 @@ public final class ScenarioRunner {
             a.machineCode = true
             return a
         }
-        let builtinValue: [String: UInt32] = [ProgBody.xdpPass.symbol: 2, ProgBody.xdpDrop.symbol: 1, ProgBody.xdpTx.symbol: 3, ProgBody.xdpAborted.symbol: 0]
         switch spec.body {
         case let .builtin(b) where engine == .bytecode:
-            attr = compiled(StepProgram([.returnConst(builtinValue[b.symbol] ?? 0)]))
+            attr = compiled(StepProgram([.returnConst(ScenarioVocabulary.verdict(ofBuiltin: b))]))
         case let .returns(v) where engine == .bytecode:
             attr = compiled(StepProgram([.returnConst(v)]))
         case let .builtin(b) where machine:
-            attr = generated(StepProgram([.returnConst(builtinValue[b.symbol] ?? 0)]))
+            attr = generated(StepProgram([.returnConst(ScenarioVocabulary.verdict(ofBuiltin: b))]))
         case let .returns(v) where machine:
             attr = generated(StepProgram([.returnConst(v)]))
         case let .builtin(b): attr = ProgLoadAttr(body: b, name: objName(name))

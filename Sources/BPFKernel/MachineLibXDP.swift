@@ -79,14 +79,8 @@ enum MachineLibXDP {
             b.leave(); b.ret()
             slotStubs.append(MachineEntry.emitStub(&b, data: texts[i].pointee.data))
         }
-        let code: [UInt8]
-        do { code = try b.finish() } catch {
-            region.free(block)
-            throw fail(.ENOMEM, "cannot generate the dispatcher: \(error)")
-        }
-        precondition(code.count <= block.size, "the generated dispatcher outgrew its estimate")
         do {
-            try CodeRegion.install(code, in: block)
+            try CodeRegion.install(b, in: block)
             image.machineEntries[0] = try MachineEntry(block: block, entry: 0, stub: mainStub)
             for i in 0..<slots {
                 image.machineEntries[1 + i] = try MachineEntry(block: block, entry: slotAt[i], stub: slotStubs[i])

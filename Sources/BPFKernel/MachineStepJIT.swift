@@ -130,14 +130,8 @@ enum MachineStepJIT {
         }
         subLabels.removeAll()
         let stub = MachineEntry.emitStub(&b, data: nil)  // bound to the data block once it exists
-        let code: [UInt8]
-        do { code = try b.finish() } catch {
-            region.free(block)
-            throw fail(.ENOMEM, "cannot generate the program: \(error)")
-        }
-        precondition(code.count <= block.size, "the generated program outgrew its estimate")
         do {
-            try CodeRegion.install(code, in: block)
+            try CodeRegion.install(b, in: block)
             var patchSites: [(PatchSite, StaticKeyMap)] = []
             for s in branchSites {
                 let hook = block.address + UInt64(b.offset(of: s.hook)!)

@@ -106,9 +106,7 @@ enum MachineTrampoline {
         b.pop(.rbp)
         b.ret()
         do {
-            let code = try b.finish()
-            precondition(code.count <= block.size, "the generated trampoline outgrew its estimate")
-            try CodeRegion.install(code, in: block)
+            try CodeRegion.install(b, in: block)
         } catch {
             region.free(block)
             throw fail(.ENOMEM, "cannot generate the trampoline: \(error)")

@@ -204,7 +204,6 @@ final class Trampoline: @unchecked Sendable {
             if new == nil { cbpf_rcu_assign_pointer(imageSlot, nil) }
             if let old = generated { kernel.rcu.callRCU { CodeRegion.shared?.free(old) } }  // after CPUs leave it
             generated = code
-            pokedTo = wanted
         } else if !sameFunc(pokedTo, wanted) {
             // The entry changes. A new image must be in place before the poke makes it
             // reachable; the poke must find what this trampoline last left there.

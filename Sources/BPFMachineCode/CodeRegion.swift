@@ -81,6 +81,17 @@ public final class CodeRegion: @unchecked Sendable {
     /// Bytes still free.
     public var freeBytes: Int { state.withLock { $0.reduce(0) { $0 + $1.count } } }
 
+    /// Finishes `a` (assembled for `b`'s address) and installs it: an error, not wrong or
+    /// overflowing code, when a displacement cannot reach or the code outgrew its block.
+    public static func install(_ a: X86Assembler, in b: CodeBlock) throws {
+        precondition(a.origin == b.address, "assembled for another address")
+        let code = try a.finish()
+        guard code.count <= b.size else {
+            throw MachineCodeError(errno: 7, message: "the generated code (\(code.count) bytes) outgrew its \(b.size)-byte block")  // E2BIG
+        }
+        try install(code, in: b)
+    }
+
     /// Writes finished code into a block no CPU runs yet, then serialises every core.
     public static func install(_ code: [UInt8], in b: CodeBlock) throws {
         precondition(code.count <= b.size)

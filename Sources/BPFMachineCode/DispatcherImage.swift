@@ -60,9 +60,7 @@ public enum DispatcherImage {
             }
             a.bind(miss)
             try Retpoline.jmp(.rdx, &a, retpolines: retpolines)
-            let code = try a.finish()
-            precondition(code.count <= block.size, "dispatcher image larger than its block")
-            try CodeRegion.install(code, in: block)
+            try CodeRegion.install(a, in: block)
             return block
         } catch {
             region.free(block)

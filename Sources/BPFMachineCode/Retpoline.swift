@@ -51,7 +51,7 @@ public enum Retpoline {
             a.bind(body)
             a.store(.rsp, 0, r)
             a.ret()
-            try CodeRegion.install(try a.finish(), in: b)
+            try CodeRegion.install(a, in: b)
             table[r] = b.address
             return b.address
         }

@@ -172,6 +172,49 @@ final class MachineCodeTests: KernelTestCase {
         }
     }
 
+    /// KERNEL_RULES, direct tail calls: "delete: restore the bypass, wait a grace period, then
+    /// NOP the target" — in generated code: while a reader has not passed a quiescent state,
+    /// the deleted slot's bypass already jumps (a new run falls through) but the target site
+    /// still jumps to the old program; once the reader is quiescent the target is the NOP.
+    func testDeletingADirectSlotRestoresTheBypassThenWaitsAGracePeriodBeforeTheTarget() throws {
+        let arr = try progArray()
+        let drop = try mc([.returnConst(XDP_DROP)], direct: true, name: "drop")
+        let caller = try mc([.tailCall(arrayFD: arr, index: .constant(0)), .returnConst(XDP_PASS)], direct: true)
+        try slot(arr, 0, drop)
+        let p = try bpf.prog(caller)
+        defer { p.put() }
+        let poke = try XCTUnwrap(p.stepImage?.machinePokes.first?.poke)
+        // A reader that stays in its read-side section until told.
+        let release = ManagedAtomicFlag(), registered = ManagedAtomicFlag()
+        let domain = kernel.rcu
+        let reader = try kthreadCreate(name: "slow-reader") {
+            let r = domain.registerThread(name: "slow-reader")
+            registered.set()
+            while !release.isSet { usleep(1000) }
+            r.quiescentState()
+            domain.unregisterThread(r)
+        }
+        while !registered.isSet { usleep(100) }
+        let deleted = ManagedAtomicFlag()
+        nonisolated(unsafe) let facade = bpf!
+        let deleter = try kthreadCreate(name: "deleter") {
+            try? facade.mapDeleteElem(arr, key: BPFKernelTests.key(0))
+            deleted.set()
+        }
+        var waited = 0
+        while poke.bypass.bytes.first != 0xe9 && waited < 5000 { usleep(1000); waited += 1 }
+        usleep(20_000)  // the deleter is now waiting for the grace period
+        XCTAssertEqual(poke.bypass.bytes.first, 0xe9, "the bypass jumps first")
+        XCTAssertEqual(poke.target.bytes.first, 0xe9, "the target still points at the old program during the grace period")
+        XCTAssertFalse(deleted.isSet, "the delete waits for the grace period")
+        XCTAssertEqual(try run(caller), XDP_PASS, "a new run takes the bypass")
+        release.set()
+        kthreadJoin(reader)
+        kthreadJoin(deleter)
+        XCTAssertTrue(deleted.isSet)
+        XCTAssertEqual(poke.target.bytes, X86Assembler.nop5, "after the grace period the target is the NOP")
+    }
+
     /// The code's size is bounded before it is generated: the longest step (an indirect
     /// tail call with retpolines, 98 bytes) at the step limit fits, and runs.
     func testAGeneratedProgramAtTheStepLimitFitsItsCodeAndRuns() throws {
